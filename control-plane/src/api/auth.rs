@@ -1,0 +1,66 @@
+//! Bearer-token authentication and role checks. Every `/api/v1` call but health
+//! needs `Authorization: Bearer <token>`; handlers state the role they need.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+use ferry_api::token::Role;
+use ferry_api::TokenId;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::secrets::sha256_hex;
+
+/// Who is calling: set by the middleware, read by handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub token_id: TokenId,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {} role; the token has {}",
+                role.as_str(),
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().copied().ok_or_else(|| ApiError::unauthorized("missing bearer token"))
+    }
+}
+
+pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    if req.uri().path() == "/api/v1/health" {
+        return Ok(next.run(req).await);
+    }
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header is not `Bearer <token>`"))?;
+    let (token_id, role) = app
+        .db
+        .token_authenticate(&sha256_hex(token))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
+    req.extensions_mut().insert(Caller { token_id, role });
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,112 @@
+//! The REST API v1 (`shared/API.md`): the router, the OpenAPI document generated
+//! from the handlers, authentication, and the dashboard placeholder at `/`.
+//! One module per resource; handlers parse input, call `App`, convert the result.
+
+pub mod auth;
+pub mod clusters;
+pub mod datastores;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod hosts;
+pub mod networks;
+pub mod tasks;
+pub mod tokens;
+pub mod vms;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub use auth::Caller;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ferry REST API", version = "1", description = "Live migration and cluster control plane"),
+    paths(
+        health::get,
+        hosts::list, hosts::get,
+        clusters::list, clusters::create, clusters::get, clusters::patch,
+        datastores::list, datastores::get,
+        networks::list, networks::get,
+        vms::list, vms::create, vms::get, vms::delete,
+        tasks::list, tasks::get,
+        events::list, events::stream,
+        tokens::create, tokens::list, tokens::delete,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The whole HTTP application: `/api/v1/...`, `/` (dashboard) and problem+json
+/// answers for unknown paths, wrong methods and (as a last resort) panics.
+pub fn router(app: App) -> Router {
+    let v1 = Router::new()
+        .route("/health", get(health::get))
+        .route("/openapi.json", get(openapi))
+        .route("/hosts", get(hosts::list))
+        .route("/hosts/{id}", get(hosts::get))
+        .route("/clusters", get(clusters::list).post(clusters::create))
+        .route("/clusters/{id}", get(clusters::get).patch(clusters::patch))
+        .route("/datastores", get(datastores::list))
+        .route("/datastores/{id}", get(datastores::get))
+        .route("/networks", get(networks::list))
+        .route("/networks/{id}", get(networks::get))
+        .route("/vms", get(vms::list).post(vms::create))
+        .route("/vms/{id}", get(vms::get).delete(vms::delete))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::get))
+        .route("/events", get(events::list))
+        .route("/events/stream", get(events::stream))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", axum::routing::delete(tokens::delete))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate));
+
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/", get(index))
+        .fallback(not_found)
+        .with_state(app)
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn openapi(_caller: Caller) -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such path: {}", uri.path()))
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not accept that method")
+        .into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../../../web/index.html"))
+}

@@ -1,0 +1,68 @@
+//! `GET/POST /vms`, `GET/DELETE /vms/{id}`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use ferry_api::token::Role;
+use ferry_api::vm::{Vm, VmCreate};
+use ferry_api::{ClusterId, HostId, Page, Problem, VmId};
+use serde::Deserialize;
+
+use super::extract::{ApiJson, ApiPath, ApiQuery, PageParams};
+use super::Caller;
+use crate::app::App;
+use crate::db::vms::VmFilter;
+use crate::error::ApiResult;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VmListParams {
+    /// Items per page, 1..1000 (default 100).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub name: Option<String>,
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub host_id: Option<HostId>,
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub cluster_id: Option<ClusterId>,
+}
+
+impl VmListParams {
+    fn page(&self) -> PageParams {
+        PageParams { limit: self.limit, cursor: self.cursor.clone() }
+    }
+}
+
+#[utoipa::path(operation_id = "vms_list", get, path = "/api/v1/vms", tag = "vms", params(VmListParams),
+    responses((status = 200, body = Page<Vm>), (status = 400, body = Problem)))]
+pub async fn list(State(app): State<App>, _caller: Caller, ApiQuery(q): ApiQuery<VmListParams>) -> ApiResult<Json<Page<Vm>>> {
+    let page = q.page().by_id()?;
+    let f = VmFilter { name: q.name, host_id: q.host_id, cluster_id: q.cluster_id };
+    Ok(Json(app.db.vm_list(page, &f).await?))
+}
+
+#[utoipa::path(operation_id = "vms_create", post, path = "/api/v1/vms", tag = "vms", request_body = VmCreate,
+    responses((status = 201, body = Vm), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(
+    State(app): State<App>,
+    caller: Caller,
+    ApiJson(req): ApiJson<VmCreate>,
+) -> ApiResult<(StatusCode, Json<Vm>)> {
+    caller.require(Role::Admin)?;
+    Ok((StatusCode::CREATED, Json(app.vm_create(req).await?)))
+}
+
+#[utoipa::path(operation_id = "vms_get", get, path = "/api/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid)),
+    responses((status = 200, body = Vm), (status = 404, body = Problem)))]
+pub async fn get(State(app): State<App>, _caller: Caller, ApiPath(id): ApiPath<VmId>) -> ApiResult<Json<Vm>> {
+    Ok(Json(app.vm_get(id).await?))
+}
+
+#[utoipa::path(operation_id = "vms_delete", delete, path = "/api/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid)),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn delete(State(app): State<App>, caller: Caller, ApiPath(id): ApiPath<VmId>) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin)?;
+    app.vm_delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

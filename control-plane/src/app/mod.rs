@@ -1,0 +1,24 @@
+//! The application layer: what the REST and gRPC edges call. It validates intent,
+//! talks to the datastore and records events; the edges only parse and convert.
+
+pub mod clusters;
+pub mod hosts;
+pub mod names;
+pub mod vms;
+
+use std::sync::Arc;
+
+use crate::ca::CertificateAuthority;
+use crate::config::Config;
+use crate::db::Db;
+use crate::events::EventBus;
+
+/// Everything a request handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub db: Db,
+    pub events: EventBus,
+    pub ca: Arc<CertificateAuthority>,
+    pub config: Arc<Config>,
+    pub join_token: Arc<String>,
+}

@@ -1,0 +1,89 @@
+//! Command-line flags of `ferry-control-plane`, each with a `FERRY_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ferry-control-plane", version, about = "Ferry's control plane")]
+pub struct Config {
+    /// Directory for the control plane's own files: the embedded PostgreSQL (when no
+    /// database URL is given), `admin.token`, `join.token` and `ca.pem`.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
+    pub data_dir: PathBuf,
+
+    /// Use this PostgreSQL server instead of starting the embedded one.
+    #[arg(long, env = "FERRY_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory of PostgreSQL's `initdb`/`pg_ctl`; default: the newest under
+    /// `/usr/lib/postgresql/*/bin`.
+    #[arg(long, env = "FERRY_PG_BIN_DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
+
+    /// REST API and dashboard listener.
+    #[arg(long, env = "FERRY_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+
+    /// gRPC listener for host agents (TLS; mutual TLS for everything but joining).
+    #[arg(long, env = "FERRY_GRPC_LISTEN", default_value = "127.0.0.1:9090")]
+    pub grpc_listen: SocketAddr,
+
+    /// Extra names or IP addresses to put in the gRPC server certificate.
+    #[arg(long = "grpc-san", env = "FERRY_GRPC_SANS", value_delimiter = ',')]
+    pub grpc_sans: Vec<String>,
+
+    /// Token agents present to join; generated into `DATA_DIR/join.token` when absent.
+    #[arg(long, env = "FERRY_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+
+    /// A host with no heartbeat for this long becomes `disconnected`.
+    #[arg(long, env = "FERRY_HOST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub host_timeout: Duration,
+
+    /// How often the control plane pulls each connected host's facts (0s: never).
+    #[arg(long, env = "FERRY_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "FERRY_DB_POOL", default_value_t = 32)]
+    pub db_pool: u32,
+}
+
+/// Parses `15s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in {s:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! Datastores. Identity comes from the storage itself (the id file each agent reads
+//! back), so `kind` is derived: `shared` when more than one host mounts the same id.
+
+use ferry_api::datastore::{Datastore, DatastoreKind};
+use ferry_api::{DatastoreId, HostId};
+use uuid::Uuid;
+
+use super::{paginate, unsigned, Db, PageReq};
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct DatastoreRow {
+    pub id: Uuid,
+    pub name: String,
+    pub capacity_bytes: i64,
+    pub free_bytes: i64,
+    pub host_ids: Vec<Uuid>,
+}
+
+impl From<DatastoreRow> for Datastore {
+    fn from(r: DatastoreRow) -> Self {
+        Datastore {
+            id: DatastoreId(r.id),
+            name: r.name,
+            kind: if r.host_ids.len() > 1 { DatastoreKind::Shared } else { DatastoreKind::Local },
+            capacity_bytes: unsigned(r.capacity_bytes),
+            free_bytes: unsigned(r.free_bytes),
+            host_ids: r.host_ids.into_iter().map(HostId).collect(),
+        }
+    }
+}
+
+const SELECT: &str = "SELECT d.id, d.name, d.capacity_bytes, d.free_bytes, \
+    COALESCE((SELECT array_agg(hd.host_id ORDER BY hd.host_id) FROM host_datastores hd \
+              WHERE hd.datastore_id = d.id), '{}') AS host_ids FROM datastores d";
+
+impl Db {
+    pub async fn datastore_list(&self, page: PageReq<Uuid>, name: Option<&str>) -> sqlx::Result<ferry_api::Page<Datastore>> {
+        let rows: Vec<DatastoreRow> = sqlx::query_as(&format!(
+            "{SELECT} WHERE ($1::uuid IS NULL OR d.id > $1) AND ($2::text IS NULL OR d.name = $2) \
+             ORDER BY d.id LIMIT $3"
+        ))
+        .bind(page.after)
+        .bind(name)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(paginate(rows, page.limit, |r| r.id.to_string(), Datastore::from))
+    }
+
+    pub async fn datastore_fetch(&self, id: DatastoreId) -> sqlx::Result<Option<Datastore>> {
+        let row: Option<DatastoreRow> = sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Datastore::from))
+    }
+}

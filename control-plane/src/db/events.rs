@@ -1,0 +1,126 @@
+//! The event log: append-only, ordered by `seq`.
+
+use chrono::{DateTime, Utc};
+use ferry_api::event::{Event, Severity};
+use ferry_api::{HostId, TaskId, VmId};
+use uuid::Uuid;
+
+use super::{paginate, Db, PageReq};
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct EventRow {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub severity: String,
+    pub message: String,
+    pub host_id: Option<Uuid>,
+    pub vm_id: Option<Uuid>,
+    pub task_id: Option<Uuid>,
+    pub data: serde_json::Value,
+}
+
+impl From<EventRow> for Event {
+    fn from(r: EventRow) -> Self {
+        Event {
+            seq: r.seq,
+            at: r.at,
+            kind: r.kind,
+            severity: match r.severity.as_str() {
+                "warning" => Severity::Warning,
+                "error" => Severity::Error,
+                _ => Severity::Info,
+            },
+            message: r.message,
+            host_id: r.host_id.map(HostId),
+            vm_id: r.vm_id.map(VmId),
+            task_id: r.task_id.map(TaskId),
+            data: r.data,
+        }
+    }
+}
+
+/// A new event, before it has a `seq`.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub host_id: Option<HostId>,
+    pub vm_id: Option<VmId>,
+    pub task_id: Option<TaskId>,
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn info(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            severity: Severity::Info,
+            message: message.into(),
+            host_id: None,
+            vm_id: None,
+            task_id: None,
+            data: serde_json::json!({}),
+        }
+    }
+
+    pub fn warning(kind: &'static str, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Warning, ..Self::info(kind, message) }
+    }
+
+    pub fn host(mut self, id: HostId) -> Self {
+        self.host_id = Some(id);
+        self
+    }
+
+    pub fn vm(mut self, id: VmId) -> Self {
+        self.vm_id = Some(id);
+        self
+    }
+
+    pub fn data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+const SELECT: &str = "SELECT seq, at, kind, severity, message, host_id, vm_id, task_id, data FROM events";
+
+impl Db {
+    pub async fn event_insert(&self, e: &NewEvent) -> sqlx::Result<Event> {
+        let severity = match e.severity {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        let row: EventRow = sqlx::query_as(
+            "INSERT INTO events (kind, severity, message, host_id, vm_id, task_id, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             RETURNING seq, at, kind, severity, message, host_id, vm_id, task_id, data",
+        )
+        .bind(e.kind)
+        .bind(severity)
+        .bind(&e.message)
+        .bind(e.host_id.map(|h| h.0))
+        .bind(e.vm_id.map(|v| v.0))
+        .bind(e.task_id.map(|t| t.0))
+        .bind(&e.data)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.into())
+    }
+
+    /// Events after `seq` (oldest first), optionally of one kind prefix.
+    pub async fn event_list(&self, page: PageReq<i64>, kind_prefix: Option<&str>) -> sqlx::Result<ferry_api::Page<Event>> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "{SELECT} WHERE seq > $1 AND ($2::text IS NULL OR kind LIKE $2 || '%') ORDER BY seq LIMIT $3"
+        ))
+        .bind(page.after.unwrap_or(0))
+        .bind(kind_prefix)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(paginate(rows, page.limit, |r| r.seq.to_string(), Event::from))
+    }
+}

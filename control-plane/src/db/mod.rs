@@ -1,0 +1,68 @@
+//! The datastore layer: one module per resource, methods named noun-first
+//! (`host_fetch`, `vm_insert`, ...). Handlers never hold SQL; they call these.
+//! Rows become API views (`ferry_api`) here, at the edge of the database.
+
+pub mod ca;
+pub mod clusters;
+pub mod datastores;
+pub mod events;
+pub mod hosts;
+pub mod networks;
+pub mod tasks;
+pub mod tokens;
+pub mod vms;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// Schema migrations, embedded from `migrations/` at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The control plane's handle on PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: PgPool,
+}
+
+impl Db {
+    /// Connects, then applies every pending migration.
+    pub async fn connect(opts: PgConnectOptions, pool_size: u32) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .context("connect to PostgreSQL")?;
+        MIGRATOR.run(&pool).await.context("apply schema migrations")?;
+        Ok(Self { pool })
+    }
+}
+
+/// `?limit=` after validation, and the position to continue after.
+#[derive(Debug, Clone, Copy)]
+pub struct PageReq<C> {
+    pub limit: u32,
+    pub after: Option<C>,
+}
+
+/// Splits `limit + 1` fetched rows into a page and the cursor of its last item.
+pub fn paginate<R, T>(
+    mut rows: Vec<R>,
+    limit: u32,
+    cursor_of: impl Fn(&R) -> String,
+    view: impl Fn(R) -> T,
+) -> ferry_api::Page<T> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = if more { rows.last().map(&cursor_of) } else { None };
+    ferry_api::Page { items: rows.into_iter().map(view).collect(), next_cursor }
+}
+
+/// Clamps a database integer into the unsigned range the API shows.
+pub fn unsigned(v: i64) -> u64 {
+    v.max(0) as u64
+}

@@ -1,0 +1,195 @@
+//! VMs: inventory (the control plane's intent: spec and host) and runtime state
+//! (owned by the agent, stored only when its generation is newer).
+
+use chrono::{DateTime, Utc};
+use ferry_api::vm::{Boot, Disk, MigrationPolicy, Nic, PowerState, Vm};
+use ferry_api::{ClusterId, DatastoreId, HostId, NetworkId, VmId};
+use rand::Rng;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{paginate, unsigned, Db, PageReq};
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct VmRow {
+    pub id: Uuid,
+    pub name: String,
+    pub cluster_id: Uuid,
+    pub host_id: Option<Uuid>,
+    pub power_state: String,
+    pub vcpus: i32,
+    pub memory_mib: i64,
+    pub cpu_model: String,
+    pub machine_type: String,
+    pub boot: Option<Json<Boot>>,
+    pub migration_policy: Json<MigrationPolicy>,
+    pub created_at: DateTime<Utc>,
+    pub disks: Json<Vec<Disk>>,
+    pub nics: Json<Vec<Nic>>,
+}
+
+impl From<VmRow> for Vm {
+    fn from(r: VmRow) -> Self {
+        Vm {
+            id: VmId(r.id),
+            name: r.name,
+            host_id: r.host_id.map(HostId),
+            cluster_id: ClusterId(r.cluster_id),
+            power_state: PowerState::parse(&r.power_state).unwrap_or(PowerState::Stopped),
+            vcpus: r.vcpus.max(0) as u32,
+            memory_mib: unsigned(r.memory_mib),
+            cpu_model: r.cpu_model,
+            machine_type: r.machine_type,
+            disks: r.disks.0,
+            nics: r.nics.0,
+            boot: r.boot.map(|b| b.0),
+            migration_policy: r.migration_policy.0,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const SELECT: &str = "SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_state, v.vcpus, v.memory_mib, \
+    v.cpu_model, v.machine_type, v.boot, v.migration_policy, v.created_at, \
+    COALESCE((SELECT json_agg(json_build_object('datastore_id', d.datastore_id, 'size_bytes', d.size_bytes, \
+              'path', d.path) ORDER BY d.idx) FROM vm_disks d WHERE d.vm_id = v.id), '[]'::json) AS disks, \
+    COALESCE((SELECT json_agg(json_build_object('network_id', n.network_id, 'mac', n.mac) ORDER BY n.idx) \
+              FROM vm_nics n WHERE n.vm_id = v.id), '[]'::json) AS nics \
+    FROM vms v";
+
+/// A VM ready to be stored: validated, with its cluster and host resolved.
+#[derive(Debug, Clone)]
+pub struct NewVm {
+    pub name: String,
+    pub cluster_id: ClusterId,
+    pub host_id: Option<HostId>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub cpu_model: String,
+    pub machine_type: String,
+    pub disks: Vec<Disk>,
+    pub nics: Vec<NetworkId>,
+    pub boot: Option<Boot>,
+    pub migration_policy: MigrationPolicy,
+}
+
+/// Filters of `GET /vms`.
+#[derive(Debug, Clone, Default)]
+pub struct VmFilter {
+    pub name: Option<String>,
+    pub host_id: Option<HostId>,
+    pub cluster_id: Option<ClusterId>,
+}
+
+/// A locally administered unicast MAC in QEMU's customary `52:54:00` range.
+fn random_mac() -> String {
+    let b: [u8; 3] = rand::thread_rng().gen();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+impl Db {
+    pub async fn vm_list(&self, page: PageReq<Uuid>, f: &VmFilter) -> sqlx::Result<ferry_api::Page<Vm>> {
+        let rows: Vec<VmRow> = sqlx::query_as(&format!(
+            "{SELECT} WHERE ($1::uuid IS NULL OR v.id > $1) AND ($2::text IS NULL OR v.name = $2) \
+             AND ($3::uuid IS NULL OR v.host_id = $3) AND ($4::uuid IS NULL OR v.cluster_id = $4) \
+             ORDER BY v.id LIMIT $5"
+        ))
+        .bind(page.after)
+        .bind(&f.name)
+        .bind(f.host_id.map(|h| h.0))
+        .bind(f.cluster_id.map(|c| c.0))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(paginate(rows, page.limit, |r| r.id.to_string(), Vm::from))
+    }
+
+    pub async fn vm_fetch(&self, id: VmId) -> sqlx::Result<Option<Vm>> {
+        let row: Option<VmRow> = sqlx::query_as(&format!("{SELECT} WHERE v.id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Vm::from))
+    }
+
+    /// Stores a VM with its disks and NICs in one transaction, allocating each NIC a
+    /// MAC address unique across the inventory.
+    pub async fn vm_insert(&self, v: &NewVm) -> sqlx::Result<VmId> {
+        let id = VmId::new();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO vms (id, name, cluster_id, host_id, vcpus, memory_mib, cpu_model, machine_type, boot, \
+             migration_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(id.0)
+        .bind(&v.name)
+        .bind(v.cluster_id.0)
+        .bind(v.host_id.map(|h| h.0))
+        .bind(v.vcpus as i32)
+        .bind(v.memory_mib as i64)
+        .bind(&v.cpu_model)
+        .bind(&v.machine_type)
+        .bind(v.boot.as_ref().map(Json))
+        .bind(Json(&v.migration_policy))
+        .execute(&mut *tx)
+        .await?;
+        for (idx, d) in v.disks.iter().enumerate() {
+            sqlx::query("INSERT INTO vm_disks (vm_id, idx, datastore_id, size_bytes, path) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id.0)
+                .bind(idx as i32)
+                .bind(d.datastore_id.0)
+                .bind(d.size_bytes as i64)
+                .bind(&d.path)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (idx, net) in v.nics.iter().enumerate() {
+            loop {
+                let placed = sqlx::query(
+                    "INSERT INTO vm_nics (vm_id, idx, network_id, mac) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (mac) DO NOTHING",
+                )
+                .bind(id.0)
+                .bind(idx as i32)
+                .bind(net.0)
+                .bind(random_mac())
+                .execute(&mut *tx)
+                .await?;
+                if placed.rows_affected() == 1 {
+                    break;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Deletes a stopped VM; returns false when there is no such stopped VM.
+    pub async fn vm_delete_stopped(&self, id: VmId) -> sqlx::Result<bool> {
+        let r = sqlx::query("DELETE FROM vms WHERE id = $1 AND power_state = 'stopped'")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Which of `ids` exist as datastores (for validating a VM's disks).
+    pub async fn datastore_ids_existing(&self, ids: &[DatastoreId]) -> sqlx::Result<Vec<DatastoreId>> {
+        let ids: Vec<Uuid> = ids.iter().map(|d| d.0).collect();
+        let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM datastores WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(found.into_iter().map(DatastoreId).collect())
+    }
+
+    /// Which of `ids` exist as networks (for validating a VM's NICs).
+    pub async fn network_ids_existing(&self, ids: &[NetworkId]) -> sqlx::Result<Vec<NetworkId>> {
+        let ids: Vec<Uuid> = ids.iter().map(|n| n.0).collect();
+        let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM networks WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(found.into_iter().map(NetworkId).collect())
+    }
+}

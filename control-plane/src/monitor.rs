@@ -1,0 +1,74 @@
+//! The loops that keep the inventory true without being asked:
+//! * liveness: hosts whose heartbeats stop become `disconnected` after
+//!   `--host-timeout`, with an event (heartbeats bring them back);
+//! * reconcile: every `--reconcile-interval` the control plane pulls each reachable
+//!   host's facts over mutual TLS and stores them if newer, so a lost push heals
+//!   itself (DESIGN principle 2: reports arrive by push and by pull).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::grpc::agent_client::AgentConnector;
+
+pub async fn liveness_loop(app: App, stop: CancellationToken) {
+    let period = (app.config.host_timeout / 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = app.hosts_check_timeouts().await {
+            tracing::warn!("host liveness check failed: {e:#}");
+        }
+    }
+}
+
+pub async fn reconcile_loop(app: App, agents: AgentConnector, stop: CancellationToken) {
+    let period = app.config.reconcile_interval;
+    if period.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; agents push at start anyway
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let hosts = match app.db.host_reachable_addresses().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("reconcile: listing hosts failed: {e}");
+                continue;
+            }
+        };
+        futures::stream::iter(hosts)
+            .for_each_concurrent(16, |(id, addr)| {
+                let (app, agents) = (app.clone(), agents.clone());
+                async move {
+                    match pull_facts(&app, &agents, id, &addr).await {
+                        Ok(true) => tracing::info!(host = %id, "reconcile: stored newer facts pulled from agent"),
+                        Ok(false) => {}
+                        Err(e) => tracing::debug!(host = %id, "reconcile: pull failed: {e:#}"),
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+/// Pulls one host's facts and stores them if newer; returns whether they were.
+pub async fn pull_facts(app: &App, agents: &AgentConnector, id: ferry_api::HostId, addr: &str) -> anyhow::Result<bool> {
+    let mut client = agents.connect(id, addr).await?;
+    let report = client
+        .get_facts(ferry_proto::v1::GetFactsRequest { host_id: id.to_string() })
+        .await?
+        .into_inner();
+    Ok(app.db.host_store_report(id, &report).await?)
+}

@@ -1,0 +1,162 @@
+//! Start-up and shut-down of the control plane:
+//! database (embedded or external) → migrations → CA → join and admin tokens →
+//! gRPC (agents) and REST (users) listeners → background loops; on shutdown the
+//! listeners stop, then the embedded database.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferry_api::token::Role;
+use ferry_proto::v1::control_plane_server::ControlPlaneServer;
+use sqlx::postgres::PgConnectOptions;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::app::App;
+use crate::ca::CertificateAuthority;
+use crate::config::Config;
+use crate::db::Db;
+use crate::embedded_pg::EmbeddedPg;
+use crate::events::EventBus;
+use crate::grpc::agent_client::AgentConnector;
+use crate::grpc::ControlPlaneService;
+use crate::secrets::{new_secret, read_secret, sha256_hex, write_private};
+use crate::{api, monitor};
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs the control plane until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
+
+    let (embedded, opts) = match &config.database_url {
+        Some(url) => (None, url.parse::<PgConnectOptions>().context("parse --database-url")?),
+        None => {
+            let dir = config.data_dir.clone();
+            let bin = config.pg_bin_dir.clone();
+            let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&dir, bin.as_deref())).await??;
+            tracing::info!(socket = %pg.socket_dir().display(), "embedded PostgreSQL running");
+            let opts = pg.connect_options().await?;
+            (Some(pg), opts)
+        }
+    };
+    let result = serve(&config, opts, shutdown).await;
+    if let Some(pg) = embedded {
+        tracing::info!("stopping embedded PostgreSQL");
+        if let Err(e) = tokio::task::spawn_blocking(move || pg.stop()).await? {
+            tracing::error!("stopping embedded PostgreSQL: {e:#}");
+        }
+    }
+    result
+}
+
+async fn serve(config: &Config, opts: PgConnectOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let db = Db::connect(opts, config.db_pool).await?;
+    let ca = CertificateAuthority::load_or_create(&db).await?;
+    write_public(&config.data_dir.join("ca.pem"), ca.cert_pem())?;
+    let join_token = join_token(config)?;
+    bootstrap_admin_token(config, &db).await?;
+
+    let mut sans = config.grpc_sans.clone();
+    if !config.grpc_listen.ip().is_unspecified() {
+        sans.push(config.grpc_listen.ip().to_string());
+    }
+    let own = ca.issue_control_plane(&sans)?;
+    let agents = AgentConnector::new(ca.cert_pem(), &own.cert_pem, &own.key_pem);
+
+    let app = App {
+        db: db.clone(),
+        events: EventBus::new(db),
+        ca: Arc::new(ca),
+        config: Arc::new(config.clone()),
+        join_token: Arc::new(join_token),
+    };
+
+    let stop = CancellationToken::new();
+
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&own.cert_pem, &own.key_pem))
+        .client_ca_root(Certificate::from_pem(app.ca.cert_pem()))
+        .client_auth_optional(true);
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc = Server::builder()
+        .tls_config(tls)?
+        .add_service(ControlPlaneServer::new(ControlPlaneService { app: app.clone() }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            stop.clone().cancelled_owned(),
+        );
+
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("bind HTTP listener {}", config.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let http = axum::serve(http_listener, api::router(app.clone())).with_graceful_shutdown(stop.clone().cancelled_owned());
+
+    let liveness = tokio::spawn(monitor::liveness_loop(app.clone(), stop.clone()));
+    let reconcile = tokio::spawn(monitor::reconcile_loop(app.clone(), agents, stop.clone()));
+
+    tracing::info!(%http_addr, %grpc_addr, version = crate::VERSION, "ferry control plane ready");
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(async move { http.await });
+    tokio::select! {
+        _ = shutdown => {}
+        r = &mut Box::pin(stop.clone().cancelled_owned()) => r,
+    }
+    stop.cancel();
+    let (g, h) = tokio::join!(grpc_task, http_task);
+    g?.context("gRPC server")?;
+    h?.context("HTTP server")?;
+    let _ = tokio::join!(liveness, reconcile);
+    Ok(())
+}
+
+fn write_public(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("write {}", path.display()))
+}
+
+/// The join token: from the flag, else `DATA_DIR/join.token`, else a new one there.
+fn join_token(config: &Config) -> anyhow::Result<String> {
+    let path = config.data_dir.join("join.token");
+    if let Some(t) = &config.join_token {
+        anyhow::ensure!(t.len() >= 16, "--join-token must be at least 16 characters");
+        write_private(&path, t)?;
+        return Ok(t.clone());
+    }
+    if let Some(t) = read_secret(&path)?.filter(|t| !t.is_empty()) {
+        return Ok(t);
+    }
+    let t = new_secret("ferry_join");
+    write_private(&path, &t)?;
+    tracing::info!(path = %path.display(), "wrote a new join token");
+    Ok(t)
+}
+
+/// Makes sure `DATA_DIR/admin.token` holds a token the database knows as admin.
+async fn bootstrap_admin_token(config: &Config, db: &Db) -> anyhow::Result<()> {
+    let path = config.data_dir.join("admin.token");
+    let secret = match read_secret(&path)?.filter(|t| !t.is_empty()) {
+        Some(s) => s,
+        None => {
+            let s = new_secret("ferry");
+            write_private(&path, &s)?;
+            tracing::info!(path = %path.display(), "wrote the admin token");
+            s
+        }
+    };
+    db.token_ensure("bootstrap-admin", Role::Admin, &sha256_hex(&secret)).await?;
+    Ok(())
+}

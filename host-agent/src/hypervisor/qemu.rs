@@ -1,0 +1,162 @@
+//! The QEMU backend. At start-up it asks the installed QEMU for its version and the
+//! CPU models it offers (`-cpu help`) and chooses the accelerator:
+//!
+//! * `--accel kvm` / `--accel tcg`: as told (kvm fails start-up if `/dev/kvm` does
+//!   not open).
+//! * `--accel auto`: KVM only when `/dev/kvm` opens *and* it is real hardware
+//!   virtualisation: the host CPU has `vmx`/`svm` and the kernel is not running
+//!   KVM's PVM mode (`/sys/module/kvm_pvm`). On nested machines where `/dev/kvm`
+//!   opens but is PVM, an unmodified Linux guest crawls (~50 s to early init, and
+//!   `-cpu host` aborts on MSR 0x10a) while TCG boots it in ~2 s, so TCG is chosen.
+//!   The reason is reported with the host's facts.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context};
+use ferry_proto::v1::{CpuFacts, MemoryFacts};
+
+use super::{AccelChoice, Hypervisor};
+use crate::config;
+use crate::facts::{self, CpuSampler};
+
+pub struct QemuBackend {
+    binary: String,
+    version: String,
+    models: Vec<String>,
+    accel: AccelChoice,
+    cpu_sampler: Mutex<CpuSampler>,
+}
+
+impl QemuBackend {
+    pub fn new(binary: &str, choice: config::AccelChoice) -> anyhow::Result<Self> {
+        let out = Command::new(binary)
+            .arg("--version")
+            .output()
+            .with_context(|| format!("run `{binary} --version`: install qemu-system-x86 (or pass --qemu)"))?;
+        if !out.status.success() {
+            bail!("`{binary} --version` failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let version = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string();
+        let out = Command::new(binary).args(["-cpu", "help"]).output().context("run `qemu -cpu help`")?;
+        let models = parse_cpu_models(&String::from_utf8_lossy(&out.stdout));
+        let accel = choose_accel(choice, &facts::cpu().flags, Path::new("/dev/kvm"), Path::new("/sys/module/kvm_pvm"))?;
+        tracing::info!(accel = accel.accel, reason = %accel.reason, %version, models = models.len(), "QEMU backend ready");
+        Ok(Self { binary: binary.to_string(), version, models, accel, cpu_sampler: Mutex::default() })
+    }
+
+    pub fn binary(&self) -> &str {
+        &self.binary
+    }
+}
+
+impl Hypervisor for QemuBackend {
+    fn accel(&self) -> AccelChoice {
+        self.accel.clone()
+    }
+
+    fn cpu(&self) -> CpuFacts {
+        let mut cpu = facts::cpu();
+        cpu.supported_models = self.models.clone();
+        cpu
+    }
+
+    fn memory(&self) -> MemoryFacts {
+        facts::memory()
+    }
+
+    fn load(&self) -> (f32, f32) {
+        let cpu = self.cpu_sampler.lock().map(|mut s| s.sample()).unwrap_or(0.0);
+        let m = facts::memory();
+        let mem = if m.total_mib > 0 { 100.0 * (1.0 - m.free_mib as f32 / m.total_mib as f32) } else { 0.0 };
+        (cpu, mem)
+    }
+
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+}
+
+/// Model names from `qemu-system-x86_64 -cpu help` (`x86 Skylake-Client  Intel ...`).
+pub fn parse_cpu_models(help: &str) -> Vec<String> {
+    let mut models: Vec<String> = help
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("x86 "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    models.sort();
+    models.dedup();
+    models
+}
+
+/// The accelerator decision (see the module doc).
+pub fn choose_accel(
+    choice: config::AccelChoice,
+    cpu_flags: &[String],
+    dev_kvm: &Path,
+    pvm_module: &Path,
+) -> anyhow::Result<AccelChoice> {
+    let kvm_opens = std::fs::OpenOptions::new().read(true).write(true).open(dev_kvm).is_ok();
+    let hw_virt = cpu_flags.iter().any(|f| f == "vmx" || f == "svm");
+    let pvm = pvm_module.exists();
+    Ok(match choice {
+        config::AccelChoice::Tcg => AccelChoice { accel: "tcg", reason: "TCG requested (--accel tcg)".into() },
+        config::AccelChoice::Kvm => {
+            if !kvm_opens {
+                bail!("--accel kvm, but {} does not open", dev_kvm.display());
+            }
+            AccelChoice { accel: "kvm", reason: "KVM requested (--accel kvm)".into() }
+        }
+        config::AccelChoice::Auto => match (kvm_opens, hw_virt, pvm) {
+            (false, _, _) => AccelChoice { accel: "tcg", reason: format!("{} does not open", dev_kvm.display()) },
+            (true, _, true) => AccelChoice {
+                accel: "tcg",
+                reason: "/dev/kvm is KVM's PVM mode (nested, no hardware virtualisation): Linux guests \
+                         crawl under it, TCG boots them faster"
+                    .into(),
+            },
+            (true, false, false) => AccelChoice {
+                accel: "tcg",
+                reason: "/dev/kvm opens but the CPU has no vmx/svm flag: not hardware virtualisation".into(),
+            },
+            (true, true, false) => {
+                AccelChoice { accel: "kvm", reason: "/dev/kvm opens and the CPU has hardware virtualisation".into() }
+            }
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_models() {
+        let help = "Available CPUs:\nx86 486                   (alias configured by machine type)\n\
+                    x86 Skylake-Client-v1     Intel Core Processor (Skylake)\nx86 qemu64  QEMU Virtual CPU version 2.5+\n\
+                    \nRecognized CPUID flags:\n  3dnow\n";
+        assert_eq!(parse_cpu_models(help), vec!["486", "Skylake-Client-v1", "qemu64"]);
+    }
+
+    #[test]
+    fn accel_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let kvm = dir.path().join("kvm");
+        std::fs::write(&kvm, b"").unwrap();
+        let pvm = dir.path().join("kvm_pvm");
+        let missing = dir.path().join("none");
+        let vmx = vec!["vmx".to_string()];
+        let auto = config::AccelChoice::Auto;
+        assert_eq!(choose_accel(auto, &vmx, &kvm, &pvm).unwrap().accel, "kvm");
+        assert_eq!(choose_accel(auto, &[], &kvm, &pvm).unwrap().accel, "tcg");
+        assert_eq!(choose_accel(auto, &vmx, &missing, &pvm).unwrap().accel, "tcg");
+        std::fs::create_dir(&pvm).unwrap();
+        let c = choose_accel(auto, &vmx, &kvm, &pvm).unwrap();
+        assert_eq!(c.accel, "tcg");
+        assert!(c.reason.contains("PVM"));
+        assert_eq!(choose_accel(config::AccelChoice::Tcg, &vmx, &kvm, &pvm).unwrap().accel, "tcg");
+        assert!(choose_accel(config::AccelChoice::Kvm, &vmx, &missing, &pvm).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! Ferry's host agent. It joins the control plane (`identity`), reports the host's
+//! facts and heartbeats (`runner`), serves the agent gRPC API to the control plane
+//! (`service`), and runs VMs through a `Hypervisor` backend: `qemu` (real QEMU/KVM
+//! or TCG) or `sim` (modelled hosts for control-plane scale and policy tests).
+
+pub mod config;
+pub mod datastores;
+pub mod facts;
+pub mod generation;
+pub mod hypervisor;
+pub mod identity;
+pub mod runner;
+pub mod service;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

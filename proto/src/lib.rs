@@ -1,0 +1,7 @@
+//! Ferry's internal gRPC API: the `ControlPlane` service (agents call it) and the
+//! `Agent` service (the control plane calls it), generated from `proto/ferry/v1`.
+#![allow(clippy::all, missing_docs)]
+
+pub mod v1 {
+    tonic::include_proto!("ferry.v1");
+}
