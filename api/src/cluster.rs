@@ -43,7 +43,11 @@ pub struct Drs {
 
 impl Default for Drs {
     fn default() -> Self {
-        Self { automation: DrsAutomation::Manual, threshold: 3, interval_s: 300 }
+        Self {
+            automation: DrsAutomation::Manual,
+            threshold: 3,
+            interval_s: 300,
+        }
     }
 }
 
@@ -82,7 +86,11 @@ pub struct DrsPatch {
 #[serde(deny_unknown_fields)]
 pub struct ClusterPatch {
     pub name: Option<String>,
-    #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub cpu_baseline: Option<Option<String>>,
     pub drs: Option<DrsPatch>,
@@ -96,7 +104,9 @@ mod double_option {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
         Option::<String>::deserialize(d).map(Some)
     }
 }

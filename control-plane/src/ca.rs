@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, Certificate, CertificateParams, CertificateSigningRequestParams,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use crate::db::Db;
@@ -54,7 +54,8 @@ impl CertificateAuthority {
                 params.not_before = rcgen::date_time_ymd(2024, 1, 1);
                 params.not_after = rcgen::date_time_ymd(2044, 1, 1);
                 let cert = params.self_signed(&key)?;
-                db.ca_insert_or_fetch(&cert.pem(), &key.serialize_pem()).await?
+                db.ca_insert_or_fetch(&cert.pem(), &key.serialize_pem())
+                    .await?
             }
         };
         let key = KeyPair::from_pem(&key_pem).context("parse CA key")?;
@@ -63,7 +64,11 @@ impl CertificateAuthority {
         let cert = CertificateParams::from_ca_cert_pem(&cert_pem)
             .context("parse CA certificate")?
             .self_signed(&key)?;
-        Ok(Self { cert, key, cert_pem })
+        Ok(Self {
+            cert,
+            key,
+            cert_pem,
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -75,7 +80,9 @@ impl CertificateAuthority {
     pub fn issue_control_plane(&self, extra_sans: &[String]) -> anyhow::Result<IssuedCert> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, CONTROL_PLANE_CN);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, CONTROL_PLANE_CN);
         let mut sans = vec![
             SanType::DnsName(CONTROL_PLANE_NAME.try_into()?),
             SanType::DnsName("localhost".try_into()?),
@@ -90,15 +97,25 @@ impl CertificateAuthority {
         params.subject_alt_names = sans;
         leaf_usages(&mut params);
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
-        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// Signs an agent's CSR as host `host_id`. Only the CSR's public key is used:
     /// subject, names and usages are the control plane's to decide.
-    pub fn sign_host_csr(&self, csr_pem: &str, host_id: &ferry_api::HostId) -> anyhow::Result<String> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).context("parse certificate signing request")?;
+    pub fn sign_host_csr(
+        &self,
+        csr_pem: &str,
+        host_id: &ferry_api::HostId,
+    ) -> anyhow::Result<String> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .context("parse certificate signing request")?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, host_id.to_string());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, host_id.to_string());
         params.subject_alt_names = vec![SanType::DnsName(host_dns_name(host_id).try_into()?)];
         leaf_usages(&mut params);
         let cert = params.signed_by(&csr.public_key, &self.cert, &self.key)?;
@@ -108,8 +125,14 @@ impl CertificateAuthority {
 
 fn leaf_usages(params: &mut CertificateParams) {
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     use chrono::Datelike;
     let from = chrono::Utc::now() - chrono::Duration::days(1);
     let until = from + chrono::Duration::days(5 * 365);
@@ -120,6 +143,12 @@ fn leaf_usages(params: &mut CertificateParams) {
 /// The common name of the first certificate in `certs` (a TLS peer's chain).
 pub fn peer_common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     Some(cn)
 }

@@ -37,17 +37,23 @@ impl EmbeddedPg {
             Some(b) => b.to_path_buf(),
             None => find_bin_dir()?,
         };
-        std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("create {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize()?;
         let run_as = if nix::unistd::geteuid().is_root() {
-            let user = nix::unistd::User::from_name("postgres")?
-                .context("running as root needs the `postgres` user (install Debian's postgresql package)")?;
+            let user = nix::unistd::User::from_name("postgres")?.context(
+                "running as root needs the `postgres` user (install Debian's postgresql package)",
+            )?;
             Some((user.uid.as_raw(), user.gid.as_raw()))
         } else {
             None
         };
         let root = pg_root(&data_dir, run_as)?;
-        let pg = Self { bin_dir, root, run_as };
+        let pg = Self {
+            bin_dir,
+            root,
+            run_as,
+        };
         pg.init()?;
         pg.ensure_running()?;
         Ok(pg)
@@ -58,14 +64,19 @@ impl EmbeddedPg {
         let admin = self.options("postgres");
         let mut conn = {
             use sqlx::Connection;
-            sqlx::PgConnection::connect_with(&admin).await.context("connect to embedded PostgreSQL")?
+            sqlx::PgConnection::connect_with(&admin)
+                .await
+                .context("connect to embedded PostgreSQL")?
         };
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(DB_NAME)
-            .fetch_optional(&mut conn)
-            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(DB_NAME)
+                .fetch_optional(&mut conn)
+                .await?;
         if exists.is_none() {
-            sqlx::query(&format!("CREATE DATABASE {DB_NAME}")).execute(&mut conn).await?;
+            sqlx::query(&format!("CREATE DATABASE {DB_NAME}"))
+                .execute(&mut conn)
+                .await?;
         }
         Ok(self.options(DB_NAME))
     }
@@ -93,7 +104,10 @@ impl EmbeddedPg {
             .args(["-m", "fast", "-w", "-t", "60"])
             .output()?;
         if !out.status.success() && self.is_running()? {
-            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -111,7 +125,14 @@ impl EmbeddedPg {
             .pg_command("initdb")
             .arg("-D")
             .arg(self.data())
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .output()
             .context("run initdb")?;
         if !out.status.success() {
@@ -121,7 +142,12 @@ impl EmbeddedPg {
     }
 
     fn is_running(&self) -> anyhow::Result<bool> {
-        let st = self.pg_command("pg_ctl").arg("status").arg("-D").arg(self.data()).output()?;
+        let st = self
+            .pg_command("pg_ctl")
+            .arg("status")
+            .arg("-D")
+            .arg(self.data())
+            .output()?;
         Ok(st.status.success())
     }
 
@@ -204,7 +230,9 @@ fn pg_root(data_dir: &Path, run_as: Option<(u32, u32)>) -> anyhow::Result<PathBu
                 std::fs::set_permissions(data_dir, perm)?;
             }
             data_dir.ancestors().skip(1).all(|a| {
-                std::fs::metadata(a).map(|m| m.mode() & 0o001 != 0 || m.uid() == uid).unwrap_or(false)
+                std::fs::metadata(a)
+                    .map(|m| m.mode() & 0o001 != 0 || m.uid() == uid)
+                    .unwrap_or(false)
             })
         }
     };
@@ -225,4 +253,30 @@ fn pg_root(data_dir: &Path, run_as: Option<(u32, u32)>) -> anyhow::Result<PathBu
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(root)
+}
+
+/// Stops the embedded cluster of `data_dir` if one is running there (clean-up after
+/// a control plane that was killed).
+pub fn stop_leftover(data_dir: &Path) -> anyhow::Result<()> {
+    let root = match std::fs::read_link(data_dir.join("pg")) {
+        Ok(t) => t,
+        Err(_) => data_dir.join("pg"),
+    };
+    if !root.join("data/PG_VERSION").exists() {
+        return Ok(());
+    }
+    let run_as = if nix::unistd::geteuid().is_root() {
+        nix::unistd::User::from_name("postgres")?.map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+    } else {
+        None
+    };
+    let pg = EmbeddedPg {
+        bin_dir: find_bin_dir()?,
+        root,
+        run_as,
+    };
+    if pg.is_running()? {
+        pg.stop()?;
+    }
+    Ok(())
 }

@@ -14,7 +14,8 @@ use crate::app::App;
 use crate::grpc::agent_client::AgentConnector;
 
 pub async fn liveness_loop(app: App, stop: CancellationToken) {
-    let period = (app.config.host_timeout / 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    let period =
+        (app.config.host_timeout / 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -64,10 +65,17 @@ pub async fn reconcile_loop(app: App, agents: AgentConnector, stop: Cancellation
 }
 
 /// Pulls one host's facts and stores them if newer; returns whether they were.
-pub async fn pull_facts(app: &App, agents: &AgentConnector, id: ferry_api::HostId, addr: &str) -> anyhow::Result<bool> {
+pub async fn pull_facts(
+    app: &App,
+    agents: &AgentConnector,
+    id: ferry_api::HostId,
+    addr: &str,
+) -> anyhow::Result<bool> {
     let mut client = agents.connect(id, addr).await?;
     let report = client
-        .get_facts(ferry_proto::v1::GetFactsRequest { host_id: id.to_string() })
+        .get_facts(ferry_proto::v1::GetFactsRequest {
+            host_id: id.to_string(),
+        })
         .await?
         .into_inner();
     Ok(app.db.host_store_report(id, &report).await?)

@@ -10,7 +10,11 @@ use sha2::{Digest, Sha256};
 
 /// A new random secret with a readable prefix, e.g. `ferry_admin_…`.
 pub fn new_secret(prefix: &str) -> String {
-    let body: String = rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect();
+    let body: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
     format!("{prefix}_{body}")
 }
 
@@ -22,7 +26,10 @@ pub fn sha256_hex(s: &str) -> String {
 /// Compares two secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Writes `contents` to `path` readable by the owner only (0600), atomically.
@@ -71,7 +78,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.token");
         write_private(&p, "s3cret\n").unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_secret(&p).unwrap().as_deref(), Some("s3cret"));
         assert_eq!(read_secret(&dir.path().join("none")).unwrap(), None);
     }

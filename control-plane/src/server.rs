@@ -35,16 +35,24 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs the control plane until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
 
     let (embedded, opts) = match &config.database_url {
-        Some(url) => (None, url.parse::<PgConnectOptions>().context("parse --database-url")?),
+        Some(url) => (
+            None,
+            url.parse::<PgConnectOptions>()
+                .context("parse --database-url")?,
+        ),
         None => {
             let dir = config.data_dir.clone();
             let bin = config.pg_bin_dir.clone();
-            let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&dir, bin.as_deref())).await??;
+            let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&dir, bin.as_deref()))
+                .await??;
             tracing::info!(socket = %pg.socket_dir().display(), "embedded PostgreSQL running");
             let opts = pg.connect_options().await?;
             (Some(pg), opts)
@@ -60,7 +68,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     result
 }
 
-async fn serve(config: &Config, opts: PgConnectOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+async fn serve(
+    config: &Config,
+    opts: PgConnectOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let db = Db::connect(opts, config.db_pool).await?;
     let ca = CertificateAuthority::load_or_create(&db).await?;
     write_public(&config.data_dir.join("ca.pem"), ca.cert_pem())?;
@@ -94,7 +106,9 @@ async fn serve(config: &Config, opts: PgConnectOptions, shutdown: impl std::futu
     let grpc_addr = grpc_listener.local_addr()?;
     let grpc = Server::builder()
         .tls_config(tls)?
-        .add_service(ControlPlaneServer::new(ControlPlaneService { app: app.clone() }))
+        .add_service(ControlPlaneServer::new(ControlPlaneService {
+            app: app.clone(),
+        }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
             stop.clone().cancelled_owned(),
@@ -104,7 +118,8 @@ async fn serve(config: &Config, opts: PgConnectOptions, shutdown: impl std::futu
         .await
         .with_context(|| format!("bind HTTP listener {}", config.http_listen))?;
     let http_addr = http_listener.local_addr()?;
-    let http = axum::serve(http_listener, api::router(app.clone())).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let http = axum::serve(http_listener, api::router(app.clone()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
 
     let liveness = tokio::spawn(monitor::liveness_loop(app.clone(), stop.clone()));
     let reconcile = tokio::spawn(monitor::reconcile_loop(app.clone(), agents, stop.clone()));
@@ -157,6 +172,7 @@ async fn bootstrap_admin_token(config: &Config, db: &Db) -> anyhow::Result<()> {
             s
         }
     };
-    db.token_ensure("bootstrap-admin", Role::Admin, &sha256_hex(&secret)).await?;
+    db.token_ensure("bootstrap-admin", Role::Admin, &sha256_hex(&secret))
+        .await?;
     Ok(())
 }

@@ -65,7 +65,11 @@ pub struct Config {
     pub count: u32,
 
     /// Identity (key, certificate) and runtime files.
-    #[arg(long, env = "FERRY_AGENT_STATE_DIR", default_value = "/var/lib/ferry-agent")]
+    #[arg(
+        long,
+        env = "FERRY_AGENT_STATE_DIR",
+        default_value = "/var/lib/ferry-agent"
+    )]
     pub state_dir: PathBuf,
 
     /// A datastore: NAME=PATH (repeatable).
@@ -86,7 +90,9 @@ pub struct Config {
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
-    let (n, v) = s.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let (n, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
     if n.is_empty() || v.is_empty() {
         return Err(format!("expected NAME=VALUE, got {s:?}"));
     }
@@ -95,7 +101,14 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 fn parse_network(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((n, u)) if !n.is_empty() => Ok((n.to_string(), if u == "none" { String::new() } else { u.to_string() })),
+        Some((n, u)) if !n.is_empty() => Ok((
+            n.to_string(),
+            if u == "none" {
+                String::new()
+            } else {
+                u.to_string()
+            },
+        )),
         Some(_) => Err(format!("expected NAME=UPLINK, got {s:?}")),
         None if !s.is_empty() => Ok((s.to_string(), String::new())),
         None => Err("empty network".into()),
@@ -113,7 +126,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
     if !v.is_finite() || v <= 0.0 {
         return Err(format!("not a positive duration: {s:?}"));
     }

@@ -20,9 +20,14 @@ pub struct DatastoreSpec {
 
 /// Reads (or creates) the datastore's identity.
 pub fn identity(path: &Path) -> anyhow::Result<uuid::Uuid> {
-    std::fs::create_dir_all(path).with_context(|| format!("create datastore dir {}", path.display()))?;
+    std::fs::create_dir_all(path)
+        .with_context(|| format!("create datastore dir {}", path.display()))?;
     let file = path.join(ID_FILE);
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&file) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+    {
         Ok(mut f) => {
             let id = uuid::Uuid::new_v4();
             f.write_all(id.to_string().as_bytes())?;
@@ -70,7 +75,11 @@ mod tests {
         assert_eq!(a, b);
         let other = tempfile::tempdir().unwrap();
         assert_ne!(a, identity(other.path()).unwrap());
-        let f = facts(&DatastoreSpec { name: "ds".into(), path: dir.path().into() }).unwrap();
+        let f = facts(&DatastoreSpec {
+            name: "ds".into(),
+            path: dir.path().into(),
+        })
+        .unwrap();
         assert_eq!(f.id, a.to_string());
         assert!(f.capacity_bytes >= f.free_bytes && f.capacity_bytes > 0);
     }

@@ -12,13 +12,17 @@ pub fn cpu() -> CpuFacts {
 pub fn parse_cpuinfo(info: &str) -> CpuFacts {
     let mut f = CpuFacts::default();
     for line in info.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         match k {
             "processor" => f.cores += 1,
             "vendor_id" if f.vendor.is_empty() => f.vendor = v.to_string(),
             "model name" if f.model.is_empty() => f.model = v.to_string(),
-            "flags" if f.flags.is_empty() => f.flags = v.split_whitespace().map(String::from).collect(),
+            "flags" if f.flags.is_empty() => {
+                f.flags = v.split_whitespace().map(String::from).collect()
+            }
             _ => {}
         }
     }
@@ -40,7 +44,10 @@ pub fn parse_meminfo(info: &str) -> MemoryFacts {
             .and_then(|kb| kb.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    MemoryFacts { total_mib: field("MemTotal") / 1024, free_mib: field("MemAvailable") / 1024 }
+    MemoryFacts {
+        total_mib: field("MemTotal") / 1024,
+        free_mib: field("MemAvailable") / 1024,
+    }
 }
 
 /// CPU busy % between successive calls, from `/proc/stat`.
@@ -52,15 +59,23 @@ pub struct CpuSampler {
 impl CpuSampler {
     pub fn sample(&mut self) -> f32 {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let Some(line) = stat.lines().next() else { return 0.0 };
-        let vals: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let Some(line) = stat.lines().next() else {
+            return 0.0;
+        };
+        let vals: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
         if vals.len() < 4 {
             return 0.0;
         }
         let total: u64 = vals.iter().sum();
         let idle = vals[3] + vals.get(4).copied().unwrap_or(0);
         let pct = match self.last {
-            Some((t0, i0)) if total > t0 => 100.0 * (1.0 - (idle - i0.min(idle)) as f32 / (total - t0) as f32),
+            Some((t0, i0)) if total > t0 => {
+                100.0 * (1.0 - (idle - i0.min(idle)) as f32 / (total - t0) as f32)
+            }
             _ => 0.0,
         };
         self.last = Some((total, idle));
@@ -86,7 +101,9 @@ mod tests {
 
     #[test]
     fn meminfo() {
-        let m = parse_meminfo("MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   20480000 kB\n");
+        let m = parse_meminfo(
+            "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   20480000 kB\n",
+        );
         assert_eq!(m.total_mib, 24000);
         assert_eq!(m.free_mib, 20000);
     }

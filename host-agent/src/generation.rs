@@ -16,7 +16,10 @@ impl Generation {
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
             let next = now.max(cur + 1);
-            match self.0.compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::Relaxed) {
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::Relaxed)
+            {
                 Ok(_) => return next,
                 Err(actual) => cur = actual,
             }

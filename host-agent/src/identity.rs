@@ -39,10 +39,18 @@ pub enum JoinError {
 impl Identity {
     pub fn load(dir: &Path) -> anyhow::Result<Option<Self>> {
         let read = |f: &str| std::fs::read_to_string(dir.join(f));
-        match (read("host.id"), read("host.crt"), read("host.key"), read("ca.pem")) {
-            (Ok(id), Ok(cert), Ok(key), Ok(ca)) => {
-                Ok(Some(Self { host_id: id.trim().to_string(), cert_pem: cert, key_pem: key, ca_pem: ca }))
-            }
+        match (
+            read("host.id"),
+            read("host.crt"),
+            read("host.key"),
+            read("ca.pem"),
+        ) {
+            (Ok(id), Ok(cert), Ok(key), Ok(ca)) => Ok(Some(Self {
+                host_id: id.trim().to_string(),
+                cert_pem: cert,
+                key_pem: key,
+                ca_pem: ca,
+            })),
             _ => Ok(None),
         }
     }
@@ -87,7 +95,12 @@ impl Identity {
 
 fn write_file(path: &PathBuf, contents: &str, mode: u32) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -97,7 +110,10 @@ fn write_file(path: &PathBuf, contents: &str, mode: u32) -> anyhow::Result<()> {
 /// Accepts `https://host:port`, `http://host:port` (upgraded: agents always use TLS)
 /// or bare `host:port`.
 pub fn normalize_url(url: &str) -> String {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or(url);
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
     format!("https://{}", rest.trim_end_matches('/'))
 }
 
@@ -111,20 +127,28 @@ pub async fn join(
     cluster: &str,
     agent_address: &str,
 ) -> Result<Identity, JoinError> {
-    let key = rcgen::KeyPair::generate().map_err(|e| JoinError::Refused(format!("generate key: {e}")))?;
+    let key =
+        rcgen::KeyPair::generate().map_err(|e| JoinError::Refused(format!("generate key: {e}")))?;
     let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
     let csr = params
         .serialize_request(&key)
         .and_then(|c| c.pem())
         .map_err(|e| JoinError::Refused(format!("make CSR: {e}")))?;
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(CONTROL_PLANE_NAME);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(CONTROL_PLANE_NAME);
     let endpoint = Endpoint::from_shared(normalize_url(url))
         .and_then(|e| e.tls_config(tls))
         .map_err(|e| JoinError::Refused(format!("control plane address {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(20));
-    let channel = endpoint.connect().await.map_err(|e| JoinError::Unreachable(format!("{e}: {:?}", e.source_chain())))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| JoinError::Unreachable(format!("{e}: {:?}", e.source_chain())))?;
     let resp = ControlPlaneClient::new(channel)
         .join(JoinRequest {
             join_token: token.to_string(),
@@ -141,7 +165,12 @@ pub async fn join(
             _ => JoinError::Refused(s.message().to_string()),
         })?
         .into_inner();
-    Ok(Identity { host_id: resp.host_id, cert_pem: resp.cert_pem, key_pem: key.serialize_pem(), ca_pem: resp.ca_pem })
+    Ok(Identity {
+        host_id: resp.host_id,
+        cert_pem: resp.cert_pem,
+        key_pem: key.serialize_pem(),
+        ca_pem: resp.ca_pem,
+    })
 }
 
 trait SourceChain {
@@ -163,6 +192,12 @@ impl<E: std::error::Error> SourceChain for E {
 /// The common name of a DER certificate.
 pub fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     Some(cn)
 }

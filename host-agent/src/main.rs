@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = Config::parse();
@@ -33,17 +34,29 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let ca_pem = std::fs::read_to_string(&config.ca_cert)
-        .with_context(|| format!("read the cluster CA certificate {}", config.ca_cert.display()))?;
+    let ca_pem = std::fs::read_to_string(&config.ca_cert).with_context(|| {
+        format!(
+            "read the cluster CA certificate {}",
+            config.ca_cert.display()
+        )
+    })?;
     if config.count == 0 || (config.count > 1 && config.backend != Backend::Sim) {
         anyhow::bail!("--count N > 1 is for the sim backend only, and N must be at least 1");
     }
-    let datastores: Vec<DatastoreSpec> =
-        config.datastores.iter().map(|(n, p)| DatastoreSpec { name: n.clone(), path: p.into() }).collect();
+    let datastores: Vec<DatastoreSpec> = config
+        .datastores
+        .iter()
+        .map(|(n, p)| DatastoreSpec {
+            name: n.clone(),
+            path: p.into(),
+        })
+        .collect();
     let qemu: Option<Arc<dyn Hypervisor>> = match config.backend {
         Backend::Qemu => {
             let (bin, accel) = (config.qemu.clone(), config.accel);
-            Some(Arc::new(tokio::task::spawn_blocking(move || QemuBackend::new(&bin, accel)).await??))
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || QemuBackend::new(&bin, accel)).await??,
+            ))
         }
         Backend::Sim => None,
     };
@@ -52,10 +65,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut hosts = tokio::task::JoinSet::new();
     for i in 0..config.count {
         let (name, state_dir, port) = if config.count == 1 {
-            (config.name.clone(), config.state_dir.clone(), config.listen.port())
+            (
+                config.name.clone(),
+                config.state_dir.clone(),
+                config.listen.port(),
+            )
         } else {
             let name = format!("{}-{:04}", config.name, i + 1);
-            let port = if config.listen.port() == 0 { 0 } else { config.listen.port() + i as u16 };
+            let port = if config.listen.port() == 0 {
+                0
+            } else {
+                config.listen.port() + i as u16
+            };
             (name.clone(), config.state_dir.join(&name), port)
         };
         let hypervisor = match &qemu {

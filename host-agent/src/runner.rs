@@ -86,7 +86,10 @@ impl HostState {
                 .spec
                 .networks
                 .iter()
-                .map(|(name, uplink)| NetworkFacts { name: name.clone(), uplink: uplink.clone() })
+                .map(|(name, uplink)| NetworkFacts {
+                    name: name.clone(),
+                    uplink: uplink.clone(),
+                })
                 .collect(),
             agent_version: crate::VERSION.to_string(),
             hypervisor_version: h.version(),
@@ -121,7 +124,9 @@ pub async fn run_host(spec: HostSpec, stop: CancellationToken) -> anyhow::Result
     let bound = listener.local_addr()?;
     let ip = match spec.advertise {
         Some(ip) => ip,
-        None if bound.ip().is_unspecified() => anyhow::bail!("--listen {bound} is a wildcard: pass --advertise"),
+        None if bound.ip().is_unspecified() => {
+            anyhow::bail!("--listen {bound} is a wildcard: pass --advertise")
+        }
         None => bound.ip(),
     };
     let address = SocketAddr::new(ip, bound.port()).to_string();
@@ -135,7 +140,9 @@ pub async fn run_host(spec: HostSpec, stop: CancellationToken) -> anyhow::Result
     let mut listener = Some(listener);
 
     while !stop.is_cancelled() {
-        let Some(identity) = obtain_identity(&spec, &address, &stop).await? else { break };
+        let Some(identity) = obtain_identity(&spec, &address, &stop).await? else {
+            break;
+        };
         *state.host_id.lock().unwrap_or_else(|p| p.into_inner()) = identity.host_id.clone();
         tracing::info!(host = %spec.name, host_id = %identity.host_id, %address, "agent identity ready");
 
@@ -144,10 +151,14 @@ pub async fn run_host(spec: HostSpec, stop: CancellationToken) -> anyhow::Result
             None => tokio::net::TcpListener::bind(bound).await?,
         };
         let serve_stop = stop.child_token();
-        let tls = ServerTlsConfig::new().identity(identity.tls_identity()).client_ca_root(identity.ca());
+        let tls = ServerTlsConfig::new()
+            .identity(identity.tls_identity())
+            .client_ca_root(identity.ca());
         let server = Server::builder()
             .tls_config(tls)?
-            .add_service(AgentServer::new(AgentService { state: state.clone() }))
+            .add_service(AgentServer::new(AgentService {
+                state: state.clone(),
+            }))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 serve_stop.clone().cancelled_owned(),
@@ -166,7 +177,11 @@ pub async fn run_host(spec: HostSpec, stop: CancellationToken) -> anyhow::Result
 }
 
 /// The stored identity, or a new one from joining (retried while unreachable).
-async fn obtain_identity(spec: &HostSpec, address: &str, stop: &CancellationToken) -> anyhow::Result<Option<Identity>> {
+async fn obtain_identity(
+    spec: &HostSpec,
+    address: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Identity>> {
     if let Some(id) = Identity::load(&spec.state_dir)? {
         return Ok(Some(id));
     }
@@ -176,12 +191,23 @@ async fn obtain_identity(spec: &HostSpec, address: &str, stop: &CancellationToke
         .context("this host has no identity yet: pass --join-token (or FERRY_JOIN_TOKEN)")?;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match identity::join(&spec.control_plane, &spec.ca_pem, token, &spec.name, &spec.cluster, address).await {
+        match identity::join(
+            &spec.control_plane,
+            &spec.ca_pem,
+            token,
+            &spec.name,
+            &spec.cluster,
+            address,
+        )
+        .await
+        {
             Ok(id) => {
                 id.save(&spec.state_dir)?;
                 return Ok(Some(id));
             }
-            Err(JoinError::Refused(why)) => anyhow::bail!("host {}: join refused: {why}", spec.name),
+            Err(JoinError::Refused(why)) => {
+                anyhow::bail!("host {}: join refused: {why}", spec.name)
+            }
             Err(JoinError::Unreachable(why)) => {
                 tracing::warn!(host = %spec.name, "join: control plane unreachable ({why}); retrying");
             }

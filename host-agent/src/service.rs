@@ -16,23 +16,32 @@ pub struct AgentService {
 }
 
 fn require_control_plane<T>(req: &Request<T>) -> Result<(), Status> {
-    let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("client certificate required"))?;
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("client certificate required"))?;
     let cn = certs.first().and_then(|c| common_name(c.as_ref()));
     if cn.as_deref() == Some(CONTROL_PLANE_CN) {
         Ok(())
     } else {
-        Err(Status::permission_denied("only the control plane may call the agent"))
+        Err(Status::permission_denied(
+            "only the control plane may call the agent",
+        ))
     }
 }
 
 #[tonic::async_trait]
 impl Agent for AgentService {
-    async fn get_facts(&self, req: Request<GetFactsRequest>) -> Result<Response<HostReport>, Status> {
+    async fn get_facts(
+        &self,
+        req: Request<GetFactsRequest>,
+    ) -> Result<Response<HostReport>, Status> {
         require_control_plane(&req)?;
         let want = &req.get_ref().host_id;
         let me = self.state.host_id();
         if !want.is_empty() && *want != me {
-            return Err(Status::not_found(format!("this agent is host {me}, not {want}")));
+            return Err(Status::not_found(format!(
+                "this agent is host {me}, not {want}"
+            )));
         }
         let mut report = self.state.report();
         report.host_id = me;

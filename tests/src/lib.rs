@@ -1,1 +1,64 @@
-//! stub
+//! The end-to-end test harness: real PostgreSQL (`pg`), real control-plane and agent
+//! processes (`procs`), each agent in its own network namespace with its own address
+//! on a lab fabric (`netns`), and a small REST client (`rest`). Everything a test
+//! creates is removed when its guard drops, also when the test fails.
+
+pub mod netns;
+pub mod pg;
+pub mod procs;
+pub mod rest;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A built binary of the workspace (`FERRY_BIN_DIR`, default `target/debug`).
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("FERRY_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug"));
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` (or `make test`) first",
+        p.display()
+    );
+    p
+}
+
+/// Polls `cond` until it yields `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// A free TCP port on `ip` (bound, then released).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

@@ -37,12 +37,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Caller>().copied().ok_or_else(|| ApiError::unauthorized("missing bearer token"))
+        parts
+            .extensions
+            .get::<Caller>()
+            .copied()
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))
     }
 }
 
-pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    if req.uri().path() == "/api/v1/health" {
+pub async fn authenticate(
+    State(app): State<App>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    // Mounted under `/api/v1`, so the path seen here has that prefix stripped.
+    if req.uri().path() == "/health" {
         return Ok(next.run(req).await);
     }
     let header = req
@@ -52,10 +61,15 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 256)
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header is not `Bearer <token>`"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
+        })?;
     let (token_id, role) = app
         .db
         .token_authenticate(&sha256_hex(token))

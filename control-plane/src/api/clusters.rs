@@ -25,7 +25,10 @@ pub struct ClusterListParams {
 
 impl ClusterListParams {
     fn page(&self) -> PageParams {
-        PageParams { limit: self.limit, cursor: self.cursor.clone() }
+        PageParams {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
     }
 }
 
@@ -36,7 +39,11 @@ pub async fn list(
     _caller: Caller,
     ApiQuery(q): ApiQuery<ClusterListParams>,
 ) -> ApiResult<Json<Page<Cluster>>> {
-    Ok(Json(app.db.cluster_list(q.page().by_id()?, q.name.as_deref()).await?))
+    Ok(Json(
+        app.db
+            .cluster_list(q.page().by_id()?, q.name.as_deref())
+            .await?,
+    ))
 }
 
 #[utoipa::path(operation_id = "clusters_create", post, path = "/api/v1/clusters", tag = "clusters", request_body = ClusterCreate,
@@ -52,7 +59,11 @@ pub async fn create(
 
 #[utoipa::path(operation_id = "clusters_get", get, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = Cluster), (status = 404, body = Problem)))]
-pub async fn get(State(app): State<App>, _caller: Caller, ApiPath(id): ApiPath<ClusterId>) -> ApiResult<Json<Cluster>> {
+pub async fn get(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<ClusterId>,
+) -> ApiResult<Json<Cluster>> {
     Ok(Json(app.cluster_get(id).await?))
 }
 

@@ -23,7 +23,10 @@ pub struct DatastoreListParams {
 
 impl DatastoreListParams {
     fn page(&self) -> PageParams {
-        PageParams { limit: self.limit, cursor: self.cursor.clone() }
+        PageParams {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
     }
 }
 
@@ -34,7 +37,11 @@ pub async fn list(
     _caller: Caller,
     ApiQuery(q): ApiQuery<DatastoreListParams>,
 ) -> ApiResult<Json<Page<Datastore>>> {
-    Ok(Json(app.db.datastore_list(q.page().by_id()?, q.name.as_deref()).await?))
+    Ok(Json(
+        app.db
+            .datastore_list(q.page().by_id()?, q.name.as_deref())
+            .await?,
+    ))
 }
 
 #[utoipa::path(operation_id = "datastores_get", get, path = "/api/v1/datastores/{id}", tag = "datastores", params(("id" = String, Path, format = Uuid)),
@@ -44,5 +51,9 @@ pub async fn get(
     _caller: Caller,
     ApiPath(id): ApiPath<DatastoreId>,
 ) -> ApiResult<Json<Datastore>> {
-    app.db.datastore_fetch(id).await?.map(Json).ok_or_else(|| ApiError::not_found("datastore", id))
+    app.db
+        .datastore_fetch(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("datastore", id))
 }

@@ -35,14 +35,20 @@ pub struct EventParams {
 
 impl EventParams {
     fn page(&self) -> PageParams {
-        PageParams { limit: self.limit, cursor: self.cursor.clone() }
+        PageParams {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
     }
 }
 
 impl EventParams {
     fn after(&self) -> ApiResult<Option<i64>> {
         if self.since.is_some_and(|s| s < 0) {
-            return Err(ApiError::bad_request("out_of_range", "since must be 0 or more"));
+            return Err(ApiError::bad_request(
+                "out_of_range",
+                "since must be 0 or more",
+            ));
         }
         let cursor = self.page().by_seq()?.after;
         Ok(cursor.max(self.since))
@@ -51,8 +57,15 @@ impl EventParams {
 
 #[utoipa::path(operation_id = "events_list", get, path = "/api/v1/events", tag = "events", params(EventParams),
     responses((status = 200, body = Page<Event>), (status = 400, body = Problem)))]
-pub async fn list(State(app): State<App>, _caller: Caller, ApiQuery(q): ApiQuery<EventParams>) -> ApiResult<Json<Page<Event>>> {
-    let page = PageReq { limit: q.page().limit()?, after: q.after()? };
+pub async fn list(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<EventParams>,
+) -> ApiResult<Json<Page<Event>>> {
+    let page = PageReq {
+        limit: q.page().limit()?,
+        after: q.after()?,
+    };
     Ok(Json(app.db.event_list(page, q.kind.as_deref()).await?))
 }
 

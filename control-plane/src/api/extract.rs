@@ -38,7 +38,10 @@ impl From<JsonRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::bad_request("invalid_id", format!("bad path parameter: {}", r.body_text()))
+        ApiError::bad_request(
+            "invalid_id",
+            format!("bad path parameter: {}", r.body_text()),
+        )
     }
 }
 
@@ -63,7 +66,10 @@ impl PageParams {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(l) if (1..=MAX_LIMIT).contains(&l) => Ok(l),
-            Some(l) => Err(ApiError::bad_request("out_of_range", format!("limit must be 1..{MAX_LIMIT}, not {l}"))),
+            Some(l) => Err(ApiError::bad_request(
+                "out_of_range",
+                format!("limit must be 1..{MAX_LIMIT}, not {l}"),
+            )),
         }
     }
 
@@ -73,19 +79,33 @@ impl PageParams {
             None => None,
             Some(c) => Some(c.parse().map_err(|_| invalid_cursor(c))?),
         };
-        Ok(PageReq { limit: self.limit()?, after })
+        Ok(PageReq {
+            limit: self.limit()?,
+            after,
+        })
     }
 
     /// A page whose cursor is a sequence number.
     pub fn by_seq(&self) -> Result<PageReq<i64>, ApiError> {
         let after = match &self.cursor {
             None => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| invalid_cursor(c))?),
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|s| *s >= 0)
+                    .ok_or_else(|| invalid_cursor(c))?,
+            ),
         };
-        Ok(PageReq { limit: self.limit()?, after })
+        Ok(PageReq {
+            limit: self.limit()?,
+            after,
+        })
     }
 }
 
 pub fn invalid_cursor(c: &str) -> ApiError {
-    ApiError::bad_request("invalid_cursor", format!("cursor {c:?} is not one this list returned"))
+    ApiError::bad_request(
+        "invalid_cursor",
+        format!("cursor {c:?} is not one this list returned"),
+    )
 }

@@ -28,7 +28,10 @@ pub struct HostListParams {
 
 impl HostListParams {
     fn page(&self) -> PageParams {
-        PageParams { limit: self.limit, cursor: self.cursor.clone() }
+        PageParams {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
     }
 }
 
@@ -40,12 +43,23 @@ pub async fn list(
     ApiQuery(q): ApiQuery<HostListParams>,
 ) -> ApiResult<Json<Page<Host>>> {
     let page = q.page().by_id()?;
-    let filter = HostFilter { name: q.name, cluster_id: q.cluster_id };
+    let filter = HostFilter {
+        name: q.name,
+        cluster_id: q.cluster_id,
+    };
     Ok(Json(app.db.host_list(page, &filter).await?))
 }
 
 #[utoipa::path(operation_id = "hosts_get", get, path = "/api/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = Host), (status = 404, body = Problem)))]
-pub async fn get(State(app): State<App>, _caller: Caller, ApiPath(id): ApiPath<HostId>) -> ApiResult<Json<Host>> {
-    app.db.host_fetch(id).await?.map(Json).ok_or_else(|| ApiError::not_found("host", id))
+pub async fn get(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<HostId>,
+) -> ApiResult<Json<Host>> {
+    app.db
+        .host_fetch(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("host", id))
 }

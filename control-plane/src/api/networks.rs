@@ -23,7 +23,10 @@ pub struct NetworkListParams {
 
 impl NetworkListParams {
     fn page(&self) -> PageParams {
-        PageParams { limit: self.limit, cursor: self.cursor.clone() }
+        PageParams {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
     }
 }
 
@@ -34,11 +37,23 @@ pub async fn list(
     _caller: Caller,
     ApiQuery(q): ApiQuery<NetworkListParams>,
 ) -> ApiResult<Json<Page<Network>>> {
-    Ok(Json(app.db.network_list(q.page().by_id()?, q.name.as_deref()).await?))
+    Ok(Json(
+        app.db
+            .network_list(q.page().by_id()?, q.name.as_deref())
+            .await?,
+    ))
 }
 
 #[utoipa::path(operation_id = "networks_get", get, path = "/api/v1/networks/{id}", tag = "networks", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = Network), (status = 404, body = Problem)))]
-pub async fn get(State(app): State<App>, _caller: Caller, ApiPath(id): ApiPath<NetworkId>) -> ApiResult<Json<Network>> {
-    app.db.network_fetch(id).await?.map(Json).ok_or_else(|| ApiError::not_found("network", id))
+pub async fn get(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<NetworkId>,
+) -> ApiResult<Json<Network>> {
+    app.db
+        .network_fetch(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("network", id))
 }

@@ -14,7 +14,11 @@ use crate::error::{ApiError, ApiResult};
 
 #[utoipa::path(operation_id = "tasks_list", get, path = "/api/v1/tasks", tag = "tasks", params(PageParams),
     responses((status = 200, body = Page<Task>), (status = 400, body = Problem)))]
-pub async fn list(State(app): State<App>, _caller: Caller, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Task>>> {
+pub async fn list(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Task>>> {
     let after = match &q.cursor {
         None => None,
         Some(c) => {
@@ -27,11 +31,26 @@ pub async fn list(State(app): State<App>, _caller: Caller, ApiQuery(q): ApiQuery
             Some((at, id.parse().map_err(|_| invalid_cursor(c))?))
         }
     };
-    Ok(Json(app.db.task_list(PageReq { limit: q.limit()?, after }).await?))
+    Ok(Json(
+        app.db
+            .task_list(PageReq {
+                limit: q.limit()?,
+                after,
+            })
+            .await?,
+    ))
 }
 
 #[utoipa::path(operation_id = "tasks_get", get, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = Task), (status = 404, body = Problem)))]
-pub async fn get(State(app): State<App>, _caller: Caller, ApiPath(id): ApiPath<TaskId>) -> ApiResult<Json<Task>> {
-    app.db.task_fetch(id).await?.map(Json).ok_or_else(|| ApiError::not_found("task", id))
+pub async fn get(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<TaskId>,
+) -> ApiResult<Json<Task>> {
+    app.db
+        .task_fetch(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("task", id))
 }

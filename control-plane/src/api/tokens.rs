@@ -23,11 +23,18 @@ pub async fn create(
     caller.require(Role::Admin)?;
     names::validate("token", &req.name)?;
     let secret = new_secret("ferry");
-    let token = app.db.token_insert(&req.name, req.role, &sha256_hex(&secret)).await?;
+    let token = app
+        .db
+        .token_insert(&req.name, req.role, &sha256_hex(&secret))
+        .await?;
     app.events
         .record(NewEvent::info(
             "token.created",
-            format!("token {} with role {} created", token.name, token.role.as_str()),
+            format!(
+                "token {} with role {} created",
+                token.name,
+                token.role.as_str()
+            ),
         ))
         .await;
     Ok((StatusCode::CREATED, Json(TokenCreated { token, secret })))
@@ -35,21 +42,37 @@ pub async fn create(
 
 #[utoipa::path(operation_id = "tokens_list", get, path = "/api/v1/tokens", tag = "tokens", params(PageParams),
     responses((status = 200, body = Page<Token>), (status = 403, body = Problem)))]
-pub async fn list(State(app): State<App>, caller: Caller, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Token>>> {
+pub async fn list(
+    State(app): State<App>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Token>>> {
     caller.require(Role::Admin)?;
     Ok(Json(app.db.token_list(q.by_id()?).await?))
 }
 
 #[utoipa::path(operation_id = "tokens_delete", delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, format = Uuid)),
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn delete(State(app): State<App>, caller: Caller, ApiPath(id): ApiPath<TokenId>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<TokenId>,
+) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
     if id == caller.token_id {
-        return Err(ApiError::conflict("token_in_use", "a token cannot delete itself"));
+        return Err(ApiError::conflict(
+            "token_in_use",
+            "a token cannot delete itself",
+        ));
     }
     if !app.db.token_delete(id).await? {
         return Err(ApiError::not_found("token", id));
     }
-    app.events.record(NewEvent::info("token.deleted", format!("token {id} deleted"))).await;
+    app.events
+        .record(NewEvent::info(
+            "token.deleted",
+            format!("token {id} deleted"),
+        ))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

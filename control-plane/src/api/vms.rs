@@ -30,15 +30,26 @@ pub struct VmListParams {
 
 impl VmListParams {
     fn page(&self) -> PageParams {
-        PageParams { limit: self.limit, cursor: self.cursor.clone() }
+        PageParams {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
     }
 }
 
 #[utoipa::path(operation_id = "vms_list", get, path = "/api/v1/vms", tag = "vms", params(VmListParams),
     responses((status = 200, body = Page<Vm>), (status = 400, body = Problem)))]
-pub async fn list(State(app): State<App>, _caller: Caller, ApiQuery(q): ApiQuery<VmListParams>) -> ApiResult<Json<Page<Vm>>> {
+pub async fn list(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<VmListParams>,
+) -> ApiResult<Json<Page<Vm>>> {
     let page = q.page().by_id()?;
-    let f = VmFilter { name: q.name, host_id: q.host_id, cluster_id: q.cluster_id };
+    let f = VmFilter {
+        name: q.name,
+        host_id: q.host_id,
+        cluster_id: q.cluster_id,
+    };
     Ok(Json(app.db.vm_list(page, &f).await?))
 }
 
@@ -55,13 +66,21 @@ pub async fn create(
 
 #[utoipa::path(operation_id = "vms_get", get, path = "/api/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = Vm), (status = 404, body = Problem)))]
-pub async fn get(State(app): State<App>, _caller: Caller, ApiPath(id): ApiPath<VmId>) -> ApiResult<Json<Vm>> {
+pub async fn get(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<VmId>,
+) -> ApiResult<Json<Vm>> {
     Ok(Json(app.vm_get(id).await?))
 }
 
 #[utoipa::path(operation_id = "vms_delete", delete, path = "/api/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid)),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn delete(State(app): State<App>, caller: Caller, ApiPath(id): ApiPath<VmId>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<VmId>,
+) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
     app.vm_delete(id).await?;
     Ok(StatusCode::NO_CONTENT)

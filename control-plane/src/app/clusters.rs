@@ -15,7 +15,10 @@ fn apply_drs(mut drs: Drs, patch: Option<&DrsPatch>) -> ApiResult<Drs> {
         }
         if let Some(t) = p.threshold {
             if !(1..=5).contains(&t) {
-                return Err(ApiError::unprocessable("out_of_range", format!("drs.threshold must be 1..5, not {t}")));
+                return Err(ApiError::unprocessable(
+                    "out_of_range",
+                    format!("drs.threshold must be 1..5, not {t}"),
+                ));
             }
             drs.threshold = t;
         }
@@ -50,26 +53,40 @@ impl App {
         };
         let id = self.db.cluster_insert(&fields).await.map_err(|e| {
             if is_unique_violation(&e, None) {
-                ApiError::conflict("duplicate_name", format!("a cluster named {:?} already exists", fields.name))
+                ApiError::conflict(
+                    "duplicate_name",
+                    format!("a cluster named {:?} already exists", fields.name),
+                )
             } else {
                 e.into()
             }
         })?;
         self.events
-            .record(NewEvent::info("cluster.created", format!("cluster {} created", fields.name)).data(
-                serde_json::json!({"cluster_id": id}),
-            ))
+            .record(
+                NewEvent::info(
+                    "cluster.created",
+                    format!("cluster {} created", fields.name),
+                )
+                .data(serde_json::json!({"cluster_id": id})),
+            )
             .await;
         self.cluster_get(id).await
     }
 
     pub async fn cluster_get(&self, id: ClusterId) -> ApiResult<Cluster> {
-        self.db.cluster_fetch(id).await?.ok_or_else(|| ApiError::not_found("cluster", id))
+        self.db
+            .cluster_fetch(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("cluster", id))
     }
 
     pub async fn cluster_patch(&self, id: ClusterId, patch: ClusterPatch) -> ApiResult<Cluster> {
         let cur = self.cluster_get(id).await?;
-        let mut fields = ClusterFields { name: cur.name, cpu_baseline: cur.cpu_baseline, drs: cur.drs };
+        let mut fields = ClusterFields {
+            name: cur.name,
+            cpu_baseline: cur.cpu_baseline,
+            drs: cur.drs,
+        };
         if let Some(n) = patch.name {
             names::validate("cluster", &n)?;
             fields.name = n;
@@ -81,7 +98,10 @@ impl App {
         fields.drs = apply_drs(fields.drs, patch.drs.as_ref())?;
         let updated = self.db.cluster_update(id, &fields).await.map_err(|e| {
             if is_unique_violation(&e, None) {
-                ApiError::conflict("duplicate_name", format!("a cluster named {:?} already exists", fields.name))
+                ApiError::conflict(
+                    "duplicate_name",
+                    format!("a cluster named {:?} already exists", fields.name),
+                )
             } else {
                 e.into()
             }
@@ -91,8 +111,11 @@ impl App {
         }
         self.events
             .record(
-                NewEvent::info("cluster.updated", format!("cluster {} updated", fields.name))
-                    .data(serde_json::json!({"cluster_id": id})),
+                NewEvent::info(
+                    "cluster.updated",
+                    format!("cluster {} updated", fields.name),
+                )
+                .data(serde_json::json!({"cluster_id": id})),
             )
             .await;
         self.cluster_get(id).await

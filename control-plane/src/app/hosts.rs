@@ -17,7 +17,11 @@ impl App {
             return Err(ApiError::unauthorized("the join token is not valid"));
         }
         names::validate("host", &req.name)?;
-        let cluster = if req.cluster.is_empty() { "default" } else { req.cluster.as_str() };
+        let cluster = if req.cluster.is_empty() {
+            "default"
+        } else {
+            req.cluster.as_str()
+        };
         names::validate("cluster", cluster)?;
         if req.agent_address.parse::<std::net::SocketAddr>().is_err() {
             return Err(ApiError::bad_request(
@@ -27,22 +31,32 @@ impl App {
         }
         // Check the CSR before touching the inventory.
         let probe = HostId::new();
-        self.ca
-            .sign_host_csr(&req.csr_pem, &probe)
-            .map_err(|e| ApiError::bad_request("invalid_csr", format!("certificate signing request: {e:#}")))?;
+        self.ca.sign_host_csr(&req.csr_pem, &probe).map_err(|e| {
+            ApiError::bad_request("invalid_csr", format!("certificate signing request: {e:#}"))
+        })?;
 
         let (cluster_id, cluster_new) = self.db.cluster_ensure(cluster).await?;
         if cluster_new {
             self.events
                 .record(
-                    NewEvent::info("cluster.created", format!("cluster {cluster} created by host {}", req.name))
-                        .data(serde_json::json!({"cluster_id": cluster_id})),
+                    NewEvent::info(
+                        "cluster.created",
+                        format!("cluster {cluster} created by host {}", req.name),
+                    )
+                    .data(serde_json::json!({"cluster_id": cluster_id})),
                 )
                 .await;
         }
-        let (host_id, is_new) = self.db.host_join(&req.name, cluster_id, &req.agent_address).await?;
+        let (host_id, is_new) = self
+            .db
+            .host_join(&req.name, cluster_id, &req.agent_address)
+            .await?;
         let cert_pem = self.ca.sign_host_csr(&req.csr_pem, &host_id)?;
-        let (kind, verb) = if is_new { ("host.joined", "joined") } else { ("host.rejoined", "joined again") };
+        let (kind, verb) = if is_new {
+            ("host.joined", "joined")
+        } else {
+            ("host.rejoined", "joined again")
+        };
         self.events
             .record(
                 NewEvent::info(kind, format!("host {} {verb} cluster {cluster}", req.name))
@@ -61,7 +75,9 @@ impl App {
     /// Stores a facts report if it is newer than what the control plane holds.
     pub async fn host_report(&self, id: HostId, report: HostReport) -> ApiResult<bool> {
         if !self.db.host_exists(id).await? {
-            return Err(ApiError::unauthorized(format!("host {id} is not in the inventory; join again")));
+            return Err(ApiError::unauthorized(format!(
+                "host {id} is not in the inventory; join again"
+            )));
         }
         let stored = self.db.host_store_report(id, &report).await?;
         if stored {
@@ -72,17 +88,35 @@ impl App {
 
     /// Records a heartbeat; answers whether the agent should resend its report.
     pub async fn host_heartbeat(&self, id: HostId, hb: HeartbeatRequest) -> ApiResult<bool> {
-        let cpu = if hb.cpu_pct.is_finite() { hb.cpu_pct.clamp(0.0, 100.0) } else { 0.0 };
-        let mem = if hb.mem_pct.is_finite() { hb.mem_pct.clamp(0.0, 100.0) } else { 0.0 };
+        let cpu = if hb.cpu_pct.is_finite() {
+            hb.cpu_pct.clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        let mem = if hb.mem_pct.is_finite() {
+            hb.mem_pct.clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
         let outcome = self
             .db
             .host_heartbeat(id, cpu, mem, hb.memory_free_mib)
             .await?
-            .ok_or_else(|| ApiError::unauthorized(format!("host {id} is not in the inventory; join again")))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized(format!("host {id} is not in the inventory; join again"))
+            })?;
         if outcome.reconnected {
-            let name = self.db.host_fetch(id).await?.map(|h| h.name).unwrap_or_default();
+            let name = self
+                .db
+                .host_fetch(id)
+                .await?
+                .map(|h| h.name)
+                .unwrap_or_default();
             self.events
-                .record(NewEvent::info("host.connected", format!("host {name} is connected again")).host(id))
+                .record(
+                    NewEvent::info("host.connected", format!("host {name} is connected again"))
+                        .host(id),
+                )
                 .await;
         }
         Ok(outcome.report_generation < hb.generation)
@@ -90,7 +124,10 @@ impl App {
 
     /// Marks hosts without a recent heartbeat `disconnected`, with an event each.
     pub async fn hosts_check_timeouts(&self) -> anyhow::Result<usize> {
-        let lost = self.db.host_mark_unreachable(self.config.host_timeout).await?;
+        let lost = self
+            .db
+            .host_mark_unreachable(self.config.host_timeout)
+            .await?;
         for (id, name) in &lost {
             self.events
                 .record(

@@ -23,7 +23,12 @@ impl App {
         if !(vm::MIN_MEMORY_MIB..=vm::MAX_MEMORY_MIB).contains(&req.memory_mib) {
             return Err(ApiError::unprocessable(
                 "out_of_range",
-                format!("memory_mib must be {}..{}, not {}", vm::MIN_MEMORY_MIB, vm::MAX_MEMORY_MIB, req.memory_mib),
+                format!(
+                    "memory_mib must be {}..{}, not {}",
+                    vm::MIN_MEMORY_MIB,
+                    vm::MAX_MEMORY_MIB,
+                    req.memory_mib
+                ),
             ));
         }
         if req.disks.len() > vm::MAX_DISKS || req.nics.len() > vm::MAX_NICS {
@@ -32,26 +37,30 @@ impl App {
                 format!("at most {} disks and {} NICs", vm::MAX_DISKS, vm::MAX_NICS),
             ));
         }
-        let cpu_model = req.cpu_model.unwrap_or_else(|| vm::DEFAULT_CPU_MODEL.to_string());
+        let cpu_model = req
+            .cpu_model
+            .unwrap_or_else(|| vm::DEFAULT_CPU_MODEL.to_string());
         names::validate("CPU model", &cpu_model)?;
-        let machine_type = req.machine_type.unwrap_or_else(|| vm::DEFAULT_MACHINE_TYPE.to_string());
+        let machine_type = req
+            .machine_type
+            .unwrap_or_else(|| vm::DEFAULT_MACHINE_TYPE.to_string());
         names::validate("machine type", &machine_type)?;
 
         // Where: an explicit host decides the cluster; else the given or default cluster.
         let host_cluster = match req.host_id {
-            Some(h) => Some(
-                self.db
-                    .host_cluster(h)
-                    .await?
-                    .ok_or_else(|| ApiError::unprocessable("unknown_host", format!("no host with id {h}")))?,
-            ),
+            Some(h) => Some(self.db.host_cluster(h).await?.ok_or_else(|| {
+                ApiError::unprocessable("unknown_host", format!("no host with id {h}"))
+            })?),
             None => None,
         };
         let cluster_id = match (req.cluster_id, host_cluster) {
             (Some(c), Some(hc)) if c != hc => {
                 return Err(ApiError::unprocessable(
                     "host_not_in_cluster",
-                    format!("host {} is not in cluster {c}", req.host_id.map(|h| h.to_string()).unwrap_or_default()),
+                    format!(
+                        "host {} is not in cluster {c}",
+                        req.host_id.map(|h| h.to_string()).unwrap_or_default()
+                    ),
                 ))
             }
             (_, Some(hc)) => hc,
@@ -70,22 +79,48 @@ impl App {
             if d.size_bytes < 1024 * 1024 || d.size_bytes > 64 << 40 {
                 return Err(ApiError::unprocessable(
                     "out_of_range",
-                    format!("disks[{i}].size_bytes must be 1 MiB..64 TiB, not {}", d.size_bytes),
+                    format!(
+                        "disks[{i}].size_bytes must be 1 MiB..64 TiB, not {}",
+                        d.size_bytes
+                    ),
                 ));
             }
-            let path = d.path.clone().unwrap_or_else(|| format!("{}-{i}.qcow2", req.name));
+            let path = d
+                .path
+                .clone()
+                .unwrap_or_else(|| format!("{}-{i}.qcow2", req.name));
             names::validate("disk file", &path)?;
-            disks.push(Disk { datastore_id: d.datastore_id, size_bytes: d.size_bytes, path });
+            disks.push(Disk {
+                datastore_id: d.datastore_id,
+                size_bytes: d.size_bytes,
+                path,
+            });
         }
         let ds_ids: Vec<DatastoreId> = disks.iter().map(|d| d.datastore_id).collect();
-        let found: HashSet<_> = self.db.datastore_ids_existing(&ds_ids).await?.into_iter().collect();
+        let found: HashSet<_> = self
+            .db
+            .datastore_ids_existing(&ds_ids)
+            .await?
+            .into_iter()
+            .collect();
         if let Some(missing) = ds_ids.iter().find(|d| !found.contains(d)) {
-            return Err(ApiError::unprocessable("unknown_datastore", format!("no datastore with id {missing}")));
+            return Err(ApiError::unprocessable(
+                "unknown_datastore",
+                format!("no datastore with id {missing}"),
+            ));
         }
         let net_ids: Vec<NetworkId> = req.nics.iter().map(|n| n.network_id).collect();
-        let found: HashSet<_> = self.db.network_ids_existing(&net_ids).await?.into_iter().collect();
+        let found: HashSet<_> = self
+            .db
+            .network_ids_existing(&net_ids)
+            .await?
+            .into_iter()
+            .collect();
         if let Some(missing) = net_ids.iter().find(|n| !found.contains(n)) {
-            return Err(ApiError::unprocessable("unknown_network", format!("no network with id {missing}")));
+            return Err(ApiError::unprocessable(
+                "unknown_network",
+                format!("no network with id {missing}"),
+            ));
         }
         if let Some(b) = &req.boot {
             validate_boot(b, disks.len())?;
@@ -94,13 +129,19 @@ impl App {
         if !(1..=60_000).contains(&policy.max_downtime_ms) {
             return Err(ApiError::unprocessable(
                 "out_of_range",
-                format!("migration_policy.max_downtime_ms must be 1..60000, not {}", policy.max_downtime_ms),
+                format!(
+                    "migration_policy.max_downtime_ms must be 1..60000, not {}",
+                    policy.max_downtime_ms
+                ),
             ));
         }
         if policy.parallel_channels > 16 {
             return Err(ApiError::unprocessable(
                 "out_of_range",
-                format!("migration_policy.parallel_channels must be 0..16, not {}", policy.parallel_channels),
+                format!(
+                    "migration_policy.parallel_channels must be 0..16, not {}",
+                    policy.parallel_channels
+                ),
             ));
         }
 
@@ -119,9 +160,15 @@ impl App {
         };
         let id = self.db.vm_insert(&new).await.map_err(|e| {
             if is_unique_violation(&e, Some("vms_name_key")) {
-                ApiError::conflict("duplicate_name", format!("a VM named {:?} already exists", new.name))
+                ApiError::conflict(
+                    "duplicate_name",
+                    format!("a VM named {:?} already exists", new.name),
+                )
             } else if is_unique_violation(&e, Some("vm_disks_datastore_id_path_key")) {
-                ApiError::conflict("duplicate_disk", "another VM already has a disk file of that name on that datastore")
+                ApiError::conflict(
+                    "duplicate_disk",
+                    "another VM already has a disk file of that name on that datastore",
+                )
             } else {
                 e.into()
             }
@@ -135,7 +182,10 @@ impl App {
     }
 
     pub async fn vm_get(&self, id: VmId) -> ApiResult<Vm> {
-        self.db.vm_fetch(id).await?.ok_or_else(|| ApiError::not_found("VM", id))
+        self.db
+            .vm_fetch(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("VM", id))
     }
 
     pub async fn vm_delete(&self, id: VmId) -> ApiResult<()> {
@@ -143,22 +193,41 @@ impl App {
         if !self.db.vm_delete_stopped(id).await? {
             return Err(ApiError::conflict(
                 "vm_not_stopped",
-                format!("VM {} is {}; power it off before deleting it", vm.name, vm.power_state.as_str()),
+                format!(
+                    "VM {} is {}; power it off before deleting it",
+                    vm.name,
+                    vm.power_state.as_str()
+                ),
             ));
         }
-        self.events.record(NewEvent::info("vm.deleted", format!("VM {} deleted", vm.name)).vm(id)).await;
+        self.events
+            .record(NewEvent::info("vm.deleted", format!("VM {} deleted", vm.name)).vm(id))
+            .await;
         Ok(())
     }
 }
 
 fn validate_boot(b: &Boot, disks: usize) -> ApiResult<()> {
     match b {
-        Boot::Kernel { kernel, initrd, cmdline } => {
-            if kernel.is_empty() || kernel.len() > 4096 || initrd.as_ref().is_some_and(|i| i.len() > 4096) {
-                return Err(ApiError::unprocessable("invalid_boot", "boot.kernel must be a path of 1..4096 bytes"));
+        Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            if kernel.is_empty()
+                || kernel.len() > 4096
+                || initrd.as_ref().is_some_and(|i| i.len() > 4096)
+            {
+                return Err(ApiError::unprocessable(
+                    "invalid_boot",
+                    "boot.kernel must be a path of 1..4096 bytes",
+                ));
             }
             if cmdline.as_ref().is_some_and(|c| c.len() > 4096) {
-                return Err(ApiError::unprocessable("invalid_boot", "boot.cmdline is longer than 4096 bytes"));
+                return Err(ApiError::unprocessable(
+                    "invalid_boot",
+                    "boot.cmdline is longer than 4096 bytes",
+                ));
             }
         }
         Boot::Disk { disk } => {

@@ -10,7 +10,11 @@ impl Db {
     }
 
     /// Stores a CA unless another control plane stored one first; returns the winner.
-    pub async fn ca_insert_or_fetch(&self, cert_pem: &str, key_pem: &str) -> sqlx::Result<(String, String)> {
+    pub async fn ca_insert_or_fetch(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> sqlx::Result<(String, String)> {
         sqlx::query(
             "INSERT INTO certificate_authority (id, cert_pem, key_pem) VALUES (1, $1, $2) \
              ON CONFLICT (id) DO NOTHING",

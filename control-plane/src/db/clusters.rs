@@ -27,7 +27,8 @@ impl From<ClusterRow> for Cluster {
             name: r.name,
             cpu_baseline: r.cpu_baseline,
             drs: Drs {
-                automation: DrsAutomation::parse(&r.drs_automation).unwrap_or(DrsAutomation::Manual),
+                automation: DrsAutomation::parse(&r.drs_automation)
+                    .unwrap_or(DrsAutomation::Manual),
                 threshold: r.drs_threshold.clamp(1, 5) as u8,
                 interval_s: r.drs_interval_s.max(1) as u32,
             },
@@ -53,7 +54,11 @@ pub struct ClusterFields {
 }
 
 impl Db {
-    pub async fn cluster_list(&self, page: PageReq<Uuid>, name: Option<&str>) -> sqlx::Result<ferry_api::Page<Cluster>> {
+    pub async fn cluster_list(
+        &self,
+        page: PageReq<Uuid>,
+        name: Option<&str>,
+    ) -> sqlx::Result<ferry_api::Page<Cluster>> {
         let rows: Vec<ClusterRow> = sqlx::query_as(&format!(
             "{SELECT} WHERE ($1::uuid IS NULL OR c.id > $1) AND ($2::text IS NULL OR c.name = $2) \
              ORDER BY c.id LIMIT $3"
@@ -63,7 +68,12 @@ impl Db {
         .bind(i64::from(page.limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(paginate(rows, page.limit, |r| r.id.to_string(), Cluster::from))
+        Ok(paginate(
+            rows,
+            page.limit,
+            |r| r.id.to_string(),
+            Cluster::from,
+        ))
     }
 
     pub async fn cluster_fetch(&self, id: ClusterId) -> sqlx::Result<Option<Cluster>> {

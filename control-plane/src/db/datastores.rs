@@ -21,7 +21,11 @@ impl From<DatastoreRow> for Datastore {
         Datastore {
             id: DatastoreId(r.id),
             name: r.name,
-            kind: if r.host_ids.len() > 1 { DatastoreKind::Shared } else { DatastoreKind::Local },
+            kind: if r.host_ids.len() > 1 {
+                DatastoreKind::Shared
+            } else {
+                DatastoreKind::Local
+            },
             capacity_bytes: unsigned(r.capacity_bytes),
             free_bytes: unsigned(r.free_bytes),
             host_ids: r.host_ids.into_iter().map(HostId).collect(),
@@ -34,7 +38,11 @@ const SELECT: &str = "SELECT d.id, d.name, d.capacity_bytes, d.free_bytes, \
               WHERE hd.datastore_id = d.id), '{}') AS host_ids FROM datastores d";
 
 impl Db {
-    pub async fn datastore_list(&self, page: PageReq<Uuid>, name: Option<&str>) -> sqlx::Result<ferry_api::Page<Datastore>> {
+    pub async fn datastore_list(
+        &self,
+        page: PageReq<Uuid>,
+        name: Option<&str>,
+    ) -> sqlx::Result<ferry_api::Page<Datastore>> {
         let rows: Vec<DatastoreRow> = sqlx::query_as(&format!(
             "{SELECT} WHERE ($1::uuid IS NULL OR d.id > $1) AND ($2::text IS NULL OR d.name = $2) \
              ORDER BY d.id LIMIT $3"
@@ -44,7 +52,12 @@ impl Db {
         .bind(i64::from(page.limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(paginate(rows, page.limit, |r| r.id.to_string(), Datastore::from))
+        Ok(paginate(
+            rows,
+            page.limit,
+            |r| r.id.to_string(),
+            Datastore::from,
+        ))
     }
 
     pub async fn datastore_fetch(&self, id: DatastoreId) -> sqlx::Result<Option<Datastore>> {

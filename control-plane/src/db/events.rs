@@ -66,7 +66,10 @@ impl NewEvent {
     }
 
     pub fn warning(kind: &'static str, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, ..Self::info(kind, message) }
+        Self {
+            severity: Severity::Warning,
+            ..Self::info(kind, message)
+        }
     }
 
     pub fn host(mut self, id: HostId) -> Self {
@@ -85,7 +88,8 @@ impl NewEvent {
     }
 }
 
-const SELECT: &str = "SELECT seq, at, kind, severity, message, host_id, vm_id, task_id, data FROM events";
+const SELECT: &str =
+    "SELECT seq, at, kind, severity, message, host_id, vm_id, task_id, data FROM events";
 
 impl Db {
     pub async fn event_insert(&self, e: &NewEvent) -> sqlx::Result<Event> {
@@ -112,7 +116,11 @@ impl Db {
     }
 
     /// Events after `seq` (oldest first), optionally of one kind prefix.
-    pub async fn event_list(&self, page: PageReq<i64>, kind_prefix: Option<&str>) -> sqlx::Result<ferry_api::Page<Event>> {
+    pub async fn event_list(
+        &self,
+        page: PageReq<i64>,
+        kind_prefix: Option<&str>,
+    ) -> sqlx::Result<ferry_api::Page<Event>> {
         let rows: Vec<EventRow> = sqlx::query_as(&format!(
             "{SELECT} WHERE seq > $1 AND ($2::text IS NULL OR kind LIKE $2 || '%') ORDER BY seq LIMIT $3"
         ))
@@ -121,6 +129,11 @@ impl Db {
         .bind(i64::from(page.limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(paginate(rows, page.limit, |r| r.seq.to_string(), Event::from))
+        Ok(paginate(
+            rows,
+            page.limit,
+            |r| r.seq.to_string(),
+            Event::from,
+        ))
     }
 }

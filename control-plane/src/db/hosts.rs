@@ -63,11 +63,17 @@ impl From<HostRow> for Host {
                 flags: r.cpu_flags,
                 supported_models: r.cpu_supported_models,
             },
-            memory: HostMemory { total_mib: unsigned(r.memory_total_mib), free_mib: unsigned(r.memory_free_mib) },
+            memory: HostMemory {
+                total_mib: unsigned(r.memory_total_mib),
+                free_mib: unsigned(r.memory_free_mib),
+            },
             datastores: r.datastore_ids.into_iter().map(DatastoreId).collect(),
             networks: r.network_ids.into_iter().map(NetworkId).collect(),
             vm_count: r.vm_count.max(0) as u32,
-            load: HostLoad { cpu_pct: r.load_cpu_pct, mem_pct: r.load_mem_pct },
+            load: HostLoad {
+                cpu_pct: r.load_cpu_pct,
+                mem_pct: r.load_mem_pct,
+            },
             agent_version: r.agent_version,
             hypervisor_version: r.hypervisor_version,
             last_seen_at: r.last_seen_at,
@@ -104,7 +110,11 @@ pub struct HostFilter {
 }
 
 impl Db {
-    pub async fn host_list(&self, page: PageReq<Uuid>, f: &HostFilter) -> sqlx::Result<ferry_api::Page<Host>> {
+    pub async fn host_list(
+        &self,
+        page: PageReq<Uuid>,
+        f: &HostFilter,
+    ) -> sqlx::Result<ferry_api::Page<Host>> {
         let rows: Vec<HostRow> = sqlx::query_as(&format!(
             "{SELECT} WHERE ($1::uuid IS NULL OR h.id > $1) AND ($2::text IS NULL OR h.name = $2) \
              AND ($3::uuid IS NULL OR h.cluster_id = $3) ORDER BY h.id LIMIT $4"
@@ -135,7 +145,12 @@ impl Db {
 
     /// Joins a host by name: the same name is the same host (same id) on every join.
     /// Returns the id and whether the host is new.
-    pub async fn host_join(&self, name: &str, cluster_id: ClusterId, address: &str) -> sqlx::Result<(HostId, bool)> {
+    pub async fn host_join(
+        &self,
+        name: &str,
+        cluster_id: ClusterId,
+        address: &str,
+    ) -> sqlx::Result<(HostId, bool)> {
         let (id, inserted): (Uuid, bool) = sqlx::query_as(
             "INSERT INTO hosts (id, name, cluster_id, address, reachable, last_seen_at) \
              VALUES ($1, $2, $3, $4, true, now()) \
@@ -185,9 +200,14 @@ impl Db {
             return Ok(false);
         }
 
-        sqlx::query("DELETE FROM host_datastores WHERE host_id = $1").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM host_datastores WHERE host_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
         for ds in &r.datastores {
-            let Ok(ds_id) = Uuid::parse_str(&ds.id) else { continue };
+            let Ok(ds_id) = Uuid::parse_str(&ds.id) else {
+                continue;
+            };
             sqlx::query(
                 "INSERT INTO datastores (id, name, capacity_bytes, free_bytes) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, capacity_bytes = EXCLUDED.capacity_bytes, \
@@ -210,7 +230,10 @@ impl Db {
             .await?;
         }
 
-        sqlx::query("DELETE FROM host_networks WHERE host_id = $1").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM host_networks WHERE host_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
         for net in &r.networks {
             let net_id: Uuid = sqlx::query_scalar(
                 "INSERT INTO networks (id, name) VALUES ($1, $2) \
@@ -260,7 +283,10 @@ impl Db {
     }
 
     /// Marks every reachable host not seen for `timeout` as unreachable; returns them.
-    pub async fn host_mark_unreachable(&self, timeout: std::time::Duration) -> sqlx::Result<Vec<(HostId, String)>> {
+    pub async fn host_mark_unreachable(
+        &self,
+        timeout: std::time::Duration,
+    ) -> sqlx::Result<Vec<(HostId, String)>> {
         let rows: Vec<(Uuid, String)> = sqlx::query_as(
             "UPDATE hosts SET reachable = false WHERE reachable \
              AND (last_seen_at IS NULL OR last_seen_at < now() - make_interval(secs => $1)) \
@@ -274,9 +300,10 @@ impl Db {
 
     /// Every reachable host's id and agent address (for the periodic pull).
     pub async fn host_reachable_addresses(&self) -> sqlx::Result<Vec<(HostId, String)>> {
-        let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, address FROM hosts WHERE reachable ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT id, address FROM hosts WHERE reachable ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(|(id, a)| (HostId(id), a)).collect())
     }
 

@@ -37,7 +37,10 @@ impl Db {
             .connect_with(opts)
             .await
             .context("connect to PostgreSQL")?;
-        MIGRATOR.run(&pool).await.context("apply schema migrations")?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("apply schema migrations")?;
         Ok(Self { pool })
     }
 }
@@ -58,8 +61,15 @@ pub fn paginate<R, T>(
 ) -> ferry_api::Page<T> {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(&cursor_of) } else { None };
-    ferry_api::Page { items: rows.into_iter().map(view).collect(), next_cursor }
+    let next_cursor = if more {
+        rows.last().map(&cursor_of)
+    } else {
+        None
+    };
+    ferry_api::Page {
+        items: rows.into_iter().map(view).collect(),
+        next_cursor,
+    }
 }
 
 /// Clamps a database integer into the unsigned range the API shows.

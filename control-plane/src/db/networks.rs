@@ -15,7 +15,11 @@ pub struct NetworkRow {
 
 impl From<NetworkRow> for Network {
     fn from(r: NetworkRow) -> Self {
-        Network { id: NetworkId(r.id), name: r.name, host_ids: r.host_ids.into_iter().map(HostId).collect() }
+        Network {
+            id: NetworkId(r.id),
+            name: r.name,
+            host_ids: r.host_ids.into_iter().map(HostId).collect(),
+        }
     }
 }
 
@@ -24,7 +28,11 @@ const SELECT: &str = "SELECT n.id, n.name, \
               WHERE hn.network_id = n.id), '{}') AS host_ids FROM networks n";
 
 impl Db {
-    pub async fn network_list(&self, page: PageReq<Uuid>, name: Option<&str>) -> sqlx::Result<ferry_api::Page<Network>> {
+    pub async fn network_list(
+        &self,
+        page: PageReq<Uuid>,
+        name: Option<&str>,
+    ) -> sqlx::Result<ferry_api::Page<Network>> {
         let rows: Vec<NetworkRow> = sqlx::query_as(&format!(
             "{SELECT} WHERE ($1::uuid IS NULL OR n.id > $1) AND ($2::text IS NULL OR n.name = $2) \
              ORDER BY n.id LIMIT $3"
@@ -34,7 +42,12 @@ impl Db {
         .bind(i64::from(page.limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(paginate(rows, page.limit, |r| r.id.to_string(), Network::from))
+        Ok(paginate(
+            rows,
+            page.limit,
+            |r| r.id.to_string(),
+            Network::from,
+        ))
     }
 
     pub async fn network_fetch(&self, id: NetworkId) -> sqlx::Result<Option<Network>> {

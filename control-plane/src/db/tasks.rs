@@ -48,13 +48,20 @@ impl From<TaskRow> for Task {
     }
 }
 
-const SELECT: &str = "SELECT id, kind, state, progress_pct, target_kind, target_id, error, created_at, \
+const SELECT: &str =
+    "SELECT id, kind, state, progress_pct, target_kind, target_id, error, created_at, \
     finished_at FROM tasks";
 
 impl Db {
     /// Newest first.
-    pub async fn task_list(&self, page: PageReq<(DateTime<Utc>, Uuid)>) -> sqlx::Result<ferry_api::Page<Task>> {
-        let (at, id) = page.after.map(|(a, i)| (Some(a), Some(i))).unwrap_or((None, None));
+    pub async fn task_list(
+        &self,
+        page: PageReq<(DateTime<Utc>, Uuid)>,
+    ) -> sqlx::Result<ferry_api::Page<Task>> {
+        let (at, id) = page
+            .after
+            .map(|(a, i)| (Some(a), Some(i)))
+            .unwrap_or((None, None));
         let rows: Vec<TaskRow> = sqlx::query_as(&format!(
             "{SELECT} WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2)) \
              ORDER BY created_at DESC, id DESC LIMIT $3"
@@ -64,7 +71,12 @@ impl Db {
         .bind(i64::from(page.limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(paginate(rows, page.limit, |r| format!("{}_{}", r.created_at.timestamp_micros(), r.id), Task::from))
+        Ok(paginate(
+            rows,
+            page.limit,
+            |r| format!("{}_{}", r.created_at.timestamp_micros(), r.id),
+            Task::from,
+        ))
     }
 
     pub async fn task_fetch(&self, id: TaskId) -> sqlx::Result<Option<Task>> {
@@ -75,7 +87,12 @@ impl Db {
         Ok(row.map(Task::from))
     }
 
-    pub async fn task_insert(&self, kind: &str, target_kind: &str, target_id: Uuid) -> sqlx::Result<TaskId> {
+    pub async fn task_insert(
+        &self,
+        kind: &str,
+        target_kind: &str,
+        target_id: Uuid,
+    ) -> sqlx::Result<TaskId> {
         let id = TaskId::new();
         sqlx::query("INSERT INTO tasks (id, kind, target_kind, target_id) VALUES ($1, $2, $3, $4)")
             .bind(id.0)
@@ -87,7 +104,13 @@ impl Db {
         Ok(id)
     }
 
-    pub async fn task_update(&self, id: TaskId, state: TaskState, progress_pct: f32, error: Option<&str>) -> sqlx::Result<()> {
+    pub async fn task_update(
+        &self,
+        id: TaskId,
+        state: TaskState,
+        progress_pct: f32,
+        error: Option<&str>,
+    ) -> sqlx::Result<()> {
         let state = match state {
             TaskState::Queued => "queued",
             TaskState::Running => "running",

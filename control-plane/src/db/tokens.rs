@@ -29,7 +29,12 @@ impl From<TokenRow> for Token {
 }
 
 impl Db {
-    pub async fn token_insert(&self, name: &str, role: Role, secret_sha256: &str) -> sqlx::Result<Token> {
+    pub async fn token_insert(
+        &self,
+        name: &str,
+        role: Role,
+        secret_sha256: &str,
+    ) -> sqlx::Result<Token> {
         let row: TokenRow = sqlx::query_as(
             "INSERT INTO api_tokens (id, name, role, secret_sha256) VALUES ($1, $2, $3, $4) \
              RETURNING id, name, role, created_at, last_used_at",
@@ -44,7 +49,12 @@ impl Db {
     }
 
     /// Stores a token for `secret_sha256` unless one exists (the bootstrap admin token).
-    pub async fn token_ensure(&self, name: &str, role: Role, secret_sha256: &str) -> sqlx::Result<()> {
+    pub async fn token_ensure(
+        &self,
+        name: &str,
+        role: Role,
+        secret_sha256: &str,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO api_tokens (id, name, role, secret_sha256) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (secret_sha256) DO NOTHING",
@@ -60,13 +70,19 @@ impl Db {
 
     /// The token whose secret hashes to `secret_sha256`, marking it used (at most
     /// once a minute, so reads do not turn into writes).
-    pub async fn token_authenticate(&self, secret_sha256: &str) -> sqlx::Result<Option<(TokenId, Role)>> {
-        let row: Option<(Uuid, String, Option<DateTime<Utc>>)> =
-            sqlx::query_as("SELECT id, role, last_used_at FROM api_tokens WHERE secret_sha256 = $1")
-                .bind(secret_sha256)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some((id, role, last_used)) = row else { return Ok(None) };
+    pub async fn token_authenticate(
+        &self,
+        secret_sha256: &str,
+    ) -> sqlx::Result<Option<(TokenId, Role)>> {
+        let row: Option<(Uuid, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT id, role, last_used_at FROM api_tokens WHERE secret_sha256 = $1",
+        )
+        .bind(secret_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((id, role, last_used)) = row else {
+            return Ok(None);
+        };
         if last_used.is_none_or(|t| Utc::now() - t > chrono::Duration::seconds(60)) {
             sqlx::query("UPDATE api_tokens SET last_used_at = now() WHERE id = $1")
                 .bind(id)
@@ -85,11 +101,19 @@ impl Db {
         .bind(i64::from(page.limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(paginate(rows, page.limit, |r| r.id.to_string(), Token::from))
+        Ok(paginate(
+            rows,
+            page.limit,
+            |r| r.id.to_string(),
+            Token::from,
+        ))
     }
 
     pub async fn token_delete(&self, id: TokenId) -> sqlx::Result<bool> {
-        let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1").bind(id.0).execute(&self.pool).await?;
+        let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 }

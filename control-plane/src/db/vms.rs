@@ -88,7 +88,11 @@ fn random_mac() -> String {
 }
 
 impl Db {
-    pub async fn vm_list(&self, page: PageReq<Uuid>, f: &VmFilter) -> sqlx::Result<ferry_api::Page<Vm>> {
+    pub async fn vm_list(
+        &self,
+        page: PageReq<Uuid>,
+        f: &VmFilter,
+    ) -> sqlx::Result<ferry_api::Page<Vm>> {
         let rows: Vec<VmRow> = sqlx::query_as(&format!(
             "{SELECT} WHERE ($1::uuid IS NULL OR v.id > $1) AND ($2::text IS NULL OR v.name = $2) \
              AND ($3::uuid IS NULL OR v.host_id = $3) AND ($4::uuid IS NULL OR v.cluster_id = $4) \
@@ -174,7 +178,10 @@ impl Db {
     }
 
     /// Which of `ids` exist as datastores (for validating a VM's disks).
-    pub async fn datastore_ids_existing(&self, ids: &[DatastoreId]) -> sqlx::Result<Vec<DatastoreId>> {
+    pub async fn datastore_ids_existing(
+        &self,
+        ids: &[DatastoreId],
+    ) -> sqlx::Result<Vec<DatastoreId>> {
         let ids: Vec<Uuid> = ids.iter().map(|d| d.0).collect();
         let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM datastores WHERE id = ANY($1)")
             .bind(&ids)

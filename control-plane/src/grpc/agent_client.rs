@@ -18,11 +18,18 @@ pub struct AgentConnector {
 
 impl AgentConnector {
     pub fn new(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Self {
-        Self { ca: Certificate::from_pem(ca_pem), identity: Identity::from_pem(cert_pem, key_pem) }
+        Self {
+            ca: Certificate::from_pem(ca_pem),
+            identity: Identity::from_pem(cert_pem, key_pem),
+        }
     }
 
     /// A client for the agent of `host` at `address` (host:port).
-    pub async fn connect(&self, host: HostId, address: &str) -> anyhow::Result<AgentClient<Channel>> {
+    pub async fn connect(
+        &self,
+        host: HostId,
+        address: &str,
+    ) -> anyhow::Result<AgentClient<Channel>> {
         let tls = ClientTlsConfig::new()
             .ca_certificate(self.ca.clone())
             .identity(self.identity.clone())

@@ -21,13 +21,17 @@ pub struct ControlPlaneService {
 
 /// The host a request comes from, from its verified client certificate.
 fn caller_host<T>(req: &Request<T>) -> Result<HostId, Status> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("this call needs the host's client certificate; join first"))?;
-    let first = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let cn = peer_common_name(first.as_ref()).ok_or_else(|| Status::unauthenticated("client certificate has no CN"))?;
-    cn.parse::<HostId>()
-        .map_err(|_| Status::permission_denied(format!("certificate {cn:?} is not a host identity")))
+    let certs = req.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("this call needs the host's client certificate; join first")
+    })?;
+    let first = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let cn = peer_common_name(first.as_ref())
+        .ok_or_else(|| Status::unauthenticated("client certificate has no CN"))?;
+    cn.parse::<HostId>().map_err(|_| {
+        Status::permission_denied(format!("certificate {cn:?} is not a host identity"))
+    })
 }
 
 #[tonic::async_trait]
@@ -43,7 +47,10 @@ impl ControlPlane for ControlPlaneService {
         Ok(Response::new(ReportAck { stored }))
     }
 
-    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         let host = caller_host(&req)?;
         let resend_report = self.app.host_heartbeat(host, req.into_inner()).await?;
         Ok(Response::new(HeartbeatResponse { resend_report }))

@@ -34,16 +34,40 @@ impl QemuBackend {
         let out = Command::new(binary)
             .arg("--version")
             .output()
-            .with_context(|| format!("run `{binary} --version`: install qemu-system-x86 (or pass --qemu)"))?;
+            .with_context(|| {
+                format!("run `{binary} --version`: install qemu-system-x86 (or pass --qemu)")
+            })?;
         if !out.status.success() {
-            bail!("`{binary} --version` failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "`{binary} --version` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let version = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string();
-        let out = Command::new(binary).args(["-cpu", "help"]).output().context("run `qemu -cpu help`")?;
+        let version = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let out = Command::new(binary)
+            .args(["-cpu", "help"])
+            .output()
+            .context("run `qemu -cpu help`")?;
         let models = parse_cpu_models(&String::from_utf8_lossy(&out.stdout));
-        let accel = choose_accel(choice, &facts::cpu().flags, Path::new("/dev/kvm"), Path::new("/sys/module/kvm_pvm"))?;
+        let accel = choose_accel(
+            choice,
+            &facts::cpu().flags,
+            Path::new("/dev/kvm"),
+            Path::new("/sys/module/kvm_pvm"),
+        )?;
         tracing::info!(accel = accel.accel, reason = %accel.reason, %version, models = models.len(), "QEMU backend ready");
-        Ok(Self { binary: binary.to_string(), version, models, accel, cpu_sampler: Mutex::default() })
+        Ok(Self {
+            binary: binary.to_string(),
+            version,
+            models,
+            accel,
+            cpu_sampler: Mutex::default(),
+        })
     }
 
     pub fn binary(&self) -> &str {
@@ -67,9 +91,17 @@ impl Hypervisor for QemuBackend {
     }
 
     fn load(&self) -> (f32, f32) {
-        let cpu = self.cpu_sampler.lock().map(|mut s| s.sample()).unwrap_or(0.0);
+        let cpu = self
+            .cpu_sampler
+            .lock()
+            .map(|mut s| s.sample())
+            .unwrap_or(0.0);
         let m = facts::memory();
-        let mem = if m.total_mib > 0 { 100.0 * (1.0 - m.free_mib as f32 / m.total_mib as f32) } else { 0.0 };
+        let mem = if m.total_mib > 0 {
+            100.0 * (1.0 - m.free_mib as f32 / m.total_mib as f32)
+        } else {
+            0.0
+        };
         (cpu, mem)
     }
 
@@ -98,32 +130,49 @@ pub fn choose_accel(
     dev_kvm: &Path,
     pvm_module: &Path,
 ) -> anyhow::Result<AccelChoice> {
-    let kvm_opens = std::fs::OpenOptions::new().read(true).write(true).open(dev_kvm).is_ok();
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev_kvm)
+        .is_ok();
     let hw_virt = cpu_flags.iter().any(|f| f == "vmx" || f == "svm");
     let pvm = pvm_module.exists();
     Ok(match choice {
-        config::AccelChoice::Tcg => AccelChoice { accel: "tcg", reason: "TCG requested (--accel tcg)".into() },
+        config::AccelChoice::Tcg => AccelChoice {
+            accel: "tcg",
+            reason: "TCG requested (--accel tcg)".into(),
+        },
         config::AccelChoice::Kvm => {
             if !kvm_opens {
                 bail!("--accel kvm, but {} does not open", dev_kvm.display());
             }
-            AccelChoice { accel: "kvm", reason: "KVM requested (--accel kvm)".into() }
+            AccelChoice {
+                accel: "kvm",
+                reason: "KVM requested (--accel kvm)".into(),
+            }
         }
         config::AccelChoice::Auto => match (kvm_opens, hw_virt, pvm) {
-            (false, _, _) => AccelChoice { accel: "tcg", reason: format!("{} does not open", dev_kvm.display()) },
+            (false, _, _) => AccelChoice {
+                accel: "tcg",
+                reason: format!("{} does not open", dev_kvm.display()),
+            },
             (true, _, true) => AccelChoice {
                 accel: "tcg",
-                reason: "/dev/kvm is KVM's PVM mode (nested, no hardware virtualisation): Linux guests \
+                reason:
+                    "/dev/kvm is KVM's PVM mode (nested, no hardware virtualisation): Linux guests \
                          crawl under it, TCG boots them faster"
-                    .into(),
+                        .into(),
             },
             (true, false, false) => AccelChoice {
                 accel: "tcg",
-                reason: "/dev/kvm opens but the CPU has no vmx/svm flag: not hardware virtualisation".into(),
+                reason:
+                    "/dev/kvm opens but the CPU has no vmx/svm flag: not hardware virtualisation"
+                        .into(),
             },
-            (true, true, false) => {
-                AccelChoice { accel: "kvm", reason: "/dev/kvm opens and the CPU has hardware virtualisation".into() }
-            }
+            (true, true, false) => AccelChoice {
+                accel: "kvm",
+                reason: "/dev/kvm opens and the CPU has hardware virtualisation".into(),
+            },
         },
     })
 }
@@ -137,7 +186,10 @@ mod tests {
         let help = "Available CPUs:\nx86 486                   (alias configured by machine type)\n\
                     x86 Skylake-Client-v1     Intel Core Processor (Skylake)\nx86 qemu64  QEMU Virtual CPU version 2.5+\n\
                     \nRecognized CPUID flags:\n  3dnow\n";
-        assert_eq!(parse_cpu_models(help), vec!["486", "Skylake-Client-v1", "qemu64"]);
+        assert_eq!(
+            parse_cpu_models(help),
+            vec!["486", "Skylake-Client-v1", "qemu64"]
+        );
     }
 
     #[test]
@@ -151,12 +203,20 @@ mod tests {
         let auto = config::AccelChoice::Auto;
         assert_eq!(choose_accel(auto, &vmx, &kvm, &pvm).unwrap().accel, "kvm");
         assert_eq!(choose_accel(auto, &[], &kvm, &pvm).unwrap().accel, "tcg");
-        assert_eq!(choose_accel(auto, &vmx, &missing, &pvm).unwrap().accel, "tcg");
+        assert_eq!(
+            choose_accel(auto, &vmx, &missing, &pvm).unwrap().accel,
+            "tcg"
+        );
         std::fs::create_dir(&pvm).unwrap();
         let c = choose_accel(auto, &vmx, &kvm, &pvm).unwrap();
         assert_eq!(c.accel, "tcg");
         assert!(c.reason.contains("PVM"));
-        assert_eq!(choose_accel(config::AccelChoice::Tcg, &vmx, &kvm, &pvm).unwrap().accel, "tcg");
+        assert_eq!(
+            choose_accel(config::AccelChoice::Tcg, &vmx, &kvm, &pvm)
+                .unwrap()
+                .accel,
+            "tcg"
+        );
         assert!(choose_accel(config::AccelChoice::Kvm, &vmx, &missing, &pvm).is_err());
     }
 }

@@ -15,24 +15,41 @@ pub struct SimHost {
 
 impl SimHost {
     pub fn new(index: u32) -> Self {
-        Self { index, tick: AtomicU32::new(0) }
+        Self {
+            index,
+            tick: AtomicU32::new(0),
+        }
     }
 
     fn total_mib(&self) -> u64 {
-        if self.index % 2 == 0 { 256 * 1024 } else { 512 * 1024 }
+        if self.index % 2 == 0 {
+            256 * 1024
+        } else {
+            512 * 1024
+        }
     }
 }
 
-pub const SIM_CPU_MODELS: &[&str] =
-    &["Cascadelake-Server", "Haswell", "Icelake-Server", "Skylake-Server", "qemu64"];
+pub const SIM_CPU_MODELS: &[&str] = &[
+    "Cascadelake-Server",
+    "Haswell",
+    "Icelake-Server",
+    "Skylake-Server",
+    "qemu64",
+];
 
 impl Hypervisor for SimHost {
     fn accel(&self) -> AccelChoice {
-        AccelChoice { accel: "sim", reason: "simulated host (--backend sim)".into() }
+        AccelChoice {
+            accel: "sim",
+            reason: "simulated host (--backend sim)".into(),
+        }
     }
 
     fn cpu(&self) -> CpuFacts {
-        let flags = ["aes", "avx", "avx2", "avx512f", "fpu", "pdpe1gb", "sse2", "sse4_2", "vmx"];
+        let flags = [
+            "aes", "avx", "avx2", "avx512f", "fpu", "pdpe1gb", "sse2", "sse4_2", "vmx",
+        ];
         CpuFacts {
             vendor: "GenuineIntel".into(),
             model: "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (simulated)".into(),
@@ -44,7 +61,10 @@ impl Hypervisor for SimHost {
 
     fn memory(&self) -> MemoryFacts {
         let total = self.total_mib();
-        MemoryFacts { total_mib: total, free_mib: total - total / 16 }
+        MemoryFacts {
+            total_mib: total,
+            free_mib: total - total / 16,
+        }
     }
 
     fn load(&self) -> (f32, f32) {

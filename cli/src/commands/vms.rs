@@ -1,0 +1,196 @@
+//! `ferryctl vms [list | show VM | create NAME ... | delete VM]`.
+
+use clap::{Args, Subcommand};
+use ferry_api::vm::{Boot, DiskSpec, NicSpec, Vm, VmCreate};
+use ferry_api::{ClusterId, DatastoreId, HostId, NetworkId};
+
+use super::{when, Ctx};
+use crate::table::Table;
+
+#[derive(Debug, Subcommand)]
+pub enum VmCmd {
+    /// All VMs (optionally of one host).
+    List {
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// One VM in full (by name or id).
+    Show { vm: String },
+    /// Define a VM in the inventory.
+    Create(CreateArgs),
+    /// Remove a stopped VM from the inventory.
+    Delete { vm: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: String,
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u32,
+    #[arg(long = "memory-mib", default_value_t = 256)]
+    pub memory_mib: u64,
+    /// Host (name or id); default: none yet (placement decides at power-on).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Cluster (name or id).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[arg(long = "cpu-model")]
+    pub cpu_model: Option<String>,
+    #[arg(long = "machine-type")]
+    pub machine_type: Option<String>,
+    /// A disk: DATASTORE:SIZE_MIB (datastore name or id; repeatable).
+    #[arg(long = "disk")]
+    pub disks: Vec<String>,
+    /// A NIC on a network (name or id; repeatable).
+    #[arg(long = "nic")]
+    pub nics: Vec<String>,
+    /// Boot this kernel (path on the host).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    #[arg(long)]
+    pub initrd: Option<String>,
+    #[arg(long)]
+    pub cmdline: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, cmd: Option<VmCmd>) -> anyhow::Result<()> {
+    match cmd.unwrap_or(VmCmd::List { host: None }) {
+        VmCmd::List { host } => {
+            let path = match host {
+                Some(h) => format!("/vms?host_id={}", ctx.resolve("hosts", &h).await?),
+                None => "/vms".to_string(),
+            };
+            let mut vms: Vec<Vm> = ctx.list_all(&path).await?;
+            vms.sort_by(|a, b| a.name.cmp(&b.name));
+            ctx.print(&vms, |vms| {
+                let mut t = Table::new(&[
+                    "NAME",
+                    "POWER",
+                    "HOST",
+                    "VCPUS",
+                    "MEMORY",
+                    "CPU MODEL",
+                    "ID",
+                ]);
+                for v in vms {
+                    t.row(vec![
+                        v.name.clone(),
+                        v.power_state.as_str().into(),
+                        v.host_id
+                            .map(|h| h.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        v.vcpus.to_string(),
+                        format!("{} MiB", v.memory_mib),
+                        v.cpu_model.clone(),
+                        v.id.to_string(),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        VmCmd::Show { vm } => {
+            let id = ctx.resolve("vms", &vm).await?;
+            let v: Vm = ctx.client.get(&format!("/vms/{id}")).await?;
+            ctx.print(&v, show)
+        }
+        VmCmd::Create(a) => {
+            let mut disks = Vec::new();
+            for d in &a.disks {
+                let (ds, size) = d
+                    .rsplit_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("--disk {d:?}: expected DATASTORE:SIZE_MIB"))?;
+                let size: u64 = size
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--disk {d:?}: size is not a number"))?;
+                disks.push(DiskSpec {
+                    datastore_id: DatastoreId(ctx.resolve("datastores", ds).await?),
+                    size_bytes: size * 1024 * 1024,
+                    path: None,
+                });
+            }
+            let mut nics = Vec::new();
+            for n in &a.nics {
+                nics.push(NicSpec {
+                    network_id: NetworkId(ctx.resolve("networks", n).await?),
+                });
+            }
+            let boot = a.kernel.map(|kernel| Boot::Kernel {
+                kernel,
+                initrd: a.initrd,
+                cmdline: a.cmdline,
+            });
+            let req = VmCreate {
+                name: a.name,
+                cluster_id: match &a.cluster {
+                    Some(c) => Some(ClusterId(ctx.resolve("clusters", c).await?)),
+                    None => None,
+                },
+                host_id: match &a.host {
+                    Some(h) => Some(HostId(ctx.resolve("hosts", h).await?)),
+                    None => None,
+                },
+                vcpus: a.vcpus,
+                memory_mib: a.memory_mib,
+                cpu_model: a.cpu_model,
+                machine_type: a.machine_type,
+                disks,
+                nics,
+                boot,
+                migration_policy: None,
+            };
+            let v: Vm = ctx.client.post("/vms", &req).await?;
+            ctx.print(&v, show)
+        }
+        VmCmd::Delete { vm } => {
+            let id = ctx.resolve("vms", &vm).await?;
+            ctx.client.delete(&format!("/vms/{id}")).await?;
+            if ctx.output == crate::Output::Table {
+                println!("deleted VM {vm}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn show(v: &Vm) -> String {
+    let mut lines = vec![
+        format!("name:          {}", v.name),
+        format!("id:            {}", v.id),
+        format!("power:         {}", v.power_state.as_str()),
+        format!(
+            "host:          {}",
+            v.host_id
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "-".into())
+        ),
+        format!("cluster:       {}", v.cluster_id),
+        format!("vcpus:         {}", v.vcpus),
+        format!("memory:        {} MiB", v.memory_mib),
+        format!("cpu model:     {}", v.cpu_model),
+        format!("machine type:  {}", v.machine_type),
+    ];
+    for (i, d) in v.disks.iter().enumerate() {
+        lines.push(format!(
+            "disk {i}:        {} ({} MiB) on {}",
+            d.path,
+            d.size_bytes >> 20,
+            d.datastore_id
+        ));
+    }
+    for (i, n) in v.nics.iter().enumerate() {
+        lines.push(format!("nic {i}:         {} on {}", n.mac, n.network_id));
+    }
+    let p = &v.migration_policy;
+    lines.push(
+        format!(
+            "migration:     mode {:?}, max downtime {} ms, throttle {}",
+            p.mode,
+            p.max_downtime_ms,
+            if p.allow_throttle { "allowed" } else { "off" }
+        )
+        .to_lowercase(),
+    );
+    lines.push(format!("created:       {}", when(Some(v.created_at))));
+    lines.join("\n")
+}

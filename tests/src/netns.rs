@@ -1,0 +1,137 @@
+//! A lab network for one test: a fabric bridge `fy<K>br` in the root namespace with
+//! address 10.77.K.1/24 (the control plane listens there), and one network namespace
+//! per host, `fy<K>h<I>`, joined to the fabric by a veth pair, with address
+//! 10.77.K.(10+I)/24 on its `eth0`. K is claimed atomically (creating the bridge
+//! fails if another test holds it), so tests run side by side. Everything is
+//! removed on drop, processes inside the namespaces first.
+
+use std::process::Command;
+
+pub struct Lab {
+    pub k: u8,
+    hosts: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Lab {
+    /// A fabric with `hosts` host namespaces.
+    pub fn new(hosts: u8) -> Self {
+        let start: u8 = rand::random::<u8>() % 250;
+        let k = (0..250u16)
+            .map(|i| ((start as u16 + i) % 250 + 1) as u8)
+            .find(|k| ip(&["link", "add", &format!("fy{k}br"), "type", "bridge"]).is_ok())
+            .expect("no free lab slot (fy1br..fy250br all exist: run `make clean-lab`)");
+        let mut lab = Lab {
+            k,
+            hosts: Vec::new(),
+        };
+        let br = lab.bridge();
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", lab.fabric_ip()),
+            "dev",
+            &br,
+        ])
+        .expect("fabric address");
+        ip(&["link", "set", &br, "up"]).expect("fabric up");
+        for i in 0..hosts {
+            lab.add_host(i);
+        }
+        lab
+    }
+
+    pub fn bridge(&self) -> String {
+        format!("fy{}br", self.k)
+    }
+
+    /// The root namespace's address on the fabric (where the control plane listens).
+    pub fn fabric_ip(&self) -> String {
+        format!("10.77.{}.1", self.k)
+    }
+
+    pub fn ns(&self, i: u8) -> String {
+        format!("fy{}h{}", self.k, i)
+    }
+
+    pub fn host_ip(&self, i: u8) -> String {
+        format!("10.77.{}.{}", self.k, 10 + i)
+    }
+
+    fn add_host(&mut self, i: u8) {
+        let ns = self.ns(i);
+        ip(&["netns", "add", &ns]).expect("netns add");
+        self.hosts.push(ns.clone());
+        let outer = format!("fy{}h{}a", self.k, i);
+        let inner = format!("fy{}h{}b", self.k, i);
+        ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ])
+        .expect("veth");
+        ip(&["link", "set", &outer, "master", &self.bridge()]).expect("veth to fabric");
+        ip(&["link", "set", &outer, "up"]).expect("veth up");
+        ip(&["link", "set", &inner, "netns", &ns]).expect("veth into ns");
+        let nsx = |args: &[&str]| {
+            let mut a = vec!["-n", ns.as_str()];
+            a.extend_from_slice(args);
+            ip(&a)
+        };
+        nsx(&["link", "set", &inner, "name", "eth0"]).expect("rename");
+        nsx(&[
+            "addr",
+            "add",
+            &format!("{}/24", self.host_ip(i)),
+            "dev",
+            "eth0",
+        ])
+        .expect("host address");
+        nsx(&["link", "set", "eth0", "up"]).expect("eth0 up");
+        nsx(&["link", "set", "lo", "up"]).expect("lo up");
+    }
+
+    /// Runs a command inside host `i`'s namespace.
+    pub fn command(&self, i: u8, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(i)]).arg(program);
+        c
+    }
+}
+
+/// Kills every process still running inside namespace `ns`.
+fn kill_in(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.hosts {
+            kill_in(ns);
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge()]);
+    }
+}
