@@ -1,0 +1,156 @@
+//! The two database modes and the schema: the embedded PostgreSQL the control plane
+//! starts (and stops, and adopts after a crash) inside its data dir; an external
+//! server given by URL; and the migrations applying to an empty database.
+
+use ferry_tests::pg::TestDb;
+use ferry_tests::procs::{ControlPlane, CpOptions};
+use serde_json::json;
+
+fn postmaster_running(data_dir: &std::path::Path) -> bool {
+    let pid_file = data_dir.join("pg/data/postmaster.pid");
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return false;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[tokio::test]
+async fn embedded_database_starts_persists_stops_and_is_adopted_after_a_crash() {
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-test-")
+        .tempdir()
+        .unwrap();
+    let mut cp = ControlPlane::start(dir.path(), CpOptions::default()).await;
+    assert!(
+        postmaster_running(&cp.data_dir),
+        "the embedded PostgreSQL runs inside the data dir"
+    );
+    let api = cp.api();
+    assert_eq!(
+        api.post("/clusters", &json!({"name": "kept"})).await.status,
+        201
+    );
+    let token = cp.admin_token();
+
+    // A clean stop stops the database too.
+    assert_eq!(cp.stop().await, Some(0));
+    assert!(
+        !postmaster_running(&cp.data_dir),
+        "SIGTERM stops the embedded PostgreSQL"
+    );
+
+    // Started again: the same state, the same admin token.
+    cp.restart().await;
+    assert_eq!(cp.admin_token(), token);
+    let c = cp.api().ok("/clusters?name=kept").await;
+    assert_eq!(c["items"].as_array().unwrap().len(), 1);
+
+    // Killed outright: the database survives and the next start adopts it.
+    cp.proc.kill9();
+    assert!(postmaster_running(&cp.data_dir));
+    cp.restart().await;
+    assert_eq!(
+        cp.api().ok("/clusters?name=kept").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(cp.stop().await, Some(0));
+    assert!(!postmaster_running(&cp.data_dir));
+}
+
+#[tokio::test]
+async fn external_database_by_url() {
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-test-")
+        .tempdir()
+        .unwrap();
+    let db = TestDb::new().await;
+    let cp = ControlPlane::start(
+        dir.path(),
+        CpOptions {
+            database_url: Some(db.url()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        !cp.data_dir.join("pg").exists(),
+        "no embedded database with --database-url"
+    );
+    assert_eq!(
+        cp.api()
+            .post("/clusters", &json!({"name": "ext"}))
+            .await
+            .status,
+        201
+    );
+    let pool = db.pool().await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters WHERE name = 'ext'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the state is in the external database");
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 1, "the bootstrap admin token, hashed");
+    let secret_stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE secret_sha256 = $1")
+            .bind(cp.admin_token())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(secret_stored, 0, "the secret itself is never stored");
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_once() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let migrator = &ferry_control_plane::db::MIGRATOR;
+    migrator.run(&pool).await.unwrap();
+    let mut tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    tables.retain(|t| t != "_sqlx_migrations");
+    assert_eq!(
+        tables,
+        [
+            "api_tokens",
+            "certificate_authority",
+            "clusters",
+            "datastores",
+            "events",
+            "host_datastores",
+            "host_networks",
+            "hosts",
+            "networks",
+            "saga_events",
+            "sagas",
+            "tasks",
+            "vm_disks",
+            "vm_nics",
+            "vms"
+        ]
+    );
+    // Applying again changes nothing; every migration is recorded once.
+    migrator.run(&pool).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, migrator.iter().count());
+}
