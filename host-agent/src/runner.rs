@@ -278,7 +278,7 @@ async fn report_loop(
 }
 
 fn log_failure(spec: &HostSpec, failures: u32, what: &str, s: &tonic::Status) {
-    if failures == 1 || failures % 20 == 0 {
+    if failures == 1 || failures.is_multiple_of(20) {
         tracing::warn!(host = %spec.name, failures, "{what} failed: {} {}", s.code(), s.message());
     }
 }

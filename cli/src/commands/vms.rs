@@ -17,7 +17,7 @@ pub enum VmCmd {
     /// One VM in full (by name or id).
     Show { vm: String },
     /// Define a VM in the inventory.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Remove a stopped VM from the inventory.
     Delete { vm: String },
 }
@@ -95,6 +95,7 @@ pub async fn run(ctx: &Ctx, cmd: Option<VmCmd>) -> anyhow::Result<()> {
             ctx.print(&v, show)
         }
         VmCmd::Create(a) => {
+            let a = *a;
             let mut disks = Vec::new();
             for d in &a.disks {
                 let (ds, size) = d

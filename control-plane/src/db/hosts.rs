@@ -172,7 +172,7 @@ impl Db {
     pub async fn host_store_report(&self, id: HostId, r: &HostReport) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let cpu = r.cpu.clone().unwrap_or_default();
-        let mem = r.memory.clone().unwrap_or_default();
+        let mem = r.memory.unwrap_or_default();
         let updated = sqlx::query(
             "UPDATE hosts SET address = $3, accel = $4, accel_reason = $5, cpu_vendor = $6, cpu_model = $7, \
              cpu_cores = $8, cpu_flags = $9, cpu_supported_models = $10, memory_total_mib = $11, \

@@ -22,7 +22,7 @@ impl SimHost {
     }
 
     fn total_mib(&self) -> u64 {
-        if self.index % 2 == 0 {
+        if self.index.is_multiple_of(2) {
             256 * 1024
         } else {
             512 * 1024
@@ -53,7 +53,11 @@ impl Hypervisor for SimHost {
         CpuFacts {
             vendor: "GenuineIntel".into(),
             model: "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz (simulated)".into(),
-            cores: if self.index % 2 == 0 { 64 } else { 128 },
+            cores: if self.index.is_multiple_of(2) {
+                64
+            } else {
+                128
+            },
             flags: flags.iter().map(|s| s.to_string()).collect(),
             supported_models: SIM_CPU_MODELS.iter().map(|s| s.to_string()).collect(),
         }

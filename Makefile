@@ -1,0 +1,52 @@
+# Ferry: the two commands are `make demo` and `make test`. Both install what is
+# missing (apt-get, Debian 12) before they do their job.
+
+CARGO ?= cargo
+.DEFAULT_GOAL := help
+
+.PHONY: help deps build build-debug demo demo-down test test-pg-stop clean-lab bench-scale fmt lint
+
+help:
+	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
+	@echo "make demo-down   remove what a crashed demo left behind"
+	@echo "make test        run every test (unit, end-to-end on real PostgreSQL, agents in namespaces)"
+	@echo "make bench-scale control-plane scale benchmark (sim hosts), writes bench/results/scale.json"
+
+deps:
+	@./deploy/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --release --bins
+
+build-debug: deps
+	$(CARGO) build --workspace --bins
+
+demo: build
+	./deploy/lab.sh up
+
+demo-down:
+	./deploy/lab.sh down
+
+# Every test; the test PostgreSQL server (target/test-pg) and any lab leftovers are
+# removed afterwards whatever the outcome.
+test: build-debug
+	@./deploy/lab.sh clean-tests
+	@status=0; $(CARGO) test --workspace --no-fail-fast -- --test-threads=4 || status=$$?; \
+	  $(MAKE) --no-print-directory test-pg-stop; ./deploy/lab.sh clean-tests; exit $$status
+
+test-pg-stop:
+	@./deploy/test-pg-stop.sh
+
+clean-lab:
+	./deploy/lab.sh down
+	./deploy/lab.sh clean-tests
+
+bench-scale: build
+	./target/release/ferry-bench-scale --out bench/results/scale.json
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
