@@ -13,6 +13,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod metrics;
 pub mod monitor;
 pub mod secrets;
 pub mod server;

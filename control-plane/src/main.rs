@@ -13,6 +13,7 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let config = Config::parse();
+    ferry_control_plane::metrics::raise_nofile_limit();
     match server::run(config, server::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

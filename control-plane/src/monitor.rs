@@ -72,6 +72,7 @@ pub async fn pull_facts(
     addr: &str,
 ) -> anyhow::Result<bool> {
     let mut client = agents.connect(id, addr).await?;
+    crate::metrics::Metrics::inc(&app.metrics.facts_pulled);
     let report = client
         .get_facts(ferry_proto::v1::GetFactsRequest {
             host_id: id.to_string(),

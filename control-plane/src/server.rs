@@ -92,6 +92,7 @@ async fn serve(
         ca: Arc::new(ca),
         config: Arc::new(config.clone()),
         join_token: Arc::new(join_token),
+        metrics: Arc::default(),
     };
 
     let stop = CancellationToken::new();

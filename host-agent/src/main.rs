@@ -23,6 +23,7 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let config = Config::parse();
+    raise_nofile_limit();
     match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -109,4 +110,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     stop.cancel();
     while hosts.join_next().await.is_some() {}
     result
+}
+
+/// Raises the open-files limit to its hard maximum: a sim process holds a listener
+/// and a connection per host.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }

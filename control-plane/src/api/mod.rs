@@ -92,6 +92,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/", get(index))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(app)
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
@@ -107,6 +108,16 @@ pub fn router(app: App) -> Router {
 
 async fn openapi(_caller: Caller) -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+async fn metrics(axum::extract::State(app): axum::extract::State<App>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.metrics.render(),
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

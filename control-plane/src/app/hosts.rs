@@ -47,6 +47,7 @@ impl App {
                 )
                 .await;
         }
+        crate::metrics::Metrics::inc(&self.metrics.joins);
         let (host_id, is_new) = self
             .db
             .host_join(&req.name, cluster_id, &req.agent_address)
@@ -79,6 +80,7 @@ impl App {
                 "host {id} is not in the inventory; join again"
             )));
         }
+        crate::metrics::Metrics::inc(&self.metrics.reports);
         let stored = self.db.host_store_report(id, &report).await?;
         if stored {
             tracing::debug!(host = %id, generation = report.generation, "stored host report");
@@ -98,6 +100,7 @@ impl App {
         } else {
             0.0
         };
+        crate::metrics::Metrics::inc(&self.metrics.heartbeats);
         let outcome = self
             .db
             .host_heartbeat(id, cpu, mem, hb.memory_free_mib)

@@ -12,6 +12,7 @@ use crate::ca::CertificateAuthority;
 use crate::config::Config;
 use crate::db::Db;
 use crate::events::EventBus;
+use crate::metrics::Metrics;
 
 /// Everything a request handler may need; cheap to clone.
 #[derive(Clone)]
@@ -21,4 +22,5 @@ pub struct App {
     pub ca: Arc<CertificateAuthority>,
     pub config: Arc<Config>,
     pub join_token: Arc<String>,
+    pub metrics: Arc<Metrics>,
 }
