@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -49,18 +48,30 @@ pub async fn reconcile_loop(app: App, agents: AgentConnector, stop: Cancellation
                 continue;
             }
         };
-        futures::stream::iter(hosts)
-            .for_each_concurrent(16, |(id, addr)| {
-                let (app, agents) = (app.clone(), agents.clone());
-                async move {
-                    match pull_facts(&app, &agents, id, &addr).await {
-                        Ok(true) => tracing::info!(host = %id, "reconcile: stored newer facts pulled from agent"),
-                        Ok(false) => {}
-                        Err(e) => tracing::debug!(host = %id, "reconcile: pull failed: {e:#}"),
+        // Spread the pulls over the period instead of bursting them: 2,500 TLS
+        // handshakes at once would stall the API for seconds.
+        let gap = period / (hosts.len().max(1) as u32);
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+        for (id, addr) in hosts {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
+            let (app, agents) = (app.clone(), agents.clone());
+            tokio::spawn(async move {
+                match pull_facts(&app, &agents, id, &addr).await {
+                    Ok(true) => {
+                        tracing::info!(host = %id, "reconcile: stored newer facts pulled from agent")
                     }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(host = %id, "reconcile: pull failed: {e:#}"),
                 }
-            })
-            .await;
+                drop(permit);
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(gap) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use ferry_api::cluster::{Cluster, Drs, DrsAutomation};
 use ferry_api::ClusterId;
 use uuid::Uuid;
 
-use super::{paginate, Db, PageReq};
+use super::{paginate, Db, PageReq, PagedQuery};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct ClusterRow {
@@ -42,8 +42,7 @@ impl From<ClusterRow> for Cluster {
 const SELECT: &str = "SELECT c.id, c.name, c.cpu_baseline, c.drs_automation, c.drs_threshold, \
     c.drs_interval_s, c.created_at, \
     (SELECT count(*) FROM hosts h WHERE h.cluster_id = c.id) AS host_count, \
-    (SELECT count(*) FROM vms v WHERE v.cluster_id = c.id) AS vm_count \
-    FROM clusters c";
+    (SELECT count(*) FROM vms v WHERE v.cluster_id = c.id) AS vm_count";
 
 /// The writable fields of a cluster.
 #[derive(Debug, Clone)]
@@ -59,15 +58,13 @@ impl Db {
         page: PageReq<Uuid>,
         name: Option<&str>,
     ) -> sqlx::Result<ferry_api::Page<Cluster>> {
-        let rows: Vec<ClusterRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE ($1::uuid IS NULL OR c.id > $1) AND ($2::text IS NULL OR c.name = $2) \
-             ORDER BY c.id LIMIT $3"
-        ))
-        .bind(page.after)
-        .bind(name)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<ClusterRow> = PagedQuery::new("clusters c")
+            .filter("c.id > ", page.after)
+            .filter("c.name = ", name.map(str::to_string))
+            .finish("c.id", page.limit, SELECT, "c")
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
         Ok(paginate(
             rows,
             page.limit,
@@ -77,10 +74,11 @@ impl Db {
     }
 
     pub async fn cluster_fetch(&self, id: ClusterId) -> sqlx::Result<Option<Cluster>> {
-        let row: Option<ClusterRow> = sqlx::query_as(&format!("{SELECT} WHERE c.id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<ClusterRow> =
+            sqlx::query_as(&format!("{SELECT} FROM clusters c WHERE c.id = $1"))
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(Cluster::from))
     }
 

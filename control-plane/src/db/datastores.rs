@@ -5,7 +5,7 @@ use ferry_api::datastore::{Datastore, DatastoreKind};
 use ferry_api::{DatastoreId, HostId};
 use uuid::Uuid;
 
-use super::{paginate, unsigned, Db, PageReq};
+use super::{paginate, unsigned, Db, PageReq, PagedQuery};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct DatastoreRow {
@@ -35,7 +35,7 @@ impl From<DatastoreRow> for Datastore {
 
 const SELECT: &str = "SELECT d.id, d.name, d.capacity_bytes, d.free_bytes, \
     COALESCE((SELECT array_agg(hd.host_id ORDER BY hd.host_id) FROM host_datastores hd \
-              WHERE hd.datastore_id = d.id), '{}') AS host_ids FROM datastores d";
+              WHERE hd.datastore_id = d.id), '{}') AS host_ids";
 
 impl Db {
     pub async fn datastore_list(
@@ -43,15 +43,13 @@ impl Db {
         page: PageReq<Uuid>,
         name: Option<&str>,
     ) -> sqlx::Result<ferry_api::Page<Datastore>> {
-        let rows: Vec<DatastoreRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE ($1::uuid IS NULL OR d.id > $1) AND ($2::text IS NULL OR d.name = $2) \
-             ORDER BY d.id LIMIT $3"
-        ))
-        .bind(page.after)
-        .bind(name)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<DatastoreRow> = PagedQuery::new("datastores d")
+            .filter("d.id > ", page.after)
+            .filter("d.name = ", name.map(str::to_string))
+            .finish("d.id", page.limit, SELECT, "d")
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
         Ok(paginate(
             rows,
             page.limit,
@@ -61,10 +59,11 @@ impl Db {
     }
 
     pub async fn datastore_fetch(&self, id: DatastoreId) -> sqlx::Result<Option<Datastore>> {
-        let row: Option<DatastoreRow> = sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<DatastoreRow> =
+            sqlx::query_as(&format!("{SELECT} FROM datastores d WHERE d.id = $1"))
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(Datastore::from))
     }
 }

@@ -121,14 +121,16 @@ impl Db {
         page: PageReq<i64>,
         kind_prefix: Option<&str>,
     ) -> sqlx::Result<ferry_api::Page<Event>> {
-        let rows: Vec<EventRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE seq > $1 AND ($2::text IS NULL OR kind LIKE $2 || '%') ORDER BY seq LIMIT $3"
-        ))
-        .bind(page.after.unwrap_or(0))
-        .bind(kind_prefix)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut q = sqlx::QueryBuilder::new(format!("{SELECT} WHERE seq > "));
+        q.push_bind(page.after.unwrap_or(0));
+        if let Some(k) = kind_prefix {
+            q.push(" AND left(kind, ")
+                .push_bind(k.chars().count() as i32)
+                .push(") = ")
+                .push_bind(k.to_string());
+        }
+        q.push(format!(" ORDER BY seq LIMIT {}", u64::from(page.limit) + 1));
+        let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await?;
         Ok(paginate(
             rows,
             page.limit,

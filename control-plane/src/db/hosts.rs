@@ -7,7 +7,7 @@ use ferry_api::{ClusterId, DatastoreId, HostId, NetworkId};
 use ferry_proto::v1::HostReport;
 use uuid::Uuid;
 
-use super::{paginate, unsigned, Db, PageReq};
+use super::{paginate, unsigned, Db, PageReq, PagedQuery};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct HostRow {
@@ -90,8 +90,7 @@ const SELECT: &str = "SELECT h.id, h.name, h.cluster_id, h.address, h.mode, h.re
               WHERE hd.host_id = h.id), '{}') AS datastore_ids, \
     COALESCE((SELECT array_agg(hn.network_id ORDER BY hn.network_id) FROM host_networks hn \
               WHERE hn.host_id = h.id), '{}') AS network_ids, \
-    (SELECT count(*) FROM vms v WHERE v.host_id = h.id) AS vm_count \
-    FROM hosts h";
+    (SELECT count(*) FROM vms v WHERE v.host_id = h.id) AS vm_count";
 
 /// What a heartbeat found.
 #[derive(Debug, Clone, Copy)]
@@ -115,24 +114,23 @@ impl Db {
         page: PageReq<Uuid>,
         f: &HostFilter,
     ) -> sqlx::Result<ferry_api::Page<Host>> {
-        let rows: Vec<HostRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE ($1::uuid IS NULL OR h.id > $1) AND ($2::text IS NULL OR h.name = $2) \
-             AND ($3::uuid IS NULL OR h.cluster_id = $3) ORDER BY h.id LIMIT $4"
-        ))
-        .bind(page.after)
-        .bind(&f.name)
-        .bind(f.cluster_id.map(|c| c.0))
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<HostRow> = PagedQuery::new("hosts h")
+            .filter("h.id > ", page.after)
+            .filter("h.name = ", f.name.clone())
+            .filter("h.cluster_id = ", f.cluster_id.map(|c| c.0))
+            .finish("h.id", page.limit, SELECT, "h")
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
         Ok(paginate(rows, page.limit, |r| r.id.to_string(), Host::from))
     }
 
     pub async fn host_fetch(&self, id: HostId) -> sqlx::Result<Option<Host>> {
-        let row: Option<HostRow> = sqlx::query_as(&format!("{SELECT} WHERE h.id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<HostRow> =
+            sqlx::query_as(&format!("{SELECT} FROM hosts h WHERE h.id = $1"))
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(Host::from))
     }
 

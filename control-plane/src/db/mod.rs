@@ -76,3 +76,50 @@ pub fn paginate<R, T>(
 pub fn unsigned(v: i64) -> u64 {
     v.max(0) as u64
 }
+
+/// A list query that picks the page first and computes per-row columns (subqueries,
+/// aggregates) for that page only:
+///
+/// `WITH page AS (SELECT * FROM <from> WHERE <filters> ORDER BY <key> LIMIT n+1)
+///  SELECT <columns> FROM page <alias> ORDER BY <key>`
+///
+/// Filters are added only when given, so each combination is its own prepared
+/// statement with a plan that can use its index (a cached generic plan of
+/// `($1 IS NULL OR col = $1)` cannot), and the limit is a literal (validated by the
+/// caller) so the planner always knows how few rows are wanted.
+pub struct PagedQuery<'a> {
+    qb: sqlx::QueryBuilder<'a, sqlx::Postgres>,
+}
+
+impl<'a> PagedQuery<'a> {
+    pub fn new(from: &str) -> Self {
+        Self {
+            qb: sqlx::QueryBuilder::new(format!("WITH page AS (SELECT * FROM {from} WHERE true")),
+        }
+    }
+
+    /// Adds ` AND <sql><value>` when `value` is given, e.g. `filter("h.name = ", name)`.
+    pub fn filter<T>(mut self, sql: &str, value: Option<T>) -> Self
+    where
+        T: 'a + sqlx::Encode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        if let Some(v) = value {
+            self.qb.push(" AND ").push(sql).push_bind(v);
+        }
+        self
+    }
+
+    pub fn finish(
+        mut self,
+        order_by: &str,
+        limit: u32,
+        columns: &str,
+        alias: &str,
+    ) -> sqlx::QueryBuilder<'a, sqlx::Postgres> {
+        self.qb.push(format!(
+            " ORDER BY {order_by} LIMIT {}) {columns} FROM page {alias} ORDER BY {order_by}",
+            u64::from(limit) + 1
+        ));
+        self.qb
+    }
+}

@@ -4,7 +4,7 @@ use ferry_api::network::Network;
 use ferry_api::{HostId, NetworkId};
 use uuid::Uuid;
 
-use super::{paginate, Db, PageReq};
+use super::{paginate, Db, PageReq, PagedQuery};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct NetworkRow {
@@ -25,7 +25,7 @@ impl From<NetworkRow> for Network {
 
 const SELECT: &str = "SELECT n.id, n.name, \
     COALESCE((SELECT array_agg(hn.host_id ORDER BY hn.host_id) FROM host_networks hn \
-              WHERE hn.network_id = n.id), '{}') AS host_ids FROM networks n";
+              WHERE hn.network_id = n.id), '{}') AS host_ids";
 
 impl Db {
     pub async fn network_list(
@@ -33,15 +33,13 @@ impl Db {
         page: PageReq<Uuid>,
         name: Option<&str>,
     ) -> sqlx::Result<ferry_api::Page<Network>> {
-        let rows: Vec<NetworkRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE ($1::uuid IS NULL OR n.id > $1) AND ($2::text IS NULL OR n.name = $2) \
-             ORDER BY n.id LIMIT $3"
-        ))
-        .bind(page.after)
-        .bind(name)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<NetworkRow> = PagedQuery::new("networks n")
+            .filter("n.id > ", page.after)
+            .filter("n.name = ", name.map(str::to_string))
+            .finish("n.id", page.limit, SELECT, "n")
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
         Ok(paginate(
             rows,
             page.limit,
@@ -51,10 +49,11 @@ impl Db {
     }
 
     pub async fn network_fetch(&self, id: NetworkId) -> sqlx::Result<Option<Network>> {
-        let row: Option<NetworkRow> = sqlx::query_as(&format!("{SELECT} WHERE n.id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<NetworkRow> =
+            sqlx::query_as(&format!("{SELECT} FROM networks n WHERE n.id = $1"))
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(Network::from))
     }
 }

@@ -8,7 +8,7 @@ use rand::Rng;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{paginate, unsigned, Db, PageReq};
+use super::{paginate, unsigned, Db, PageReq, PagedQuery};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct VmRow {
@@ -54,8 +54,7 @@ const SELECT: &str = "SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_stat
     COALESCE((SELECT json_agg(json_build_object('datastore_id', d.datastore_id, 'size_bytes', d.size_bytes, \
               'path', d.path) ORDER BY d.idx) FROM vm_disks d WHERE d.vm_id = v.id), '[]'::json) AS disks, \
     COALESCE((SELECT json_agg(json_build_object('network_id', n.network_id, 'mac', n.mac) ORDER BY n.idx) \
-              FROM vm_nics n WHERE n.vm_id = v.id), '[]'::json) AS nics \
-    FROM vms v";
+              FROM vm_nics n WHERE n.vm_id = v.id), '[]'::json) AS nics";
 
 /// A VM ready to be stored: validated, with its cluster and host resolved.
 #[derive(Debug, Clone)]
@@ -93,23 +92,20 @@ impl Db {
         page: PageReq<Uuid>,
         f: &VmFilter,
     ) -> sqlx::Result<ferry_api::Page<Vm>> {
-        let rows: Vec<VmRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE ($1::uuid IS NULL OR v.id > $1) AND ($2::text IS NULL OR v.name = $2) \
-             AND ($3::uuid IS NULL OR v.host_id = $3) AND ($4::uuid IS NULL OR v.cluster_id = $4) \
-             ORDER BY v.id LIMIT $5"
-        ))
-        .bind(page.after)
-        .bind(&f.name)
-        .bind(f.host_id.map(|h| h.0))
-        .bind(f.cluster_id.map(|c| c.0))
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<VmRow> = PagedQuery::new("vms v")
+            .filter("v.id > ", page.after)
+            .filter("v.name = ", f.name.clone())
+            .filter("v.host_id = ", f.host_id.map(|h| h.0))
+            .filter("v.cluster_id = ", f.cluster_id.map(|c| c.0))
+            .finish("v.id", page.limit, SELECT, "v")
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
         Ok(paginate(rows, page.limit, |r| r.id.to_string(), Vm::from))
     }
 
     pub async fn vm_fetch(&self, id: VmId) -> sqlx::Result<Option<Vm>> {
-        let row: Option<VmRow> = sqlx::query_as(&format!("{SELECT} WHERE v.id = $1"))
+        let row: Option<VmRow> = sqlx::query_as(&format!("{SELECT} FROM vms v WHERE v.id = $1"))
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?;
