@@ -93,6 +93,7 @@ async fn serve(
         config: Arc::new(config.clone()),
         join_token: Arc::new(join_token),
         metrics: Arc::default(),
+        tokens: Arc::default(),
     };
 
     let stop = CancellationToken::new();

@@ -10,7 +10,6 @@ use ferry_api::TokenId;
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::secrets::sha256_hex;
 
 /// Who is calling: set by the middleware, read by handlers.
 #[derive(Debug, Clone, Copy)]
@@ -71,8 +70,7 @@ pub async fn authenticate(
             ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
         })?;
     let (token_id, role) = app
-        .db
-        .token_authenticate(&sha256_hex(token))
+        .token_authenticate(token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
     req.extensions_mut().insert(Caller { token_id, role });

@@ -65,7 +65,9 @@ pub async fn delete(
             "a token cannot delete itself",
         ));
     }
-    if !app.db.token_delete(id).await? {
+    let deleted = app.db.token_delete(id).await?;
+    app.tokens.clear();
+    if !deleted {
         return Err(ApiError::not_found("token", id));
     }
     app.events

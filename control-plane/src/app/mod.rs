@@ -4,7 +4,10 @@
 pub mod clusters;
 pub mod hosts;
 pub mod names;
+pub mod tokens;
 pub mod vms;
+
+pub use tokens::TokenCache;
 
 use std::sync::Arc;
 
@@ -23,4 +26,5 @@ pub struct App {
     pub config: Arc<Config>,
     pub join_token: Arc<String>,
     pub metrics: Arc<Metrics>,
+    pub tokens: Arc<TokenCache>,
 }
