@@ -92,6 +92,23 @@ const SELECT: &str = "SELECT h.id, h.name, h.cluster_id, h.address, h.mode, h.re
               WHERE hn.host_id = h.id), '{}') AS network_ids, \
     (SELECT count(*) FROM vms v WHERE v.host_id = h.id) AS vm_count";
 
+/// A page of hosts: each aggregate is one grouped scan over the page's hosts rather
+/// than a subquery per row (GET /hosts is the API's hottest read).
+const PAGE_REST: &str = ", \
+    ds AS (SELECT host_id, array_agg(datastore_id ORDER BY datastore_id) AS ids FROM host_datastores \
+           WHERE host_id IN (SELECT id FROM page) GROUP BY host_id), \
+    nets AS (SELECT host_id, array_agg(network_id ORDER BY network_id) AS ids FROM host_networks \
+             WHERE host_id IN (SELECT id FROM page) GROUP BY host_id), \
+    vmc AS (SELECT host_id, count(*) AS n FROM vms WHERE host_id IN (SELECT id FROM page) GROUP BY host_id) \
+    SELECT h.id, h.name, h.cluster_id, h.address, h.mode, h.reachable, h.accel, \
+    h.accel_reason, h.cpu_vendor, h.cpu_model, h.cpu_cores, h.cpu_flags, h.cpu_supported_models, \
+    h.memory_total_mib, h.memory_free_mib, h.load_cpu_pct, h.load_mem_pct, h.agent_version, \
+    h.hypervisor_version, h.last_seen_at, h.created_at, \
+    COALESCE(ds.ids, '{}') AS datastore_ids, COALESCE(nets.ids, '{}') AS network_ids, \
+    COALESCE(vmc.n, 0) AS vm_count \
+    FROM page h LEFT JOIN ds ON ds.host_id = h.id LEFT JOIN nets ON nets.host_id = h.id \
+    LEFT JOIN vmc ON vmc.host_id = h.id ORDER BY h.id";
+
 /// What a heartbeat found.
 #[derive(Debug, Clone, Copy)]
 pub struct HeartbeatOutcome {
@@ -118,7 +135,7 @@ impl Db {
             .filter("h.id > ", page.after)
             .filter("h.name = ", f.name.clone())
             .filter("h.cluster_id = ", f.cluster_id.map(|c| c.0))
-            .finish("h.id", page.limit, SELECT, "h")
+            .finish_with("h.id", page.limit, PAGE_REST)
             .build_query_as()
             .fetch_all(&self.pool)
             .await?;

@@ -110,14 +110,29 @@ impl<'a> PagedQuery<'a> {
     }
 
     pub fn finish(
-        mut self,
+        self,
         order_by: &str,
         limit: u32,
         columns: &str,
         alias: &str,
     ) -> sqlx::QueryBuilder<'a, sqlx::Postgres> {
+        self.finish_with(
+            order_by,
+            limit,
+            &format!(" {columns} FROM page {alias} ORDER BY {order_by}"),
+        )
+    }
+
+    /// Closes the page CTE and appends `rest` verbatim (more CTEs over `page`, then
+    /// the final SELECT), for views that aggregate other tables per row.
+    pub fn finish_with(
+        mut self,
+        order_by: &str,
+        limit: u32,
+        rest: &str,
+    ) -> sqlx::QueryBuilder<'a, sqlx::Postgres> {
         self.qb.push(format!(
-            " ORDER BY {order_by} LIMIT {}) {columns} FROM page {alias} ORDER BY {order_by}",
+            " ORDER BY {order_by} LIMIT {}){rest}",
             u64::from(limit) + 1
         ));
         self.qb

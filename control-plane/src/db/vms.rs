@@ -56,6 +56,17 @@ const SELECT: &str = "SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_stat
     COALESCE((SELECT json_agg(json_build_object('network_id', n.network_id, 'mac', n.mac) ORDER BY n.idx) \
               FROM vm_nics n WHERE n.vm_id = v.id), '[]'::json) AS nics";
 
+/// A page of VMs: disks and NICs aggregated by one grouped scan each.
+const PAGE_REST: &str = ", \
+    dk AS (SELECT vm_id, json_agg(json_build_object('datastore_id', datastore_id, 'size_bytes', size_bytes, \
+           'path', path) ORDER BY idx) AS j FROM vm_disks WHERE vm_id IN (SELECT id FROM page) GROUP BY vm_id), \
+    nc AS (SELECT vm_id, json_agg(json_build_object('network_id', network_id, 'mac', mac) ORDER BY idx) AS j \
+           FROM vm_nics WHERE vm_id IN (SELECT id FROM page) GROUP BY vm_id) \
+    SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_state, v.vcpus, v.memory_mib, \
+    v.cpu_model, v.machine_type, v.boot, v.migration_policy, v.created_at, \
+    COALESCE(dk.j, '[]'::json) AS disks, COALESCE(nc.j, '[]'::json) AS nics \
+    FROM page v LEFT JOIN dk ON dk.vm_id = v.id LEFT JOIN nc ON nc.vm_id = v.id ORDER BY v.id";
+
 /// A VM ready to be stored: validated, with its cluster and host resolved.
 #[derive(Debug, Clone)]
 pub struct NewVm {
@@ -97,7 +108,7 @@ impl Db {
             .filter("v.name = ", f.name.clone())
             .filter("v.host_id = ", f.host_id.map(|h| h.0))
             .filter("v.cluster_id = ", f.cluster_id.map(|c| c.0))
-            .finish("v.id", page.limit, SELECT, "v")
+            .finish_with("v.id", page.limit, PAGE_REST)
             .build_query_as()
             .fetch_all(&self.pool)
             .await?;
