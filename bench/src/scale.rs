@@ -267,11 +267,23 @@ async fn main() -> anyhow::Result<()> {
     let hb_rate = (hb1 - hb0) as f64 / load_s;
     let peak_rss_mib = status_kib(cp_pid, "VmHWM") as f64 / 1024.0;
     let agent_rss_mib = agent.pid().map(|p| status_kib(p, "VmRSS")).unwrap_or(0) as f64 / 1024.0;
-    let connected = api.get("/hosts?limit=1000").await.body["items"]
-        .as_array()
-        .map(|a| a.iter().filter(|h| h["state"] == "connected").count())
-        .unwrap_or(0);
-
+    let mut connected = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/hosts?limit=1000&cursor={c}"),
+            None => "/hosts?limit=1000".into(),
+        };
+        let page = api.get(&path).await.body;
+        connected += page["items"]
+            .as_array()
+            .map(|a| a.iter().filter(|h| h["state"] == "connected").count())
+            .unwrap_or(0);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
     let names = ["GET /hosts", "GET /vms?limit=100", "GET /vms/{id}"];
     let mut endpoints = serde_json::Map::new();
     println!(
@@ -306,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
         args.hosts as f64 / 10.0
     );
     println!("read errors:               {errors}");
+    println!("hosts connected after:     {connected} of {}", args.hosts);
     println!("control plane peak RSS:    {peak_rss_mib:.0} MiB (target <= 1024 MiB)");
     println!(
         "sim agent RSS:             {agent_rss_mib:.0} MiB (all {} hosts, one process)",

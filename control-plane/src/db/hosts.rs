@@ -96,10 +96,10 @@ const SELECT: &str = "SELECT h.id, h.name, h.cluster_id, h.address, h.mode, h.re
 /// than a subquery per row (GET /hosts is the API's hottest read).
 const PAGE_REST: &str = ", \
     ds AS (SELECT host_id, array_agg(datastore_id ORDER BY datastore_id) AS ids FROM host_datastores \
-           WHERE host_id IN (SELECT id FROM page) GROUP BY host_id), \
+           WHERE host_id = ANY(ARRAY(SELECT id FROM page)) GROUP BY host_id), \
     nets AS (SELECT host_id, array_agg(network_id ORDER BY network_id) AS ids FROM host_networks \
-             WHERE host_id IN (SELECT id FROM page) GROUP BY host_id), \
-    vmc AS (SELECT host_id, count(*) AS n FROM vms WHERE host_id IN (SELECT id FROM page) GROUP BY host_id) \
+             WHERE host_id = ANY(ARRAY(SELECT id FROM page)) GROUP BY host_id), \
+    vmc AS (SELECT host_id, count(*) AS n FROM vms WHERE host_id = ANY(ARRAY(SELECT id FROM page)) GROUP BY host_id) \
     SELECT h.id, h.name, h.cluster_id, h.address, h.mode, h.reachable, h.accel, \
     h.accel_reason, h.cpu_vendor, h.cpu_model, h.cpu_cores, h.cpu_flags, h.cpu_supported_models, \
     h.memory_total_mib, h.memory_free_mib, h.load_cpu_pct, h.load_mem_pct, h.agent_version, \

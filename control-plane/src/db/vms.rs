@@ -59,9 +59,9 @@ const SELECT: &str = "SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_stat
 /// A page of VMs: disks and NICs aggregated by one grouped scan each.
 const PAGE_REST: &str = ", \
     dk AS (SELECT vm_id, json_agg(json_build_object('datastore_id', datastore_id, 'size_bytes', size_bytes, \
-           'path', path) ORDER BY idx) AS j FROM vm_disks WHERE vm_id IN (SELECT id FROM page) GROUP BY vm_id), \
+           'path', path) ORDER BY idx) AS j FROM vm_disks WHERE vm_id = ANY(ARRAY(SELECT id FROM page)) GROUP BY vm_id), \
     nc AS (SELECT vm_id, json_agg(json_build_object('network_id', network_id, 'mac', mac) ORDER BY idx) AS j \
-           FROM vm_nics WHERE vm_id IN (SELECT id FROM page) GROUP BY vm_id) \
+           FROM vm_nics WHERE vm_id = ANY(ARRAY(SELECT id FROM page)) GROUP BY vm_id) \
     SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_state, v.vcpus, v.memory_mib, \
     v.cpu_model, v.machine_type, v.boot, v.migration_policy, v.created_at, \
     COALESCE(dk.j, '[]'::json) AS disks, COALESCE(nc.j, '[]'::json) AS nics \
