@@ -105,11 +105,16 @@ up() {
     ip -n "$ns" addr add "$ip/24" dev eth0
     ip -n "$ns" link set eth0 up
     ip -n "$ns" link set lo up
+    # eth1: the uplink of the host's VM network bridge (no address of its own).
+    ip link add "ferry-h${i}c" type veth peer name "ferry-h${i}d"
+    ip link set "ferry-h${i}c" master "$BR" up
+    ip link set "ferry-h${i}d" netns "$ns"
+    ip -n "$ns" link set "ferry-h${i}d" name eth1
     ip netns exec "$ns" "$BIN/ferry-agent" --control-plane "https://$FABRIC_IP:9090" \
       --join-token "$(cat "$LAB/cp/join.token")" --ca-cert "$LAB/cp/ca.pem" \
       --name "h$i" --listen "$ip:9091" --backend qemu --state-dir "$LAB/agent-h$i" \
       --datastore "shared=$LAB/shared-ds" --datastore "local-h$i=$LAB/local-h$i" \
-      --network vmnet=eth0 >"$LAB/agent-h$i.log" 2>&1 &
+      --network vmnet=eth1 >"$LAB/agent-h$i.log" 2>&1 &
   done
 
   export FERRY_URL=http://$HTTP FERRY_TOKEN_FILE=$LAB/cp/admin.token

@@ -35,6 +35,41 @@ impl PowerState {
     }
 }
 
+/// `POST /vms/{id}/power`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Start the VM (placement picks a host if it has none).
+    On,
+    /// Force off (like pulling the plug).
+    Off,
+    /// ACPI power button; forced off if the guest ignores it.
+    Shutdown,
+    /// Hard reset.
+    Reset,
+    Pause,
+    Resume,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::Shutdown => "shutdown",
+            Self::Reset => "reset",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerRequest {
+    pub action: PowerAction,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Disk {
     pub datastore_id: DatastoreId,

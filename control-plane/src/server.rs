@@ -94,6 +94,7 @@ async fn serve(
         join_token: Arc::new(join_token),
         metrics: Arc::default(),
         tokens: Arc::default(),
+        agents: agents.clone(),
     };
 
     let stop = CancellationToken::new();

@@ -84,6 +84,10 @@ pub struct Config {
     #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
+    /// How long `shutdown` waits for the guest before forcing it off.
+    #[arg(long, env = "FERRY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// QEMU binary (qemu backend).
     #[arg(long, env = "FERRY_QEMU", default_value = "qemu-system-x86_64")]
     pub qemu: String,

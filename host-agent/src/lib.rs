@@ -9,6 +9,9 @@ pub mod facts;
 pub mod generation;
 pub mod hypervisor;
 pub mod identity;
+pub mod netdev;
+pub mod qemu_vm;
+pub mod qmp;
 pub mod runner;
 pub mod service;
 

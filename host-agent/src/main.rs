@@ -54,10 +54,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .collect();
     let qemu: Option<Arc<dyn Hypervisor>> = match config.backend {
         Backend::Qemu => {
-            let (bin, accel) = (config.qemu.clone(), config.accel);
-            Some(Arc::new(
-                tokio::task::spawn_blocking(move || QemuBackend::new(&bin, accel)).await??,
-            ))
+            let (bin, accel, ds, nets, timeout) = (
+                config.qemu.clone(),
+                config.accel,
+                datastores.clone(),
+                config.networks.clone(),
+                config.shutdown_timeout,
+            );
+            let run_dir = config.state_dir.join("vms");
+            let backend =
+                tokio::task::spawn_blocking(move || QemuBackend::new(&bin, accel, run_dir, ds, &nets, timeout)).await??;
+            backend.vms.reattach().await?;
+            Some(Arc::new(backend))
         }
         Backend::Sim => None,
     };

@@ -52,6 +52,10 @@ pub struct HostState {
 }
 
 impl HostState {
+    pub fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
+        &self.spec.hypervisor
+    }
+
     pub fn host_id(&self) -> String {
         self.host_id.lock().map(|h| h.clone()).unwrap_or_default()
     }
@@ -234,10 +238,37 @@ async fn report_loop(
     let mut tick = tokio::time::interval(spec.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
+    let mut vm_events = spec.hypervisor.vm_events();
+    // Tell the control plane about every VM once per connection (they may have
+    // changed while it could not hear us); then each change as it happens.
+    let mut pending_vms: Vec<ferry_proto::v1::VmRuntime> = spec.hypervisor.vm_list();
     loop {
+        let mut ticked = false;
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tick.tick() => ticked = true,
+            ev = vm_events.recv() => {
+                match ev {
+                    Ok(rt) => pending_vms.push(rt),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => pending_vms = spec.hypervisor.vm_list(),
+                    Err(_) => {}
+                }
+            }
             _ = stop.cancelled() => return Ok(false),
+        }
+        while let Some(rt) = pending_vms.first().cloned() {
+            match client.report_vm(rt).await {
+                Ok(_) => {
+                    pending_vms.remove(0);
+                }
+                Err(s) if s.code() == tonic::Code::Unauthenticated => return Ok(true),
+                Err(s) => {
+                    log_failure(spec, failures + 1, "VM report", &s);
+                    break;
+                }
+            }
+        }
+        if !ticked {
+            continue;
         }
         let report = state.report();
         if force_report || report.generation > sent_generation {

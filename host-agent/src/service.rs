@@ -5,7 +5,12 @@
 use std::sync::Arc;
 
 use ferry_proto::v1::agent_server::Agent;
-use ferry_proto::v1::{GetFactsRequest, HostReport};
+use std::time::Duration;
+
+use ferry_proto::v1::{
+    GetFactsRequest, HostReport, VmConsoleReply, VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef,
+    VmRuntime, VmRuntimeList,
+};
 use tonic::{Request, Response, Status};
 
 use crate::identity::{common_name, CONTROL_PLANE_CN};
@@ -46,5 +51,47 @@ impl Agent for AgentService {
         let mut report = self.state.report();
         report.host_id = me;
         Ok(Response::new(report))
+    }
+
+    async fn vm_power(&self, req: Request<VmPowerRequest>) -> Result<Response<VmRuntime>, Status> {
+        require_control_plane(&req)?;
+        let r = req.into_inner();
+        if r.vm_id.parse::<uuid::Uuid>().is_err() {
+            return Err(Status::invalid_argument("vm_id is not a UUID"));
+        }
+        let timeout = (r.shutdown_timeout_s > 0).then(|| Duration::from_secs(r.shutdown_timeout_s.into()));
+        self.state
+            .hypervisor()
+            .vm_power(&r.vm_id, &r.action, r.spec, timeout)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+    }
+
+    async fn vm_delete(&self, req: Request<VmRef>) -> Result<Response<VmRuntime>, Status> {
+        require_control_plane(&req)?;
+        let id = req.into_inner().vm_id;
+        self.state
+            .hypervisor()
+            .vm_delete(&id)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+    }
+
+    async fn vm_list(&self, req: Request<VmListRequest>) -> Result<Response<VmRuntimeList>, Status> {
+        require_control_plane(&req)?;
+        Ok(Response::new(VmRuntimeList { vms: self.state.hypervisor().vm_list() }))
+    }
+
+    async fn vm_console(&self, req: Request<VmConsoleRequest>) -> Result<Response<VmConsoleReply>, Status> {
+        require_control_plane(&req)?;
+        let r = req.into_inner();
+        let max = if r.max_bytes == 0 { 64 * 1024 } else { r.max_bytes.min(1 << 20) } as usize;
+        self.state
+            .hypervisor()
+            .vm_console(&r.vm_id, max)
+            .map(|text| Response::new(VmConsoleReply { text }))
+            .map_err(|e| Status::not_found(format!("{e:#}")))
     }
 }

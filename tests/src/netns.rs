@@ -1,7 +1,9 @@
 //! A lab network for one test: a fabric bridge `fy<K>br` in the root namespace with
 //! address 10.77.K.1/24 (the control plane listens there), and one network namespace
 //! per host, `fy<K>h<I>`, joined to the fabric by a veth pair, with address
-//! 10.77.K.(10+I)/24 on its `eth0`. K is claimed atomically (creating the bridge
+//! 10.77.K.(10+I)/24 on its `eth0`, and a second link `eth1` into the fabric without
+//! an address, which the agent puts in its VM network's bridge (guests get
+//! 10.77.K.(100+N)). K is claimed atomically (creating the bridge
 //! fails if another test holds it), so tests run side by side. Everything is
 //! removed on drop, processes inside the namespaces first.
 
@@ -102,6 +104,19 @@ impl Lab {
         .expect("host address");
         nsx(&["link", "set", "eth0", "up"]).expect("eth0 up");
         nsx(&["link", "set", "lo", "up"]).expect("lo up");
+        // A second link into the fabric, with no address: the uplink of the host's VM
+        // network bridge.
+        let (up_out, up_in) = (format!("fy{}h{}c", self.k, i), format!("fy{}h{}d", self.k, i));
+        ip(&["link", "add", &up_out, "type", "veth", "peer", "name", &up_in]).expect("uplink veth");
+        ip(&["link", "set", &up_out, "master", &self.bridge()]).expect("uplink to fabric");
+        ip(&["link", "set", &up_out, "up"]).expect("uplink up");
+        ip(&["link", "set", &up_in, "netns", &ns]).expect("uplink into ns");
+        nsx(&["link", "set", &up_in, "name", "eth1"]).expect("rename uplink");
+    }
+
+    /// An address on the fabric for guest `n` (outside the hosts' range).
+    pub fn guest_ip(&self, n: u8) -> String {
+        format!("10.77.{}.{}", self.k, 100 + n)
     }
 
     /// Runs a command inside host `i`'s namespace.

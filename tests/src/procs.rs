@@ -339,7 +339,7 @@ impl Env {
                 self.dir.path().join(format!("local-{}", o.name)).display()
             ))
             .arg("--network")
-            .arg("vmnet=eth0")
+            .arg("vmnet=eth1")
             .arg("--heartbeat-interval")
             .arg(o.heartbeat)
             .args(&o.args)

@@ -397,7 +397,7 @@ async fn vms_crud_validation_and_pagination() {
         "bad input creates nothing"
     );
 
-    // A VM with no host goes to the default cluster.
+    // A VM with no host: placement picks the connected host that fits.
     let r = api
         .post(
             "/vms",
@@ -405,7 +405,7 @@ async fn vms_crud_validation_and_pagination() {
         )
         .await;
     assert_eq!(r.status, 201, "{r:?}");
-    assert_eq!(r.body["host_id"], Value::Null);
+    assert_eq!(r.body["host_id"], host_id);
     for n in 2..=5 {
         assert_eq!(
             api.post(
@@ -442,7 +442,7 @@ async fn vms_crud_validation_and_pagination() {
             .as_array()
             .unwrap()
             .len(),
-        1
+        6
     );
     assert_eq!(api.ok("/vms?name=db-3").await["items"][0]["name"], "db-3");
     api.get("/vms?limit=0")
@@ -628,6 +628,8 @@ async fn openapi_spec_matches_the_routes() {
         ("/api/v1/networks/{id}", &["get"]),
         ("/api/v1/vms", &["get", "post"]),
         ("/api/v1/vms/{id}", &["get", "delete"]),
+        ("/api/v1/vms/{id}/power", &["post"]),
+        ("/api/v1/vms/{id}/console", &["get"]),
         ("/api/v1/tasks", &["get"]),
         ("/api/v1/tasks/{id}", &["get"]),
         ("/api/v1/events", &["get"]),
@@ -644,7 +646,7 @@ async fn openapi_spec_matches_the_routes() {
     }
     assert_eq!(
         paths.len(),
-        17,
+        19,
         "the spec lists a route the server does not have (or the reverse)"
     );
     // Every documented operation answers (not 404/405) on the server.

@@ -38,7 +38,7 @@ use crate::error::ApiError;
         clusters::list, clusters::create, clusters::get, clusters::patch,
         datastores::list, datastores::get,
         networks::list, networks::get,
-        vms::list, vms::create, vms::get, vms::delete,
+        vms::list, vms::create, vms::get, vms::delete, vms::power, vms::console,
         tasks::list, tasks::get,
         events::list, events::stream,
         tokens::create, tokens::list, tokens::delete,
@@ -76,6 +76,8 @@ pub fn router(app: App) -> Router {
         .route("/networks/{id}", get(networks::get))
         .route("/vms", get(vms::list).post(vms::create))
         .route("/vms/{id}", get(vms::get).delete(vms::delete))
+        .route("/vms/{id}/power", axum::routing::post(vms::power))
+        .route("/vms/{id}/console", get(vms::console))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::get))
         .route("/events", get(events::list))

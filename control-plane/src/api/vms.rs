@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use ferry_api::token::Role;
-use ferry_api::vm::{Vm, VmCreate};
+use ferry_api::task::Task;
+use ferry_api::vm::{PowerRequest, Vm, VmCreate};
 use ferry_api::{ClusterId, HostId, Page, Problem, VmId};
 use serde::Deserialize;
 
@@ -84,4 +85,43 @@ pub async fn delete(
     caller.require(Role::Admin)?;
     app.vm_delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(operation_id = "vms_power", post, path = "/api/v1/vms/{id}/power", tag = "vms",
+    params(("id" = String, Path, format = Uuid)), request_body = PowerRequest,
+    responses((status = 202, body = Task), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn power(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<VmId>,
+    ApiJson(req): ApiJson<PowerRequest>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    caller.require(Role::Operator)?;
+    Ok((StatusCode::ACCEPTED, Json(app.vm_power(id, req.action).await?)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsoleParams {
+    /// How many bytes of the console's tail (default 65536, at most 1 MiB).
+    pub bytes: Option<u32>,
+}
+
+#[utoipa::path(operation_id = "vms_console", get, path = "/api/v1/vms/{id}/console", tag = "vms",
+    params(("id" = String, Path, format = Uuid), ConsoleParams),
+    responses((status = 200, description = "the tail of the serial console", content_type = "text/plain"),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn console(
+    State(app): State<App>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<VmId>,
+    ApiQuery(q): ApiQuery<ConsoleParams>,
+) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
+    let bytes = q.bytes.unwrap_or(65536);
+    if !(1..=1 << 20).contains(&bytes) {
+        return Err(crate::error::ApiError::bad_request("out_of_range", "bytes must be 1..1048576"));
+    }
+    let text = app.vm_console(id, bytes).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }

@@ -4,6 +4,8 @@
 pub mod clusters;
 pub mod hosts;
 pub mod names;
+pub mod placement;
+pub mod power;
 pub mod tokens;
 pub mod vms;
 
@@ -15,6 +17,7 @@ use crate::ca::CertificateAuthority;
 use crate::config::Config;
 use crate::db::Db;
 use crate::events::EventBus;
+use crate::grpc::agent_client::AgentConnector;
 use crate::metrics::Metrics;
 
 /// Everything a request handler may need; cheap to clone.
@@ -27,4 +30,6 @@ pub struct App {
     pub join_token: Arc<String>,
     pub metrics: Arc<Metrics>,
     pub tokens: Arc<TokenCache>,
+    /// Mutual-TLS client side towards agents.
+    pub agents: AgentConnector,
 }

@@ -1,11 +1,13 @@
-//! VM inventory: creation (validated against hosts, datastores and networks) and
-//! deletion. Power operations and placement come with the QEMU backend.
+//! VM inventory: creation (validated against datastores, networks and the host that
+//! will run it, chosen by placement when not given) and deletion (the agent removes
+//! the VM's disks and files). Power operations are in `power`.
 
 use std::collections::HashSet;
 
 use ferry_api::vm::{self, Boot, Disk, Vm, VmCreate};
 use ferry_api::{DatastoreId, NetworkId, VmId};
 
+use super::placement::Needs;
 use super::{names, App};
 use crate::db::events::NewEvent;
 use crate::db::vms::NewVm;
@@ -125,6 +127,12 @@ impl App {
         if let Some(b) = &req.boot {
             validate_boot(b, disks.len())?;
         }
+        // Where it runs: the given host if it fits, else the best host of the cluster.
+        let needs = Needs { memory_mib: req.memory_mib, cpu_model: &cpu_model, datastores: &ds_ids, networks: &net_ids };
+        let host_id = match req.host_id {
+            Some(h) => self.host_fit(h, &needs).await?.id,
+            None => self.place(cluster_id, &needs).await?.id,
+        };
         let policy = req.migration_policy.unwrap_or_default();
         if !(1..=60_000).contains(&policy.max_downtime_ms) {
             return Err(ApiError::unprocessable(
@@ -148,7 +156,7 @@ impl App {
         let new = NewVm {
             name: req.name.clone(),
             cluster_id,
-            host_id: req.host_id,
+            host_id: Some(host_id),
             vcpus: req.vcpus,
             memory_mib: req.memory_mib,
             cpu_model,
@@ -190,6 +198,13 @@ impl App {
 
     pub async fn vm_delete(&self, id: VmId) -> ApiResult<()> {
         let vm = self.vm_get(id).await?;
+        if vm.power_state != ferry_api::vm::PowerState::Stopped {
+            return Err(ApiError::conflict(
+                "vm_not_stopped",
+                format!("VM {} is {}; power it off before deleting it", vm.name, vm.power_state.as_str()),
+            ));
+        }
+        self.vm_remove_from_host(&vm).await?;
         if !self.db.vm_delete_stopped(id).await? {
             return Err(ApiError::conflict(
                 "vm_not_stopped",

@@ -175,6 +175,31 @@ impl Db {
         Ok(id)
     }
 
+    pub async fn vm_set_host(&self, id: VmId, host: HostId) -> sqlx::Result<()> {
+        sqlx::query("UPDATE vms SET host_id = $2, updated_at = now() WHERE id = $1")
+            .bind(id.0)
+            .bind(host.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores runtime state reported by `host`, only for a VM on that host and only
+    /// if `generation` is newer than what is stored. Returns whether it was stored.
+    pub async fn vm_store_runtime(&self, id: VmId, host: HostId, state: PowerState, generation: u64) -> sqlx::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE vms SET power_state = $3, runtime_generation = $4, updated_at = now() \
+             WHERE id = $1 AND host_id = $2 AND runtime_generation < $4",
+        )
+        .bind(id.0)
+        .bind(host.0)
+        .bind(state.as_str())
+        .bind(generation.min(i64::MAX as u64) as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Deletes a stopped VM; returns false when there is no such stopped VM.
     pub async fn vm_delete_stopped(&self, id: VmId) -> sqlx::Result<bool> {
         let r = sqlx::query("DELETE FROM vms WHERE id = $1 AND power_state = 'stopped'")

@@ -8,7 +8,7 @@ pub mod agent_client;
 use ferry_api::HostId;
 use ferry_proto::v1::control_plane_server::ControlPlane;
 use ferry_proto::v1::{
-    HeartbeatRequest, HeartbeatResponse, HostReport, JoinRequest, JoinResponse, ReportAck,
+    HeartbeatRequest, HeartbeatResponse, HostReport, JoinRequest, JoinResponse, ReportAck, VmRuntime,
 };
 use tonic::{Request, Response, Status};
 
@@ -45,6 +45,12 @@ impl ControlPlane for ControlPlaneService {
         let host = caller_host(&req)?;
         let stored = self.app.host_report(host, req.into_inner()).await?;
         Ok(Response::new(ReportAck { stored }))
+    }
+
+    async fn report_vm(&self, req: Request<VmRuntime>) -> Result<Response<ReportAck>, Status> {
+        let host = caller_host(&req)?;
+        self.app.vm_store_runtime(host, req.get_ref()).await?;
+        Ok(Response::new(ReportAck { stored: true }))
     }
 
     async fn heartbeat(

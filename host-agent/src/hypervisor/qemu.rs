@@ -10,16 +10,20 @@
 //!   `-cpu host` aborts on MSR 0x10a) while TCG boots it in ~2 s, so TCG is chosen.
 //!   The reason is reported with the host's facts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ferry_proto::v1::{CpuFacts, MemoryFacts};
+use ferry_proto::v1::{CpuFacts, MemoryFacts, VmRuntime, VmSpec};
+use tokio::sync::broadcast;
 
 use super::{AccelChoice, Hypervisor};
 use crate::config;
+use crate::datastores::DatastoreSpec;
 use crate::facts::{self, CpuSampler};
+use crate::qemu_vm::QemuVms;
 
 pub struct QemuBackend {
     binary: String,
@@ -27,10 +31,20 @@ pub struct QemuBackend {
     models: Vec<String>,
     accel: AccelChoice,
     cpu_sampler: Mutex<CpuSampler>,
+    pub vms: Arc<QemuVms>,
 }
 
 impl QemuBackend {
-    pub fn new(binary: &str, choice: config::AccelChoice) -> anyhow::Result<Self> {
+    /// Asks QEMU for its facts, chooses the accelerator, and sets up the VM
+    /// registry under `run_dir` with this host's datastores and network bridges.
+    pub fn new(
+        binary: &str,
+        choice: config::AccelChoice,
+        run_dir: PathBuf,
+        datastores: Vec<DatastoreSpec>,
+        networks: &[(String, String)],
+        shutdown_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let out = Command::new(binary)
             .arg("--version")
             .output()
@@ -61,13 +75,11 @@ impl QemuBackend {
             Path::new("/sys/module/kvm_pvm"),
         )?;
         tracing::info!(accel = accel.accel, reason = %accel.reason, %version, models = models.len(), "QEMU backend ready");
-        Ok(Self {
-            binary: binary.to_string(),
-            version,
-            models,
-            accel,
-            cpu_sampler: Mutex::default(),
-        })
+        let mut vms = QemuVms::new(binary, accel.accel, run_dir, datastores, networks)?;
+        if let Some(v) = Arc::get_mut(&mut vms) {
+            v.shutdown_timeout = shutdown_timeout;
+        }
+        Ok(Self { binary: binary.to_string(), version, models, accel, cpu_sampler: Mutex::default(), vms })
     }
 
     pub fn binary(&self) -> &str {
@@ -75,6 +87,7 @@ impl QemuBackend {
     }
 }
 
+#[tonic::async_trait]
 impl Hypervisor for QemuBackend {
     fn accel(&self) -> AccelChoice {
         self.accel.clone()
@@ -107,6 +120,32 @@ impl Hypervisor for QemuBackend {
 
     fn version(&self) -> String {
         self.version.clone()
+    }
+
+    async fn vm_power(
+        &self,
+        vm_id: &str,
+        action: &str,
+        spec: Option<VmSpec>,
+        shutdown_timeout: Option<Duration>,
+    ) -> anyhow::Result<VmRuntime> {
+        self.vms.power(vm_id, action, spec, shutdown_timeout).await
+    }
+
+    async fn vm_delete(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
+        self.vms.delete(vm_id).await
+    }
+
+    fn vm_list(&self) -> Vec<VmRuntime> {
+        self.vms.list()
+    }
+
+    fn vm_console(&self, vm_id: &str, max_bytes: usize) -> anyhow::Result<String> {
+        self.vms.console(vm_id, max_bytes)
+    }
+
+    fn vm_events(&self) -> broadcast::Receiver<VmRuntime> {
+        self.vms.subscribe()
     }
 }
 

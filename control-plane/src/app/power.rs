@@ -1,0 +1,199 @@
+//! Power operations as tasks: `POST /vms/{id}/power` records a task, answers 202,
+//! and the operation runs in the background against the VM's agent. The agent owns
+//! the VM's runtime state; its answer and its later reports (stamped with a
+//! generation) update the inventory, never an older report over a newer one.
+
+use std::time::Duration;
+
+use ferry_api::task::{Task, TaskState};
+use ferry_api::vm::{Boot, PowerAction, PowerState, Vm};
+use ferry_api::{HostId, TaskId, VmId};
+use ferry_proto::v1::{VmConsoleRequest, VmDiskSpec, VmNicSpec, VmPowerRequest, VmRef, VmRuntime, VmSpec};
+
+use super::placement::Needs;
+use super::App;
+use crate::db::events::NewEvent;
+use crate::error::{ApiError, ApiResult};
+
+impl App {
+    pub async fn vm_power(&self, id: VmId, action: PowerAction) -> ApiResult<Task> {
+        let vm = self.vm_get(id).await?;
+        let host_id = match (vm.host_id, action) {
+            (Some(h), _) => h,
+            (None, PowerAction::On) => {
+                let ds: Vec<_> = vm.disks.iter().map(|d| d.datastore_id).collect();
+                let nets: Vec<_> = vm.nics.iter().map(|n| n.network_id).collect();
+                let needs = Needs { memory_mib: vm.memory_mib, cpu_model: &vm.cpu_model, datastores: &ds, networks: &nets };
+                let host = self.place(vm.cluster_id, &needs).await?;
+                self.db.vm_set_host(id, host.id).await?;
+                host.id
+            }
+            (None, _) => {
+                return Err(ApiError::conflict("vm_not_placed", format!("VM {} has no host; power it on first", vm.name)))
+            }
+        };
+        let host = self.db.host_fetch(host_id).await?.ok_or_else(|| ApiError::not_found("host", host_id))?;
+        if host.state == ferry_api::host::HostState::Disconnected {
+            return Err(ApiError::conflict("host_unavailable", format!("host {} is disconnected", host.name)));
+        }
+        let spec = match action {
+            PowerAction::On => Some(self.vm_spec(&vm).await?),
+            _ => None,
+        };
+        let kind = format!("vm.power_{}", action.as_str());
+        let task_id = self.db.task_insert(&kind, "vm", id.0).await?;
+        let app = self.clone();
+        tokio::spawn(async move { app.run_power(task_id, vm, host_id, host.address, action, spec).await });
+        self.db.task_fetch(task_id).await?.ok_or_else(|| ApiError::internal("task vanished"))
+    }
+
+    async fn run_power(
+        &self,
+        task: TaskId,
+        vm: Vm,
+        host_id: HostId,
+        address: String,
+        action: PowerAction,
+        spec: Option<VmSpec>,
+    ) {
+        let _ = self.db.task_update(task, TaskState::Running, 10.0, None).await;
+        let result = async {
+            let mut client = self.agents.connect(host_id, &address).await?;
+            let rt = client
+                .vm_power(VmPowerRequest {
+                    vm_id: vm.id.to_string(),
+                    action: action.as_str().into(),
+                    spec,
+                    shutdown_timeout_s: 0,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            anyhow::Ok(rt)
+        }
+        .await;
+        match result {
+            Ok(rt) => {
+                if let Err(e) = self.vm_store_runtime(host_id, &rt).await {
+                    tracing::warn!("store runtime of {}: {e}", vm.id);
+                }
+                let _ = self.db.task_update(task, TaskState::Succeeded, 100.0, None).await;
+                let mut ev = NewEvent::info(
+                    "vm.power",
+                    format!("VM {} {}: now {}{}", vm.name, action.as_str(), rt.state, detail(&rt.detail)),
+                )
+                .vm(vm.id)
+                .host(host_id);
+                ev.task_id = Some(task);
+                self.events.record(ev).await;
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                let _ = self.db.task_update(task, TaskState::Failed, 100.0, Some(&msg)).await;
+                let mut ev =
+                    NewEvent::warning("vm.power_failed", format!("VM {} {} failed: {msg}", vm.name, action.as_str()))
+                        .vm(vm.id)
+                        .host(host_id);
+                ev.task_id = Some(task);
+                self.events.record(ev).await;
+            }
+        }
+    }
+
+    /// The agent-facing spec of a VM (networks by name, datastores by identity).
+    pub async fn vm_spec(&self, vm: &Vm) -> ApiResult<VmSpec> {
+        let mut nics = Vec::new();
+        for n in &vm.nics {
+            let net = self.db.network_fetch(n.network_id).await?.ok_or_else(|| ApiError::not_found("network", n.network_id))?;
+            nics.push(VmNicSpec { network: net.name, mac: n.mac.clone() });
+        }
+        let (kernel, initrd, cmdline, boot_disk) = match &vm.boot {
+            Some(Boot::Kernel { kernel, initrd, cmdline }) => {
+                (kernel.clone(), initrd.clone().unwrap_or_default(), cmdline.clone().unwrap_or_default(), -1)
+            }
+            Some(Boot::Disk { disk }) => (String::new(), String::new(), String::new(), *disk as i32),
+            None => return Err(ApiError::conflict("no_boot", format!("VM {} has no boot source", vm.name))),
+        };
+        Ok(VmSpec {
+            vm_id: vm.id.to_string(),
+            name: vm.name.clone(),
+            vcpus: vm.vcpus,
+            memory_mib: vm.memory_mib,
+            cpu_model: vm.cpu_model.clone(),
+            machine_type: vm.machine_type.clone(),
+            disks: vm
+                .disks
+                .iter()
+                .map(|d| VmDiskSpec { datastore_id: d.datastore_id.to_string(), path: d.path.clone(), size_bytes: d.size_bytes })
+                .collect(),
+            nics,
+            kernel,
+            initrd,
+            cmdline,
+            boot_disk,
+        })
+    }
+
+    /// Stores a runtime report from `host` if it is about a VM on that host and newer.
+    pub async fn vm_store_runtime(&self, host: HostId, rt: &VmRuntime) -> ApiResult<()> {
+        let Ok(id) = rt.vm_id.parse::<VmId>() else { return Ok(()) };
+        if rt.state == "unmanaged" {
+            self.events
+                .record(
+                    NewEvent::warning(
+                        "vm.unmanaged",
+                        format!("host runs a QEMU (pid {}, uuid {id}) with no record; it was left running", rt.pid),
+                    )
+                    .host(host),
+                )
+                .await;
+            return Ok(());
+        }
+        let Some(state) = PowerState::parse(&rt.state) else { return Ok(()) };
+        self.db.vm_store_runtime(id, host, state, rt.generation).await?;
+        Ok(())
+    }
+
+    /// The tail of the VM's serial console, from its agent.
+    pub async fn vm_console(&self, id: VmId, max_bytes: u32) -> ApiResult<String> {
+        let vm = self.vm_get(id).await?;
+        let host_id = vm.host_id.ok_or_else(|| ApiError::conflict("vm_not_placed", "the VM has no host yet"))?;
+        let host = self.db.host_fetch(host_id).await?.ok_or_else(|| ApiError::not_found("host", host_id))?;
+        let mut client = self
+            .agents
+            .connect(host_id, &host.address)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("host {} is unreachable: {e}", host.name)))?;
+        let reply = client
+            .vm_console(VmConsoleRequest { vm_id: id.to_string(), max_bytes })
+            .await
+            .map_err(|s| ApiError::conflict("no_console", s.message().to_string()))?;
+        Ok(reply.into_inner().text)
+    }
+
+    /// Asks the VM's agent to remove it (disks included); best effort when the host
+    /// is gone, since the inventory record goes either way.
+    pub async fn vm_remove_from_host(&self, vm: &Vm) -> ApiResult<()> {
+        let Some(host_id) = vm.host_id else { return Ok(()) };
+        let Some(host) = self.db.host_fetch(host_id).await? else { return Ok(()) };
+        let connect = tokio::time::timeout(Duration::from_secs(10), self.agents.connect(host_id, &host.address)).await;
+        match connect {
+            Ok(Ok(mut client)) => {
+                client
+                    .vm_delete(VmRef { vm_id: vm.id.to_string() })
+                    .await
+                    .map_err(|s| ApiError::conflict("host_refused", format!("host {}: {}", host.name, s.message())))?;
+            }
+            _ => tracing::warn!(vm = %vm.id, "host {} unreachable; its files for the VM stay", host.name),
+        }
+        Ok(())
+    }
+}
+
+fn detail(d: &str) -> String {
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(" ({d})")
+    }
+}

@@ -1,0 +1,89 @@
+//! Host networking for VMs: one Linux bridge per network (port group), with the
+//! network's uplink enslaved, and one tap per VM NIC on its network's bridge.
+//! Interface names are derived so they fit Linux's 15 characters.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output().context("run ip")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn exists(dev: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(dev).exists()
+}
+
+/// The bridge of network `name`.
+pub fn bridge_name(name: &str) -> String {
+    let candidate = format!("fbr-{name}");
+    if candidate.len() <= 15 {
+        candidate
+    } else {
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        format!("fbr-{:011x}", h & 0xfff_ffff_ffff)
+    }
+}
+
+/// The tap of NIC `idx` of VM `vm_id`.
+pub fn tap_name(vm_id: &str, idx: usize) -> String {
+    let short: String = vm_id.chars().filter(|c| c.is_ascii_hexdigit()).take(8).collect();
+    format!("ft{short}n{idx}")
+}
+
+/// Makes sure network `name`'s bridge exists and is up, with `uplink` in it.
+pub fn ensure_bridge(name: &str, uplink: &str) -> anyhow::Result<String> {
+    let br = bridge_name(name);
+    if !exists(&br) {
+        ip(&["link", "add", &br, "type", "bridge"]).or_else(|e| if exists(&br) { Ok(()) } else { Err(e) })?;
+        // Forward at once: a VM that moves here must not wait out STP learning.
+        let _ = std::fs::write(format!("/sys/class/net/{br}/bridge/forward_delay"), "0");
+    }
+    ip(&["link", "set", &br, "up"])?;
+    if !uplink.is_empty() {
+        if !exists(uplink) {
+            bail!("network {name}: uplink {uplink} does not exist on this host");
+        }
+        ip(&["link", "set", uplink, "master", &br])?;
+        ip(&["link", "set", uplink, "up"])?;
+    }
+    Ok(br)
+}
+
+/// Creates (or re-creates) a tap on `bridge`.
+pub fn create_tap(tap: &str, bridge: &str) -> anyhow::Result<()> {
+    if exists(tap) {
+        let _ = ip(&["link", "del", tap]);
+    }
+    ip(&["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])?;
+    ip(&["link", "set", tap, "master", bridge])?;
+    ip(&["link", "set", tap, "up"])?;
+    Ok(())
+}
+
+pub fn delete_tap(tap: &str) {
+    if exists(tap) {
+        if let Err(e) = ip(&["link", "del", tap]) {
+            tracing::warn!("remove tap {tap}: {e:#}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit() {
+        assert_eq!(bridge_name("vmnet"), "fbr-vmnet");
+        assert!(bridge_name("a-very-long-network-name").len() <= 15);
+        assert_ne!(bridge_name("a-very-long-network-name"), bridge_name("a-very-long-network-nama"));
+        let t = tap_name("1a2b3c4d-0000-4000-8000-000000000000", 3);
+        assert_eq!(t, "ft1a2b3c4dn3");
+        assert!(t.len() <= 15);
+    }
+}

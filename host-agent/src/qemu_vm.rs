@@ -1,0 +1,563 @@
+//! VMs as QEMU processes. Each VM has a directory under the agent's state dir
+//! (`vms/<id>/`: `spec.json`, `qmp.sock`, `qemu.pid`, `console.log`, `qemu.log`),
+//! and a handle whose operation lock serialises everything done to it (one owner at
+//! a time, like an actor) while a watcher task turns QMP events into runtime
+//! state.
+//!
+//! ```text
+//!            on                         pause
+//!  stopped ──────► running ◄──────────────────► paused
+//!     ▲             │  │ reset (stays running)     │
+//!     │   off/      │  └──────────┘                │
+//!     └─ shutdown ──┴──────────────────────────────┘
+//!        (QEMU exits; guest poweroff, `quit`, or SIGKILL after the timeout)
+//! ```
+//!
+//! QEMU runs in its own process group and outlives the agent: a restarted agent
+//! finds each VM by its pidfile, checks the process is that VM's QEMU (its
+//! `-uuid`), reconnects QMP and reports it again, without touching the guest.
+//! A QEMU in this host's network namespace with no record is reported as
+//! `unmanaged`, never killed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ferry_proto::v1::{VmRuntime, VmSpec};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::datastores::DatastoreSpec;
+use crate::generation::Generation;
+use crate::netdev;
+use crate::qmp::Qmp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl PowerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+struct Live {
+    state: PowerState,
+    pid: Option<u32>,
+    qmp: Option<Arc<Qmp>>,
+    generation: u64,
+    detail: String,
+}
+
+struct VmHandle {
+    id: String,
+    dir: PathBuf,
+    spec: Mutex<VmSpec>,
+    live: Mutex<Live>,
+    /// Serialises operations on this VM.
+    op: tokio::sync::Mutex<()>,
+}
+
+pub struct QemuVms {
+    qemu: String,
+    accel: &'static str,
+    root: PathBuf,
+    datastores: Vec<DatastoreSpec>,
+    bridges: HashMap<String, String>,
+    vms: Mutex<HashMap<String, Arc<VmHandle>>>,
+    events: broadcast::Sender<VmRuntime>,
+    generation: Generation,
+    pub shutdown_timeout: Duration,
+}
+
+fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| b.split(|c| *c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn same_netns(pid: u32) -> bool {
+    match (std::fs::read_link(format!("/proc/{pid}/ns/net")), std::fs::read_link("/proc/self/ns/net")) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The `-uuid` of a QEMU process, if it is one.
+fn qemu_uuid(pid: u32) -> Option<String> {
+    let args = cmdline(pid);
+    if !args.first().is_some_and(|a| a.contains("qemu-system")) {
+        return None;
+    }
+    args.iter().position(|a| a == "-uuid").and_then(|i| args.get(i + 1)).cloned()
+}
+
+impl QemuVms {
+    pub fn new(
+        qemu: &str,
+        accel: &'static str,
+        root: PathBuf,
+        datastores: Vec<DatastoreSpec>,
+        networks: &[(String, String)],
+    ) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&root)?;
+        let mut bridges = HashMap::new();
+        for (name, uplink) in networks {
+            bridges.insert(name.clone(), netdev::ensure_bridge(name, uplink)?);
+        }
+        let (events, _) = broadcast::channel(1024);
+        Ok(Arc::new(Self {
+            qemu: qemu.to_string(),
+            accel,
+            root,
+            datastores,
+            bridges,
+            vms: Mutex::default(),
+            events,
+            generation: Generation::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<VmRuntime> {
+        self.events.subscribe()
+    }
+
+    /// Finds the VMs a previous agent left running and re-attaches to them.
+    pub async fn reattach(self: &Arc<Self>) -> anyhow::Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return Ok(()) };
+        for e in entries.flatten() {
+            let dir = e.path();
+            let Ok(spec_text) = std::fs::read_to_string(dir.join("spec.json")) else { continue };
+            let Ok(spec) = serde_json::from_str::<serde_json::Value>(&spec_text).map(spec_from_json) else { continue };
+            let handle = self.handle(&spec);
+            let pid = std::fs::read_to_string(dir.join("qemu.pid")).ok().and_then(|p| p.trim().parse::<u32>().ok());
+            match pid {
+                Some(pid) if pid_alive(pid) && qemu_uuid(pid).as_deref() == Some(spec.vm_id.as_str()) => {
+                    match Qmp::connect(&dir.join("qmp.sock"), Duration::from_secs(5)).await {
+                        Ok((qmp, events)) => {
+                            let state = match qmp.status().await.as_deref() {
+                                Ok("running") => PowerState::Running,
+                                _ => PowerState::Paused,
+                            };
+                            self.set(&handle, state, Some(pid), Some(qmp), "re-attached after agent restart");
+                            self.watch(handle.clone(), events);
+                            tracing::info!(vm = %spec.vm_id, pid, "re-attached to running VM");
+                        }
+                        Err(e) => tracing::error!(vm = %spec.vm_id, pid, "QEMU runs but QMP failed: {e:#}"),
+                    }
+                }
+                _ => {
+                    self.cleanup_taps(&spec);
+                    self.set(&handle, PowerState::Stopped, None, None, "not running at agent start");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&self, spec: &VmSpec) -> Arc<VmHandle> {
+        let mut vms = self.vms.lock().unwrap_or_else(|p| p.into_inner());
+        let h = vms.entry(spec.vm_id.clone()).or_insert_with(|| {
+            Arc::new(VmHandle {
+                id: spec.vm_id.clone(),
+                dir: self.root.join(&spec.vm_id),
+                spec: Mutex::new(spec.clone()),
+                live: Mutex::new(Live {
+                    state: PowerState::Stopped,
+                    pid: None,
+                    qmp: None,
+                    generation: 0,
+                    detail: String::new(),
+                }),
+                op: tokio::sync::Mutex::new(()),
+            })
+        });
+        *h.spec.lock().unwrap_or_else(|p| p.into_inner()) = spec.clone();
+        h.clone()
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<VmHandle>> {
+        self.vms.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn runtime(&self, h: &VmHandle) -> VmRuntime {
+        let live = h.live.lock().unwrap_or_else(|p| p.into_inner());
+        VmRuntime {
+            vm_id: h.id.clone(),
+            state: live.state.as_str().into(),
+            generation: live.generation,
+            pid: live.pid.unwrap_or(0),
+            detail: live.detail.clone(),
+            name: h.spec.lock().map(|s| s.name.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Records a new runtime state with a new generation and announces it.
+    fn set(&self, h: &VmHandle, state: PowerState, pid: Option<u32>, qmp: Option<Arc<Qmp>>, detail: &str) {
+        {
+            let mut live = h.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.state = state;
+            live.pid = pid;
+            live.qmp = qmp;
+            live.detail = detail.to_string();
+            live.generation = self.generation.next();
+        }
+        let _ = self.events.send(self.runtime(h));
+    }
+
+    fn set_state(&self, h: &VmHandle, state: PowerState, detail: &str) {
+        let (pid, qmp) = {
+            let live = h.live.lock().unwrap_or_else(|p| p.into_inner());
+            (live.pid, live.qmp.clone())
+        };
+        self.set(h, state, pid, qmp, detail);
+    }
+
+    /// Turns QMP events into state; when QMP closes, QEMU is gone: clean up.
+    fn watch(self: &Arc<Self>, h: Arc<VmHandle>, mut events: tokio::sync::mpsc::UnboundedReceiver<crate::qmp::QmpEvent>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                tracing::debug!(vm = %h.id, event = %ev.name, "QMP event");
+                match ev.name.as_str() {
+                    "STOP" => me.set_state(&h, PowerState::Paused, "paused"),
+                    "RESUME" => me.set_state(&h, PowerState::Running, "running"),
+                    "RESET" => me.set_state(&h, PowerState::Running, "reset"),
+                    _ => {}
+                }
+            }
+            // QMP closed: QEMU exited (guest poweroff, quit, kill).
+            let pid = h.live.lock().map(|l| l.pid).unwrap_or(None);
+            if let Some(pid) = pid {
+                for _ in 0..200 {
+                    if !pid_alive(pid) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            let spec = h.spec.lock().map(|s| s.clone()).unwrap_or_default();
+            me.cleanup_taps(&spec);
+            let _ = std::fs::remove_file(h.dir.join("qemu.pid"));
+            me.set(&h, PowerState::Stopped, None, None, "QEMU exited");
+        });
+    }
+
+    fn cleanup_taps(&self, spec: &VmSpec) {
+        for i in 0..spec.nics.len() {
+            netdev::delete_tap(&netdev::tap_name(&spec.vm_id, i));
+        }
+    }
+
+    fn datastore_path(&self, id: &str) -> anyhow::Result<PathBuf> {
+        for d in &self.datastores {
+            if crate::datastores::identity(&d.path).map(|i| i.to_string()).ok().as_deref() == Some(id) {
+                return Ok(d.path.clone());
+            }
+        }
+        bail!("datastore {id} is not mounted on this host")
+    }
+
+    /// The QEMU command line for `spec`.
+    fn command(&self, spec: &VmSpec, dir: &Path) -> anyhow::Result<std::process::Command> {
+        let mut c = std::process::Command::new(&self.qemu);
+        let machine = if spec.machine_type.is_empty() { "q35" } else { &spec.machine_type };
+        c.args(["-name", &format!("guest={},debug-threads=on", spec.name)])
+            .args(["-uuid", &spec.vm_id])
+            .args(["-machine", &format!("{machine},accel={}", self.accel)])
+            .args(["-cpu", if spec.cpu_model.is_empty() { "qemu64" } else { &spec.cpu_model }])
+            .args(["-smp", &spec.vcpus.max(1).to_string()])
+            .args(["-m", &format!("{}M", spec.memory_mib)])
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .arg("-chardev")
+            .arg(format!("socket,id=qmp,path={},server=on,wait=off", dir.join("qmp.sock").display()))
+            .args(["-mon", "chardev=qmp,mode=control"])
+            .arg("-chardev")
+            .arg(format!("file,id=console,path={},append=on", dir.join("console.log").display()))
+            .args(["-serial", "chardev:console"])
+            .arg("-pidfile")
+            .arg(dir.join("qemu.pid"));
+        if spec.boot_disk < 0 {
+            c.arg("-kernel").arg(&spec.kernel);
+            if !spec.initrd.is_empty() {
+                c.arg("-initrd").arg(&spec.initrd);
+            }
+            let mut append = spec.cmdline.clone();
+            if !append.contains("console=") {
+                append = format!("console=ttyS0 {append}");
+            }
+            c.args(["-append", append.trim()]);
+        }
+        for (i, d) in spec.disks.iter().enumerate() {
+            let path = self.datastore_path(&d.datastore_id)?.join(&d.path);
+            c.arg("-drive").arg(format!("file={},if=none,id=disk{i},format=qcow2", path.display()));
+            let boot = if spec.boot_disk == i as i32 { ",bootindex=1" } else { "" };
+            c.args(["-device", &format!("virtio-blk-pci,drive=disk{i}{boot}")]);
+        }
+        for (i, n) in spec.nics.iter().enumerate() {
+            let tap = netdev::tap_name(&spec.vm_id, i);
+            c.args(["-netdev", &format!("tap,id=net{i},ifname={tap},script=no,downscript=no")]);
+            c.args(["-device", &format!("virtio-net-pci,netdev=net{i},mac={}", n.mac)]);
+        }
+        Ok(c)
+    }
+
+    async fn start(self: &Arc<Self>, h: &Arc<VmHandle>, spec: &VmSpec) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&h.dir)?;
+        std::fs::write(h.dir.join("spec.json"), spec_to_json(spec).to_string())?;
+        // Disks: created on first use, kept across power cycles.
+        for d in &spec.disks {
+            let path = self.datastore_path(&d.datastore_id)?.join(&d.path);
+            if !path.exists() {
+                let out = tokio::process::Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2"])
+                    .arg(&path)
+                    .arg(d.size_bytes.to_string())
+                    .output()
+                    .await
+                    .context("run qemu-img")?;
+                if !out.status.success() {
+                    bail!("qemu-img create {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+                }
+            }
+        }
+        for (i, n) in spec.nics.iter().enumerate() {
+            let bridge = self
+                .bridges
+                .get(&n.network)
+                .with_context(|| format!("network {} is not on this host", n.network))?;
+            netdev::create_tap(&netdev::tap_name(&spec.vm_id, i), bridge)?;
+        }
+        let _ = std::fs::remove_file(h.dir.join("qmp.sock"));
+        let _ = std::fs::remove_file(h.dir.join("qemu.pid"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(h.dir.join("qemu.log"))?;
+        let mut cmd = self.command(spec, &h.dir)?;
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group: a signal to the agent's group does not reach it.
+            cmd.process_group(0);
+        }
+        cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                self.cleanup_taps(spec);
+                return Err(e).context("start QEMU");
+            }
+        };
+        let pid = child.id();
+        let connected = Qmp::connect(&h.dir.join("qmp.sock"), Duration::from_secs(15)).await;
+        let (qmp, events) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.cleanup_taps(spec);
+                let log = std::fs::read_to_string(h.dir.join("qemu.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!("QEMU did not start: {e:#}; {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+            }
+        };
+        // Reap the child when it exits (the agent is its parent until it restarts).
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        self.set(h, PowerState::Running, Some(pid), Some(qmp), "started");
+        self.watch(h.clone(), events);
+        Ok(())
+    }
+
+    async fn wait_stopped(&self, h: &VmHandle, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if h.live.lock().map(|l| l.state == PowerState::Stopped).unwrap_or(false) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    async fn force_off(&self, h: &VmHandle) -> anyhow::Result<()> {
+        let (qmp, pid) = {
+            let l = h.live.lock().unwrap_or_else(|p| p.into_inner());
+            (l.qmp.clone(), l.pid)
+        };
+        if let Some(q) = qmp {
+            let _ = q.execute("quit", json!({})).await;
+        }
+        if !self.wait_stopped(h, Duration::from_secs(5)).await {
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+            if !self.wait_stopped(h, Duration::from_secs(10)).await {
+                bail!("QEMU did not exit");
+            }
+        }
+        Ok(())
+    }
+
+    /// A power operation; `spec` is required for `on`.
+    pub async fn power(self: &Arc<Self>, id: &str, action: &str, spec: Option<VmSpec>, shutdown_timeout: Option<Duration>) -> anyhow::Result<VmRuntime> {
+        let h = match (&spec, self.get(id)) {
+            (Some(s), _) => self.handle(s),
+            (None, Some(h)) => h,
+            (None, None) => bail!("VM {id} is not defined on this host"),
+        };
+        let _op = h.op.lock().await;
+        let state = h.live.lock().map(|l| l.state).unwrap_or(PowerState::Stopped);
+        let qmp = h.live.lock().ok().and_then(|l| l.qmp.clone());
+        match (action, state) {
+            ("on", PowerState::Stopped) => {
+                let spec = spec.context("power on needs the VM's spec")?;
+                self.start(&h, &spec).await?;
+            }
+            ("on", _) => {}
+            ("off", PowerState::Stopped) | ("shutdown", PowerState::Stopped) => {}
+            ("off", _) => self.force_off(&h).await?,
+            ("shutdown", _) => {
+                let timeout = shutdown_timeout.unwrap_or(self.shutdown_timeout);
+                if let Some(q) = &qmp {
+                    let _ = q.execute("system_powerdown", json!({})).await;
+                }
+                if !self.wait_stopped(&h, timeout).await {
+                    tracing::info!(vm = %id, "guest ignored ACPI shutdown for {timeout:?}; forcing it off");
+                    self.force_off(&h).await?;
+                    self.set_state(&h, PowerState::Stopped, &format!("guest ignored shutdown for {} s; forced off", timeout.as_secs()));
+                }
+            }
+            ("reset", PowerState::Stopped) | ("pause", PowerState::Stopped) | ("resume", PowerState::Stopped) => {
+                bail!("VM {id} is stopped")
+            }
+            ("reset", _) => {
+                qmp.context("no QMP")?.execute("system_reset", json!({})).await?;
+            }
+            ("pause", _) => {
+                qmp.context("no QMP")?.execute("stop", json!({})).await?;
+                self.set_state(&h, PowerState::Paused, "paused");
+            }
+            ("resume", _) => {
+                qmp.context("no QMP")?.execute("cont", json!({})).await?;
+                self.set_state(&h, PowerState::Running, "running");
+            }
+            (other, _) => bail!("unknown power action {other:?}"),
+        }
+        Ok(self.runtime(&h))
+    }
+
+    /// Stops the VM if it runs and removes its disks, taps and directory.
+    pub async fn delete(self: &Arc<Self>, id: &str) -> anyhow::Result<VmRuntime> {
+        let Some(h) = self.get(id) else {
+            return Ok(VmRuntime { vm_id: id.into(), state: "stopped".into(), ..Default::default() });
+        };
+        if h.live.lock().map(|l| l.state != PowerState::Stopped).unwrap_or(false) {
+            self.power(id, "off", None, None).await?;
+        }
+        let _op = h.op.lock().await;
+        let spec = h.spec.lock().map(|s| s.clone()).unwrap_or_default();
+        for d in &spec.disks {
+            if let Ok(p) = self.datastore_path(&d.datastore_id) {
+                let _ = std::fs::remove_file(p.join(&d.path));
+            }
+        }
+        self.cleanup_taps(&spec);
+        let _ = std::fs::remove_dir_all(&h.dir);
+        self.vms.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        Ok(VmRuntime { vm_id: id.into(), state: "stopped".into(), generation: self.generation.next(), ..Default::default() })
+    }
+
+    /// Every VM's runtime, plus QEMUs in this namespace that have no record.
+    pub fn list(&self) -> Vec<VmRuntime> {
+        let handles: Vec<Arc<VmHandle>> = self.vms.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let known: std::collections::HashSet<String> = handles.iter().map(|h| h.id.clone()).collect();
+        let mut out: Vec<VmRuntime> = handles.iter().map(|h| self.runtime(h)).collect();
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+                let Some(uuid) = qemu_uuid(pid) else { continue };
+                if !known.contains(&uuid) && same_netns(pid) && pid_alive(pid) {
+                    out.push(VmRuntime {
+                        vm_id: uuid,
+                        state: "unmanaged".into(),
+                        pid,
+                        detail: "a QEMU this agent has no record of (left running, not killed)".into(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    pub fn console(&self, id: &str, max_bytes: usize) -> anyhow::Result<String> {
+        let h = self.get(id).with_context(|| format!("VM {id} is not on this host"))?;
+        let text = std::fs::read(h.dir.join("console.log")).unwrap_or_default();
+        let start = text.len().saturating_sub(max_bytes);
+        Ok(String::from_utf8_lossy(&text[start..]).into_owned())
+    }
+}
+
+fn spec_to_json(s: &VmSpec) -> serde_json::Value {
+    json!({
+        "vm_id": s.vm_id, "name": s.name, "vcpus": s.vcpus, "memory_mib": s.memory_mib,
+        "cpu_model": s.cpu_model, "machine_type": s.machine_type,
+        "disks": s.disks.iter().map(|d| json!({"datastore_id": d.datastore_id, "path": d.path, "size_bytes": d.size_bytes})).collect::<Vec<_>>(),
+        "nics": s.nics.iter().map(|n| json!({"network": n.network, "mac": n.mac})).collect::<Vec<_>>(),
+        "kernel": s.kernel, "initrd": s.initrd, "cmdline": s.cmdline, "boot_disk": s.boot_disk,
+    })
+}
+
+fn spec_from_json(v: serde_json::Value) -> VmSpec {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    VmSpec {
+        vm_id: s("vm_id"),
+        name: s("name"),
+        vcpus: v["vcpus"].as_u64().unwrap_or(1) as u32,
+        memory_mib: v["memory_mib"].as_u64().unwrap_or(256),
+        cpu_model: s("cpu_model"),
+        machine_type: s("machine_type"),
+        disks: v["disks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|d| ferry_proto::v1::VmDiskSpec {
+                        datastore_id: d["datastore_id"].as_str().unwrap_or_default().into(),
+                        path: d["path"].as_str().unwrap_or_default().into(),
+                        size_bytes: d["size_bytes"].as_u64().unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        nics: v["nics"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| ferry_proto::v1::VmNicSpec {
+                        network: n["network"].as_str().unwrap_or_default().into(),
+                        mac: n["mac"].as_str().unwrap_or_default().into(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        kernel: s("kernel"),
+        initrd: s("initrd"),
+        cmdline: s("cmdline"),
+        boot_disk: v["boot_disk"].as_i64().unwrap_or(-1) as i32,
+    }
+}
