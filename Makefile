@@ -4,12 +4,13 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build build-debug demo demo-down test test-pg-stop clean-lab bench-scale fmt lint
+.PHONY: help deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale fmt lint
 
 help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
 	@echo "make demo-down   remove what a crashed demo left behind"
-	@echo "make test        run every test (unit, end-to-end on real PostgreSQL, agents in namespaces)"
+	@echo "make test        run every test (unit, end-to-end on real PostgreSQL, agents in namespaces, QEMU guests)"
+	@echo "make guest       build the test guest image into target/guest"
 	@echo "make bench-scale control-plane scale benchmark (sim hosts), writes bench/results/scale.json"
 
 deps:
@@ -21,7 +22,11 @@ build: deps
 build-debug: deps
 	$(CARGO) build --workspace --bins
 
-demo: build
+# The test guest: Debian's cloud kernel + an initrd with busybox and ferry-guest.
+guest: deps
+	./deploy/guest/build.sh
+
+demo: build guest
 	./deploy/lab.sh up
 
 demo-down:
@@ -29,7 +34,7 @@ demo-down:
 
 # Every test; the test PostgreSQL server (target/test-pg) and any lab leftovers are
 # removed afterwards whatever the outcome.
-test: build-debug
+test: build-debug guest
 	@./deploy/lab.sh clean-tests
 	@status=0; $(CARGO) test --workspace --no-fail-fast -- --test-threads=4 || status=$$?; \
 	  $(MAKE) --no-print-directory test-pg-stop; ./deploy/lab.sh clean-tests; exit $$status

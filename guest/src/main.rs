@@ -5,7 +5,7 @@
 //! * HTTP on port 80: `GET /status` (JSON: uptime, dirty rate, working set, pages
 //!   verified, integrity errors) and `POST /dirty?mbps=&wss_mib=` to change the load;
 //! * a memory dirtier writing `ferry.dirty_mbps` MiB/s over a `ferry.wss_mib` working
-//!   set, and a verifier that checks every page it reads against what was written:
+//!   set (`boot_id` tells one boot from the next), and a verifier that checks every page it reads against what was written:
 //!   each 4 KiB page holds a version and words derived from (page, version, word), so
 //!   a page that migration corrupted, lost or tore is counted as an integrity error.
 //!
@@ -19,13 +19,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
-    cmdline.split_whitespace().find_map(|a| a.strip_prefix(key).and_then(|v| v.strip_prefix('=')).map(String::from))
+    cmdline.split_whitespace().find_map(|a| {
+        a.strip_prefix(key)
+            .and_then(|v| v.strip_prefix('='))
+            .map(String::from)
+    })
 }
 
 fn main() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let mbps: u64 = cmdline_value(&cmdline, "ferry.dirty_mbps").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let wss: u64 = cmdline_value(&cmdline, "ferry.wss_mib").and_then(|v| v.parse().ok()).unwrap_or(64);
+    let mbps: u64 = cmdline_value(&cmdline, "ferry.dirty_mbps")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let wss: u64 = cmdline_value(&cmdline, "ferry.wss_mib")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let state = Arc::new(memory::State::new(mbps, wss));
     let started = Instant::now();
 
@@ -50,8 +58,14 @@ mod tests {
     #[test]
     fn cmdline() {
         let c = "console=ttyS0 ferry.ip=10.0.0.5/24 ferry.dirty_mbps=32 ferry.wss_mib=128";
-        assert_eq!(super::cmdline_value(c, "ferry.dirty_mbps").as_deref(), Some("32"));
-        assert_eq!(super::cmdline_value(c, "ferry.wss_mib").as_deref(), Some("128"));
+        assert_eq!(
+            super::cmdline_value(c, "ferry.dirty_mbps").as_deref(),
+            Some("32")
+        );
+        assert_eq!(
+            super::cmdline_value(c, "ferry.wss_mib").as_deref(),
+            Some("128")
+        );
         assert_eq!(super::cmdline_value(c, "ferry.nope"), None);
     }
 }

@@ -34,7 +34,9 @@ impl State {
 
 /// The word `j` of page `p` at version `v` (splitmix64 of the three).
 fn word(p: u64, v: u64, j: u64) -> u64 {
-    let mut z = p.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ v.rotate_left(17) ^ j.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut z = p.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ v.rotate_left(17)
+        ^ j.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -49,7 +51,10 @@ fn write_page(page: &mut [u64], p: u64, v: u64) {
 
 fn page_ok(page: &[u64], p: u64) -> bool {
     let v = page[0];
-    page.iter().enumerate().skip(1).all(|(j, w)| *w == word(p, v, j as u64))
+    page.iter()
+        .enumerate()
+        .skip(1)
+        .all(|(j, w)| *w == word(p, v, j as u64))
 }
 
 fn alloc(mib: u64) -> Vec<u64> {
@@ -97,7 +102,10 @@ pub fn run(state: &State) {
         let mut checked = 0u64;
         while t0.elapsed() < slice / 2 && checked < 2 * MIB_PAGES {
             let p = next_verify % pages;
-            if !page_ok(&mem[(p as usize) * PAGE_WORDS..(p as usize + 1) * PAGE_WORDS], p) {
+            if !page_ok(
+                &mem[(p as usize) * PAGE_WORDS..(p as usize + 1) * PAGE_WORDS],
+                p,
+            ) {
                 state.errors.fetch_add(1, Ordering::Relaxed);
             }
             next_verify += 1;
@@ -106,7 +114,10 @@ pub fn run(state: &State) {
         state.pages_verified.fetch_add(checked, Ordering::Relaxed);
         if window_start.elapsed() >= Duration::from_secs(1) {
             let kib = window_bytes / 1024;
-            state.actual_kibps.store((kib as f64 / window_start.elapsed().as_secs_f64()) as u64, Ordering::Relaxed);
+            state.actual_kibps.store(
+                (kib as f64 / window_start.elapsed().as_secs_f64()) as u64,
+                Ordering::Relaxed,
+            );
             window_start = Instant::now();
             window_bytes = 0;
         }

@@ -47,7 +47,11 @@ pub fn serve_http(port: u16, state: &State, started: Instant) {
 }
 
 fn query(q: &str, key: &str) -> Option<u64> {
-    q.split('&').find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')).and_then(|v| v.parse().ok()))
+    q.split('&').find_map(|kv| {
+        kv.strip_prefix(key)
+            .and_then(|v| v.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 fn handle(conn: TcpStream, state: &State, started: Instant) -> std::io::Result<()> {
@@ -87,8 +91,10 @@ fn handle(conn: TcpStream, state: &State, started: Instant) -> std::io::Result<(
 }
 
 fn status_json(state: &State, started: Instant) -> String {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     format!(
-        "{{\"uptime_s\":{:.3},\"dirty_mbps_target\":{},\"dirty_mbps\":{:.2},\"wss_mib\":{},\"pages_written\":{},\"pages_verified\":{},\"integrity_errors\":{}}}",
+        "{{\"boot_id\":\"{}\",\"uptime_s\":{:.3},\"dirty_mbps_target\":{},\"dirty_mbps\":{:.2},\"wss_mib\":{},\"pages_written\":{},\"pages_verified\":{},\"integrity_errors\":{}}}",
+        boot_id.trim(),
         started.elapsed().as_secs_f64(),
         state.target_mbps.load(Ordering::Relaxed),
         state.actual_kibps.load(Ordering::Relaxed) as f64 / 1024.0,

@@ -62,8 +62,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 config.shutdown_timeout,
             );
             let run_dir = config.state_dir.join("vms");
-            let backend =
-                tokio::task::spawn_blocking(move || QemuBackend::new(&bin, accel, run_dir, ds, &nets, timeout)).await??;
+            let backend = tokio::task::spawn_blocking(move || {
+                QemuBackend::new(&bin, accel, run_dir, ds, &nets, timeout)
+            })
+            .await??;
             backend.vms.reattach().await?;
             Some(Arc::new(backend))
         }

@@ -9,7 +9,11 @@ use anyhow::{bail, Context};
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip").args(args).output().context("run ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -24,14 +28,20 @@ pub fn bridge_name(name: &str) -> String {
     if candidate.len() <= 15 {
         candidate
     } else {
-        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         format!("fbr-{:011x}", h & 0xfff_ffff_ffff)
     }
 }
 
 /// The tap of NIC `idx` of VM `vm_id`.
 pub fn tap_name(vm_id: &str, idx: usize) -> String {
-    let short: String = vm_id.chars().filter(|c| c.is_ascii_hexdigit()).take(8).collect();
+    let short: String = vm_id
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
     format!("ft{short}n{idx}")
 }
 
@@ -39,7 +49,13 @@ pub fn tap_name(vm_id: &str, idx: usize) -> String {
 pub fn ensure_bridge(name: &str, uplink: &str) -> anyhow::Result<String> {
     let br = bridge_name(name);
     if !exists(&br) {
-        ip(&["link", "add", &br, "type", "bridge"]).or_else(|e| if exists(&br) { Ok(()) } else { Err(e) })?;
+        ip(&["link", "add", &br, "type", "bridge"]).or_else(|e| {
+            if exists(&br) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
         // Forward at once: a VM that moves here must not wait out STP learning.
         let _ = std::fs::write(format!("/sys/class/net/{br}/bridge/forward_delay"), "0");
     }
@@ -81,7 +97,10 @@ mod tests {
     fn names_fit() {
         assert_eq!(bridge_name("vmnet"), "fbr-vmnet");
         assert!(bridge_name("a-very-long-network-name").len() <= 15);
-        assert_ne!(bridge_name("a-very-long-network-name"), bridge_name("a-very-long-network-nama"));
+        assert_ne!(
+            bridge_name("a-very-long-network-name"),
+            bridge_name("a-very-long-network-nama")
+        );
         let t = tap_name("1a2b3c4d-0000-4000-8000-000000000000", 3);
         assert_eq!(t, "ft1a2b3c4dn3");
         assert!(t.len() <= 15);

@@ -87,12 +87,19 @@ fn pid_alive(pid: u32) -> bool {
 
 fn cmdline(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| b.split(|c| *c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn same_netns(pid: u32) -> bool {
-    match (std::fs::read_link(format!("/proc/{pid}/ns/net")), std::fs::read_link("/proc/self/ns/net")) {
+    match (
+        std::fs::read_link(format!("/proc/{pid}/ns/net")),
+        std::fs::read_link("/proc/self/ns/net"),
+    ) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
@@ -104,7 +111,10 @@ fn qemu_uuid(pid: u32) -> Option<String> {
     if !args.first().is_some_and(|a| a.contains("qemu-system")) {
         return None;
     }
-    args.iter().position(|a| a == "-uuid").and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == "-uuid")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 impl QemuVms {
@@ -140,31 +150,57 @@ impl QemuVms {
 
     /// Finds the VMs a previous agent left running and re-attaches to them.
     pub async fn reattach(self: &Arc<Self>) -> anyhow::Result<()> {
-        let Ok(entries) = std::fs::read_dir(&self.root) else { return Ok(()) };
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Ok(());
+        };
         for e in entries.flatten() {
             let dir = e.path();
-            let Ok(spec_text) = std::fs::read_to_string(dir.join("spec.json")) else { continue };
-            let Ok(spec) = serde_json::from_str::<serde_json::Value>(&spec_text).map(spec_from_json) else { continue };
+            let Ok(spec_text) = std::fs::read_to_string(dir.join("spec.json")) else {
+                continue;
+            };
+            let Ok(spec) =
+                serde_json::from_str::<serde_json::Value>(&spec_text).map(spec_from_json)
+            else {
+                continue;
+            };
             let handle = self.handle(&spec);
-            let pid = std::fs::read_to_string(dir.join("qemu.pid")).ok().and_then(|p| p.trim().parse::<u32>().ok());
+            let pid = std::fs::read_to_string(dir.join("qemu.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
             match pid {
-                Some(pid) if pid_alive(pid) && qemu_uuid(pid).as_deref() == Some(spec.vm_id.as_str()) => {
+                Some(pid)
+                    if pid_alive(pid) && qemu_uuid(pid).as_deref() == Some(spec.vm_id.as_str()) =>
+                {
                     match Qmp::connect(&dir.join("qmp.sock"), Duration::from_secs(5)).await {
                         Ok((qmp, events)) => {
                             let state = match qmp.status().await.as_deref() {
                                 Ok("running") => PowerState::Running,
                                 _ => PowerState::Paused,
                             };
-                            self.set(&handle, state, Some(pid), Some(qmp), "re-attached after agent restart");
+                            self.set(
+                                &handle,
+                                state,
+                                Some(pid),
+                                Some(qmp),
+                                "re-attached after agent restart",
+                            );
                             self.watch(handle.clone(), events);
                             tracing::info!(vm = %spec.vm_id, pid, "re-attached to running VM");
                         }
-                        Err(e) => tracing::error!(vm = %spec.vm_id, pid, "QEMU runs but QMP failed: {e:#}"),
+                        Err(e) => {
+                            tracing::error!(vm = %spec.vm_id, pid, "QEMU runs but QMP failed: {e:#}")
+                        }
                     }
                 }
                 _ => {
                     self.cleanup_taps(&spec);
-                    self.set(&handle, PowerState::Stopped, None, None, "not running at agent start");
+                    self.set(
+                        &handle,
+                        PowerState::Stopped,
+                        None,
+                        None,
+                        "not running at agent start",
+                    );
                 }
             }
         }
@@ -193,7 +229,11 @@ impl QemuVms {
     }
 
     fn get(&self, id: &str) -> Option<Arc<VmHandle>> {
-        self.vms.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.vms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     fn runtime(&self, h: &VmHandle) -> VmRuntime {
@@ -209,7 +249,14 @@ impl QemuVms {
     }
 
     /// Records a new runtime state with a new generation and announces it.
-    fn set(&self, h: &VmHandle, state: PowerState, pid: Option<u32>, qmp: Option<Arc<Qmp>>, detail: &str) {
+    fn set(
+        &self,
+        h: &VmHandle,
+        state: PowerState,
+        pid: Option<u32>,
+        qmp: Option<Arc<Qmp>>,
+        detail: &str,
+    ) {
         {
             let mut live = h.live.lock().unwrap_or_else(|p| p.into_inner());
             live.state = state;
@@ -230,7 +277,11 @@ impl QemuVms {
     }
 
     /// Turns QMP events into state; when QMP closes, QEMU is gone: clean up.
-    fn watch(self: &Arc<Self>, h: Arc<VmHandle>, mut events: tokio::sync::mpsc::UnboundedReceiver<crate::qmp::QmpEvent>) {
+    fn watch(
+        self: &Arc<Self>,
+        h: Arc<VmHandle>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<crate::qmp::QmpEvent>,
+    ) {
         let me = self.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
@@ -267,7 +318,12 @@ impl QemuVms {
 
     fn datastore_path(&self, id: &str) -> anyhow::Result<PathBuf> {
         for d in &self.datastores {
-            if crate::datastores::identity(&d.path).map(|i| i.to_string()).ok().as_deref() == Some(id) {
+            if crate::datastores::identity(&d.path)
+                .map(|i| i.to_string())
+                .ok()
+                .as_deref()
+                == Some(id)
+            {
                 return Ok(d.path.clone());
             }
         }
@@ -277,19 +333,36 @@ impl QemuVms {
     /// The QEMU command line for `spec`.
     fn command(&self, spec: &VmSpec, dir: &Path) -> anyhow::Result<std::process::Command> {
         let mut c = std::process::Command::new(&self.qemu);
-        let machine = if spec.machine_type.is_empty() { "q35" } else { &spec.machine_type };
+        let machine = if spec.machine_type.is_empty() {
+            "q35"
+        } else {
+            &spec.machine_type
+        };
         c.args(["-name", &format!("guest={},debug-threads=on", spec.name)])
             .args(["-uuid", &spec.vm_id])
             .args(["-machine", &format!("{machine},accel={}", self.accel)])
-            .args(["-cpu", if spec.cpu_model.is_empty() { "qemu64" } else { &spec.cpu_model }])
+            .args([
+                "-cpu",
+                if spec.cpu_model.is_empty() {
+                    "qemu64"
+                } else {
+                    &spec.cpu_model
+                },
+            ])
             .args(["-smp", &spec.vcpus.max(1).to_string()])
             .args(["-m", &format!("{}M", spec.memory_mib)])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .arg("-chardev")
-            .arg(format!("socket,id=qmp,path={},server=on,wait=off", dir.join("qmp.sock").display()))
+            .arg(format!(
+                "socket,id=qmp,path={},server=on,wait=off",
+                dir.join("qmp.sock").display()
+            ))
             .args(["-mon", "chardev=qmp,mode=control"])
             .arg("-chardev")
-            .arg(format!("file,id=console,path={},append=on", dir.join("console.log").display()))
+            .arg(format!(
+                "file,id=console,path={},append=on",
+                dir.join("console.log").display()
+            ))
             .args(["-serial", "chardev:console"])
             .arg("-pidfile")
             .arg(dir.join("qemu.pid"));
@@ -306,14 +379,27 @@ impl QemuVms {
         }
         for (i, d) in spec.disks.iter().enumerate() {
             let path = self.datastore_path(&d.datastore_id)?.join(&d.path);
-            c.arg("-drive").arg(format!("file={},if=none,id=disk{i},format=qcow2", path.display()));
-            let boot = if spec.boot_disk == i as i32 { ",bootindex=1" } else { "" };
+            c.arg("-drive").arg(format!(
+                "file={},if=none,id=disk{i},format=qcow2",
+                path.display()
+            ));
+            let boot = if spec.boot_disk == i as i32 {
+                ",bootindex=1"
+            } else {
+                ""
+            };
             c.args(["-device", &format!("virtio-blk-pci,drive=disk{i}{boot}")]);
         }
         for (i, n) in spec.nics.iter().enumerate() {
             let tap = netdev::tap_name(&spec.vm_id, i);
-            c.args(["-netdev", &format!("tap,id=net{i},ifname={tap},script=no,downscript=no")]);
-            c.args(["-device", &format!("virtio-net-pci,netdev=net{i},mac={}", n.mac)]);
+            c.args([
+                "-netdev",
+                &format!("tap,id=net{i},ifname={tap},script=no,downscript=no"),
+            ]);
+            c.args([
+                "-device",
+                &format!("virtio-net-pci,netdev=net{i},mac={}", n.mac),
+            ]);
         }
         Ok(c)
     }
@@ -333,7 +419,11 @@ impl QemuVms {
                     .await
                     .context("run qemu-img")?;
                 if !out.status.success() {
-                    bail!("qemu-img create {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+                    bail!(
+                        "qemu-img create {}: {}",
+                        path.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
             }
         }
@@ -346,14 +436,19 @@ impl QemuVms {
         }
         let _ = std::fs::remove_file(h.dir.join("qmp.sock"));
         let _ = std::fs::remove_file(h.dir.join("qemu.pid"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(h.dir.join("qemu.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(h.dir.join("qemu.log"))?;
         let mut cmd = self.command(spec, &h.dir)?;
         {
             use std::os::unix::process::CommandExt;
             // Its own process group: a signal to the agent's group does not reach it.
             cmd.process_group(0);
         }
-        cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -371,7 +466,10 @@ impl QemuVms {
                 self.cleanup_taps(spec);
                 let log = std::fs::read_to_string(h.dir.join("qemu.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                bail!("QEMU did not start: {e:#}; {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+                bail!(
+                    "QEMU did not start: {e:#}; {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                );
             }
         };
         // Reap the child when it exits (the agent is its parent until it restarts).
@@ -386,7 +484,11 @@ impl QemuVms {
     async fn wait_stopped(&self, h: &VmHandle, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
-            if h.live.lock().map(|l| l.state == PowerState::Stopped).unwrap_or(false) {
+            if h.live
+                .lock()
+                .map(|l| l.state == PowerState::Stopped)
+                .unwrap_or(false)
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -404,7 +506,10 @@ impl QemuVms {
         }
         if !self.wait_stopped(h, Duration::from_secs(5)).await {
             if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             if !self.wait_stopped(h, Duration::from_secs(10)).await {
                 bail!("QEMU did not exit");
@@ -414,14 +519,24 @@ impl QemuVms {
     }
 
     /// A power operation; `spec` is required for `on`.
-    pub async fn power(self: &Arc<Self>, id: &str, action: &str, spec: Option<VmSpec>, shutdown_timeout: Option<Duration>) -> anyhow::Result<VmRuntime> {
+    pub async fn power(
+        self: &Arc<Self>,
+        id: &str,
+        action: &str,
+        spec: Option<VmSpec>,
+        shutdown_timeout: Option<Duration>,
+    ) -> anyhow::Result<VmRuntime> {
         let h = match (&spec, self.get(id)) {
             (Some(s), _) => self.handle(s),
             (None, Some(h)) => h,
             (None, None) => bail!("VM {id} is not defined on this host"),
         };
         let _op = h.op.lock().await;
-        let state = h.live.lock().map(|l| l.state).unwrap_or(PowerState::Stopped);
+        let state = h
+            .live
+            .lock()
+            .map(|l| l.state)
+            .unwrap_or(PowerState::Stopped);
         let qmp = h.live.lock().ok().and_then(|l| l.qmp.clone());
         match (action, state) {
             ("on", PowerState::Stopped) => {
@@ -439,14 +554,25 @@ impl QemuVms {
                 if !self.wait_stopped(&h, timeout).await {
                     tracing::info!(vm = %id, "guest ignored ACPI shutdown for {timeout:?}; forcing it off");
                     self.force_off(&h).await?;
-                    self.set_state(&h, PowerState::Stopped, &format!("guest ignored shutdown for {} s; forced off", timeout.as_secs()));
+                    self.set_state(
+                        &h,
+                        PowerState::Stopped,
+                        &format!(
+                            "guest ignored shutdown for {} s; forced off",
+                            timeout.as_secs()
+                        ),
+                    );
                 }
             }
-            ("reset", PowerState::Stopped) | ("pause", PowerState::Stopped) | ("resume", PowerState::Stopped) => {
+            ("reset", PowerState::Stopped)
+            | ("pause", PowerState::Stopped)
+            | ("resume", PowerState::Stopped) => {
                 bail!("VM {id} is stopped")
             }
             ("reset", _) => {
-                qmp.context("no QMP")?.execute("system_reset", json!({})).await?;
+                qmp.context("no QMP")?
+                    .execute("system_reset", json!({}))
+                    .await?;
             }
             ("pause", _) => {
                 qmp.context("no QMP")?.execute("stop", json!({})).await?;
@@ -464,9 +590,17 @@ impl QemuVms {
     /// Stops the VM if it runs and removes its disks, taps and directory.
     pub async fn delete(self: &Arc<Self>, id: &str) -> anyhow::Result<VmRuntime> {
         let Some(h) = self.get(id) else {
-            return Ok(VmRuntime { vm_id: id.into(), state: "stopped".into(), ..Default::default() });
+            return Ok(VmRuntime {
+                vm_id: id.into(),
+                state: "stopped".into(),
+                ..Default::default()
+            });
         };
-        if h.live.lock().map(|l| l.state != PowerState::Stopped).unwrap_or(false) {
+        if h.live
+            .lock()
+            .map(|l| l.state != PowerState::Stopped)
+            .unwrap_or(false)
+        {
             self.power(id, "off", None, None).await?;
         }
         let _op = h.op.lock().await;
@@ -478,25 +612,41 @@ impl QemuVms {
         }
         self.cleanup_taps(&spec);
         let _ = std::fs::remove_dir_all(&h.dir);
-        self.vms.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        Ok(VmRuntime { vm_id: id.into(), state: "stopped".into(), generation: self.generation.next(), ..Default::default() })
+        self.vms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        Ok(VmRuntime {
+            vm_id: id.into(),
+            state: "stopped".into(),
+            generation: self.generation.next(),
+            ..Default::default()
+        })
     }
 
     /// Every VM's runtime, plus QEMUs in this namespace that have no record.
     pub fn list(&self) -> Vec<VmRuntime> {
-        let handles: Vec<Arc<VmHandle>> = self.vms.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
-        let known: std::collections::HashSet<String> = handles.iter().map(|h| h.id.clone()).collect();
+        let handles: Vec<Arc<VmHandle>> = self
+            .vms
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let known: std::collections::HashSet<String> =
+            handles.iter().map(|h| h.id.clone()).collect();
         let mut out: Vec<VmRuntime> = handles.iter().map(|h| self.runtime(h)).collect();
         if let Ok(procs) = std::fs::read_dir("/proc") {
             for p in procs.flatten() {
-                let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+                let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
                 let Some(uuid) = qemu_uuid(pid) else { continue };
                 if !known.contains(&uuid) && same_netns(pid) && pid_alive(pid) {
                     out.push(VmRuntime {
                         vm_id: uuid,
                         state: "unmanaged".into(),
                         pid,
-                        detail: "a QEMU this agent has no record of (left running, not killed)".into(),
+                        detail: "a QEMU this agent has no record of (left running, not killed)"
+                            .into(),
                         ..Default::default()
                     });
                 }
@@ -506,7 +656,9 @@ impl QemuVms {
     }
 
     pub fn console(&self, id: &str, max_bytes: usize) -> anyhow::Result<String> {
-        let h = self.get(id).with_context(|| format!("VM {id} is not on this host"))?;
+        let h = self
+            .get(id)
+            .with_context(|| format!("VM {id} is not on this host"))?;
         let text = std::fs::read(h.dir.join("console.log")).unwrap_or_default();
         let start = text.len().saturating_sub(max_bytes);
         Ok(String::from_utf8_lossy(&text[start..]).into_owned())

@@ -37,7 +37,10 @@ pub struct Qmp {
 impl Qmp {
     /// Connects (retrying while QEMU creates the socket, up to `wait`), negotiates
     /// capabilities, and returns the client and its event stream.
-    pub async fn connect(path: &Path, wait: Duration) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<QmpEvent>)> {
+    pub async fn connect(
+        path: &Path,
+        wait: Duration,
+    ) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<QmpEvent>)> {
         let deadline = tokio::time::Instant::now() + wait;
         let stream = loop {
             match UnixStream::connect(path).await {
@@ -63,25 +66,43 @@ impl Qmp {
         let reader_pending = pending.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
                 if let Some(name) = v.get("event").and_then(Value::as_str) {
-                    let _ = events_tx.send(QmpEvent { name: name.to_string(), data: v["data"].clone() });
+                    let _ = events_tx.send(QmpEvent {
+                        name: name.to_string(),
+                        data: v["data"].clone(),
+                    });
                     continue;
                 }
-                let Some(id) = v.get("id").and_then(Value::as_u64) else { continue };
+                let Some(id) = v.get("id").and_then(Value::as_u64) else {
+                    continue;
+                };
                 let reply = match (v.get("return"), v.get("error")) {
                     (Some(r), _) => Ok(r.clone()),
                     (_, Some(e)) => Err(e["desc"].as_str().unwrap_or("QMP error").to_string()),
                     _ => continue,
                 };
-                if let Some(tx) = reader_pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                if let Some(tx) = reader_pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id)
+                {
                     let _ = tx.send(reply);
                 }
             }
             // The socket closed (QEMU exited): fail whoever still waits.
-            reader_pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            reader_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
         });
-        let qmp = Arc::new(Self { writer: tokio::sync::Mutex::new(write), pending, next_id: AtomicU64::new(1) });
+        let qmp = Arc::new(Self {
+            writer: tokio::sync::Mutex::new(write),
+            pending,
+            next_id: AtomicU64::new(1),
+        });
         qmp.execute("qmp_capabilities", json!({})).await?;
         Ok((qmp, events_rx))
     }
@@ -90,14 +111,22 @@ impl Qmp {
     pub async fn execute(&self, command: &str, arguments: Value) -> anyhow::Result<Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
         let mut msg = json!({"execute": command, "id": id});
         if arguments.as_object().is_some_and(|a| !a.is_empty()) {
             msg["arguments"] = arguments;
         }
         let mut line = serde_json::to_vec(&msg)?;
         line.push(b'\n');
-        self.writer.lock().await.write_all(&line).await.with_context(|| format!("send QMP {command}"))?;
+        self.writer
+            .lock()
+            .await
+            .write_all(&line)
+            .await
+            .with_context(|| format!("send QMP {command}"))?;
         match tokio::time::timeout(Duration::from_secs(30), rx).await {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => Err(anyhow!("QMP {command}: {e}")),

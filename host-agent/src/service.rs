@@ -8,8 +8,8 @@ use ferry_proto::v1::agent_server::Agent;
 use std::time::Duration;
 
 use ferry_proto::v1::{
-    GetFactsRequest, HostReport, VmConsoleReply, VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef,
-    VmRuntime, VmRuntimeList,
+    GetFactsRequest, HostReport, VmConsoleReply, VmConsoleRequest, VmListRequest, VmPowerRequest,
+    VmRef, VmRuntime, VmRuntimeList,
 };
 use tonic::{Request, Response, Status};
 
@@ -59,7 +59,8 @@ impl Agent for AgentService {
         if r.vm_id.parse::<uuid::Uuid>().is_err() {
             return Err(Status::invalid_argument("vm_id is not a UUID"));
         }
-        let timeout = (r.shutdown_timeout_s > 0).then(|| Duration::from_secs(r.shutdown_timeout_s.into()));
+        let timeout =
+            (r.shutdown_timeout_s > 0).then(|| Duration::from_secs(r.shutdown_timeout_s.into()));
         self.state
             .hypervisor()
             .vm_power(&r.vm_id, &r.action, r.spec, timeout)
@@ -79,15 +80,27 @@ impl Agent for AgentService {
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))
     }
 
-    async fn vm_list(&self, req: Request<VmListRequest>) -> Result<Response<VmRuntimeList>, Status> {
+    async fn vm_list(
+        &self,
+        req: Request<VmListRequest>,
+    ) -> Result<Response<VmRuntimeList>, Status> {
         require_control_plane(&req)?;
-        Ok(Response::new(VmRuntimeList { vms: self.state.hypervisor().vm_list() }))
+        Ok(Response::new(VmRuntimeList {
+            vms: self.state.hypervisor().vm_list(),
+        }))
     }
 
-    async fn vm_console(&self, req: Request<VmConsoleRequest>) -> Result<Response<VmConsoleReply>, Status> {
+    async fn vm_console(
+        &self,
+        req: Request<VmConsoleRequest>,
+    ) -> Result<Response<VmConsoleReply>, Status> {
         require_control_plane(&req)?;
         let r = req.into_inner();
-        let max = if r.max_bytes == 0 { 64 * 1024 } else { r.max_bytes.min(1 << 20) } as usize;
+        let max = if r.max_bytes == 0 {
+            64 * 1024
+        } else {
+            r.max_bytes.min(1 << 20)
+        } as usize;
         self.state
             .hypervisor()
             .vm_console(&r.vm_id, max)

@@ -106,8 +106,14 @@ impl Lab {
         nsx(&["link", "set", "lo", "up"]).expect("lo up");
         // A second link into the fabric, with no address: the uplink of the host's VM
         // network bridge.
-        let (up_out, up_in) = (format!("fy{}h{}c", self.k, i), format!("fy{}h{}d", self.k, i));
-        ip(&["link", "add", &up_out, "type", "veth", "peer", "name", &up_in]).expect("uplink veth");
+        let (up_out, up_in) = (
+            format!("fy{}h{}c", self.k, i),
+            format!("fy{}h{}d", self.k, i),
+        );
+        ip(&[
+            "link", "add", &up_out, "type", "veth", "peer", "name", &up_in,
+        ])
+        .expect("uplink veth");
         ip(&["link", "set", &up_out, "master", &self.bridge()]).expect("uplink to fabric");
         ip(&["link", "set", &up_out, "up"]).expect("uplink up");
         ip(&["link", "set", &up_in, "netns", &ns]).expect("uplink into ns");

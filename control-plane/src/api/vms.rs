@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use ferry_api::token::Role;
 use ferry_api::task::Task;
+use ferry_api::token::Role;
 use ferry_api::vm::{PowerRequest, Vm, VmCreate};
 use ferry_api::{ClusterId, HostId, Page, Problem, VmId};
 use serde::Deserialize;
@@ -98,7 +98,10 @@ pub async fn power(
     ApiJson(req): ApiJson<PowerRequest>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
-    Ok((StatusCode::ACCEPTED, Json(app.vm_power(id, req.action).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(app.vm_power(id, req.action).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -120,8 +123,17 @@ pub async fn console(
 ) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
     let bytes = q.bytes.unwrap_or(65536);
     if !(1..=1 << 20).contains(&bytes) {
-        return Err(crate::error::ApiError::bad_request("out_of_range", "bytes must be 1..1048576"));
+        return Err(crate::error::ApiError::bad_request(
+            "out_of_range",
+            "bytes must be 1..1048576",
+        ));
     }
     let text = app.vm_console(id, bytes).await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    ))
 }

@@ -48,10 +48,18 @@ pub fn misfits(host: &Host, needs: &Needs<'_>) -> Vec<Reason> {
             detail: format!("host {} does not have network {n}", host.name),
         });
     }
-    if !host.cpu.supported_models.iter().any(|m| m == needs.cpu_model) {
+    if !host
+        .cpu
+        .supported_models
+        .iter()
+        .any(|m| m == needs.cpu_model)
+    {
         out.push(Reason {
             code: "unsupported_cpu_model".into(),
-            detail: format!("host {} cannot run CPU model {} (see its cpu.supported_models)", host.name, needs.cpu_model),
+            detail: format!(
+                "host {} cannot run CPU model {} (see its cpu.supported_models)",
+                host.name, needs.cpu_model
+            ),
         });
     }
     if host.memory.free_mib < needs.memory_mib + QEMU_OVERHEAD_MIB {
@@ -69,11 +77,9 @@ pub fn misfits(host: &Host, needs: &Needs<'_>) -> Vec<Reason> {
 impl App {
     /// Checks that `host` can run the VM; a 409 with every reason when it cannot.
     pub async fn host_fit(&self, host_id: HostId, needs: &Needs<'_>) -> ApiResult<Host> {
-        let host = self
-            .db
-            .host_fetch(host_id)
-            .await?
-            .ok_or_else(|| ApiError::unprocessable("unknown_host", format!("no host with id {host_id}")))?;
+        let host = self.db.host_fetch(host_id).await?.ok_or_else(|| {
+            ApiError::unprocessable("unknown_host", format!("no host with id {host_id}"))
+        })?;
         let reasons = misfits(&host, needs);
         if let Some(first) = reasons.first() {
             let code = match first.code.as_str() {
@@ -96,12 +102,21 @@ impl App {
         loop {
             let page = self
                 .db
-                .host_list(PageReq { limit: 1000, after }, &HostFilter { name: None, cluster_id: Some(cluster) })
+                .host_list(
+                    PageReq { limit: 1000, after },
+                    &HostFilter {
+                        name: None,
+                        cluster_id: Some(cluster),
+                    },
+                )
                 .await?;
             for h in page.items {
                 let m = misfits(&h, needs);
                 if m.is_empty() {
-                    if best.as_ref().is_none_or(|b| h.memory.free_mib > b.memory.free_mib) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| h.memory.free_mib > b.memory.free_mib)
+                    {
                         best = Some(h);
                     }
                 } else if why.len() < 20 {
@@ -114,7 +129,11 @@ impl App {
             }
         }
         best.ok_or_else(|| {
-            ApiError::conflict("no_suitable_host", "no connected host in the cluster can run this VM").with_reasons(why)
+            ApiError::conflict(
+                "no_suitable_host",
+                "no connected host in the cluster can run this VM",
+            )
+            .with_reasons(why)
         })
     }
 }

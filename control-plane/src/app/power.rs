@@ -8,7 +8,9 @@ use std::time::Duration;
 use ferry_api::task::{Task, TaskState};
 use ferry_api::vm::{Boot, PowerAction, PowerState, Vm};
 use ferry_api::{HostId, TaskId, VmId};
-use ferry_proto::v1::{VmConsoleRequest, VmDiskSpec, VmNicSpec, VmPowerRequest, VmRef, VmRuntime, VmSpec};
+use ferry_proto::v1::{
+    VmConsoleRequest, VmDiskSpec, VmNicSpec, VmPowerRequest, VmRef, VmRuntime, VmSpec,
+};
 
 use super::placement::Needs;
 use super::App;
@@ -23,18 +25,33 @@ impl App {
             (None, PowerAction::On) => {
                 let ds: Vec<_> = vm.disks.iter().map(|d| d.datastore_id).collect();
                 let nets: Vec<_> = vm.nics.iter().map(|n| n.network_id).collect();
-                let needs = Needs { memory_mib: vm.memory_mib, cpu_model: &vm.cpu_model, datastores: &ds, networks: &nets };
+                let needs = Needs {
+                    memory_mib: vm.memory_mib,
+                    cpu_model: &vm.cpu_model,
+                    datastores: &ds,
+                    networks: &nets,
+                };
                 let host = self.place(vm.cluster_id, &needs).await?;
                 self.db.vm_set_host(id, host.id).await?;
                 host.id
             }
             (None, _) => {
-                return Err(ApiError::conflict("vm_not_placed", format!("VM {} has no host; power it on first", vm.name)))
+                return Err(ApiError::conflict(
+                    "vm_not_placed",
+                    format!("VM {} has no host; power it on first", vm.name),
+                ))
             }
         };
-        let host = self.db.host_fetch(host_id).await?.ok_or_else(|| ApiError::not_found("host", host_id))?;
+        let host = self
+            .db
+            .host_fetch(host_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("host", host_id))?;
         if host.state == ferry_api::host::HostState::Disconnected {
-            return Err(ApiError::conflict("host_unavailable", format!("host {} is disconnected", host.name)));
+            return Err(ApiError::conflict(
+                "host_unavailable",
+                format!("host {} is disconnected", host.name),
+            ));
         }
         let spec = match action {
             PowerAction::On => Some(self.vm_spec(&vm).await?),
@@ -43,8 +60,14 @@ impl App {
         let kind = format!("vm.power_{}", action.as_str());
         let task_id = self.db.task_insert(&kind, "vm", id.0).await?;
         let app = self.clone();
-        tokio::spawn(async move { app.run_power(task_id, vm, host_id, host.address, action, spec).await });
-        self.db.task_fetch(task_id).await?.ok_or_else(|| ApiError::internal("task vanished"))
+        tokio::spawn(async move {
+            app.run_power(task_id, vm, host_id, host.address, action, spec)
+                .await
+        });
+        self.db
+            .task_fetch(task_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("task vanished"))
     }
 
     async fn run_power(
@@ -56,7 +79,10 @@ impl App {
         action: PowerAction,
         spec: Option<VmSpec>,
     ) {
-        let _ = self.db.task_update(task, TaskState::Running, 10.0, None).await;
+        let _ = self
+            .db
+            .task_update(task, TaskState::Running, 10.0, None)
+            .await;
         let result = async {
             let mut client = self.agents.connect(host_id, &address).await?;
             let rt = client
@@ -77,10 +103,19 @@ impl App {
                 if let Err(e) = self.vm_store_runtime(host_id, &rt).await {
                     tracing::warn!("store runtime of {}: {e}", vm.id);
                 }
-                let _ = self.db.task_update(task, TaskState::Succeeded, 100.0, None).await;
+                let _ = self
+                    .db
+                    .task_update(task, TaskState::Succeeded, 100.0, None)
+                    .await;
                 let mut ev = NewEvent::info(
                     "vm.power",
-                    format!("VM {} {}: now {}{}", vm.name, action.as_str(), rt.state, detail(&rt.detail)),
+                    format!(
+                        "VM {} {}: now {}{}",
+                        vm.name,
+                        action.as_str(),
+                        rt.state,
+                        detail(&rt.detail)
+                    ),
                 )
                 .vm(vm.id)
                 .host(host_id);
@@ -89,11 +124,16 @@ impl App {
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                let _ = self.db.task_update(task, TaskState::Failed, 100.0, Some(&msg)).await;
-                let mut ev =
-                    NewEvent::warning("vm.power_failed", format!("VM {} {} failed: {msg}", vm.name, action.as_str()))
-                        .vm(vm.id)
-                        .host(host_id);
+                let _ = self
+                    .db
+                    .task_update(task, TaskState::Failed, 100.0, Some(&msg))
+                    .await;
+                let mut ev = NewEvent::warning(
+                    "vm.power_failed",
+                    format!("VM {} {} failed: {msg}", vm.name, action.as_str()),
+                )
+                .vm(vm.id)
+                .host(host_id);
                 ev.task_id = Some(task);
                 self.events.record(ev).await;
             }
@@ -104,15 +144,36 @@ impl App {
     pub async fn vm_spec(&self, vm: &Vm) -> ApiResult<VmSpec> {
         let mut nics = Vec::new();
         for n in &vm.nics {
-            let net = self.db.network_fetch(n.network_id).await?.ok_or_else(|| ApiError::not_found("network", n.network_id))?;
-            nics.push(VmNicSpec { network: net.name, mac: n.mac.clone() });
+            let net = self
+                .db
+                .network_fetch(n.network_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("network", n.network_id))?;
+            nics.push(VmNicSpec {
+                network: net.name,
+                mac: n.mac.clone(),
+            });
         }
         let (kernel, initrd, cmdline, boot_disk) = match &vm.boot {
-            Some(Boot::Kernel { kernel, initrd, cmdline }) => {
-                (kernel.clone(), initrd.clone().unwrap_or_default(), cmdline.clone().unwrap_or_default(), -1)
+            Some(Boot::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            }) => (
+                kernel.clone(),
+                initrd.clone().unwrap_or_default(),
+                cmdline.clone().unwrap_or_default(),
+                -1,
+            ),
+            Some(Boot::Disk { disk }) => {
+                (String::new(), String::new(), String::new(), *disk as i32)
             }
-            Some(Boot::Disk { disk }) => (String::new(), String::new(), String::new(), *disk as i32),
-            None => return Err(ApiError::conflict("no_boot", format!("VM {} has no boot source", vm.name))),
+            None => {
+                return Err(ApiError::conflict(
+                    "no_boot",
+                    format!("VM {} has no boot source", vm.name),
+                ))
+            }
         };
         Ok(VmSpec {
             vm_id: vm.id.to_string(),
@@ -124,7 +185,11 @@ impl App {
             disks: vm
                 .disks
                 .iter()
-                .map(|d| VmDiskSpec { datastore_id: d.datastore_id.to_string(), path: d.path.clone(), size_bytes: d.size_bytes })
+                .map(|d| VmDiskSpec {
+                    datastore_id: d.datastore_id.to_string(),
+                    path: d.path.clone(),
+                    size_bytes: d.size_bytes,
+                })
                 .collect(),
             nics,
             kernel,
@@ -136,7 +201,9 @@ impl App {
 
     /// Stores a runtime report from `host` if it is about a VM on that host and newer.
     pub async fn vm_store_runtime(&self, host: HostId, rt: &VmRuntime) -> ApiResult<()> {
-        let Ok(id) = rt.vm_id.parse::<VmId>() else { return Ok(()) };
+        let Ok(id) = rt.vm_id.parse::<VmId>() else {
+            return Ok(());
+        };
         if rt.state == "unmanaged" {
             self.events
                 .record(
@@ -149,23 +216,38 @@ impl App {
                 .await;
             return Ok(());
         }
-        let Some(state) = PowerState::parse(&rt.state) else { return Ok(()) };
-        self.db.vm_store_runtime(id, host, state, rt.generation).await?;
+        let Some(state) = PowerState::parse(&rt.state) else {
+            return Ok(());
+        };
+        self.db
+            .vm_store_runtime(id, host, state, rt.generation)
+            .await?;
         Ok(())
     }
 
     /// The tail of the VM's serial console, from its agent.
     pub async fn vm_console(&self, id: VmId, max_bytes: u32) -> ApiResult<String> {
         let vm = self.vm_get(id).await?;
-        let host_id = vm.host_id.ok_or_else(|| ApiError::conflict("vm_not_placed", "the VM has no host yet"))?;
-        let host = self.db.host_fetch(host_id).await?.ok_or_else(|| ApiError::not_found("host", host_id))?;
+        let host_id = vm
+            .host_id
+            .ok_or_else(|| ApiError::conflict("vm_not_placed", "the VM has no host yet"))?;
+        let host = self
+            .db
+            .host_fetch(host_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("host", host_id))?;
         let mut client = self
             .agents
             .connect(host_id, &host.address)
             .await
-            .map_err(|e| ApiError::unavailable(format!("host {} is unreachable: {e}", host.name)))?;
+            .map_err(|e| {
+                ApiError::unavailable(format!("host {} is unreachable: {e}", host.name))
+            })?;
         let reply = client
-            .vm_console(VmConsoleRequest { vm_id: id.to_string(), max_bytes })
+            .vm_console(VmConsoleRequest {
+                vm_id: id.to_string(),
+                max_bytes,
+            })
             .await
             .map_err(|s| ApiError::conflict("no_console", s.message().to_string()))?;
         Ok(reply.into_inner().text)
@@ -174,17 +256,34 @@ impl App {
     /// Asks the VM's agent to remove it (disks included); best effort when the host
     /// is gone, since the inventory record goes either way.
     pub async fn vm_remove_from_host(&self, vm: &Vm) -> ApiResult<()> {
-        let Some(host_id) = vm.host_id else { return Ok(()) };
-        let Some(host) = self.db.host_fetch(host_id).await? else { return Ok(()) };
-        let connect = tokio::time::timeout(Duration::from_secs(10), self.agents.connect(host_id, &host.address)).await;
+        let Some(host_id) = vm.host_id else {
+            return Ok(());
+        };
+        let Some(host) = self.db.host_fetch(host_id).await? else {
+            return Ok(());
+        };
+        let connect = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.agents.connect(host_id, &host.address),
+        )
+        .await;
         match connect {
             Ok(Ok(mut client)) => {
                 client
-                    .vm_delete(VmRef { vm_id: vm.id.to_string() })
+                    .vm_delete(VmRef {
+                        vm_id: vm.id.to_string(),
+                    })
                     .await
-                    .map_err(|s| ApiError::conflict("host_refused", format!("host {}: {}", host.name, s.message())))?;
+                    .map_err(|s| {
+                        ApiError::conflict(
+                            "host_refused",
+                            format!("host {}: {}", host.name, s.message()),
+                        )
+                    })?;
             }
-            _ => tracing::warn!(vm = %vm.id, "host {} unreachable; its files for the VM stay", host.name),
+            _ => {
+                tracing::warn!(vm = %vm.id, "host {} unreachable; its files for the VM stay", host.name)
+            }
         }
         Ok(())
     }

@@ -128,7 +128,12 @@ impl App {
             validate_boot(b, disks.len())?;
         }
         // Where it runs: the given host if it fits, else the best host of the cluster.
-        let needs = Needs { memory_mib: req.memory_mib, cpu_model: &cpu_model, datastores: &ds_ids, networks: &net_ids };
+        let needs = Needs {
+            memory_mib: req.memory_mib,
+            cpu_model: &cpu_model,
+            datastores: &ds_ids,
+            networks: &net_ids,
+        };
         let host_id = match req.host_id {
             Some(h) => self.host_fit(h, &needs).await?.id,
             None => self.place(cluster_id, &needs).await?.id,
@@ -201,7 +206,11 @@ impl App {
         if vm.power_state != ferry_api::vm::PowerState::Stopped {
             return Err(ApiError::conflict(
                 "vm_not_stopped",
-                format!("VM {} is {}; power it off before deleting it", vm.name, vm.power_state.as_str()),
+                format!(
+                    "VM {} is {}; power it off before deleting it",
+                    vm.name,
+                    vm.power_state.as_str()
+                ),
             ));
         }
         self.vm_remove_from_host(&vm).await?;

@@ -186,7 +186,13 @@ impl Db {
 
     /// Stores runtime state reported by `host`, only for a VM on that host and only
     /// if `generation` is newer than what is stored. Returns whether it was stored.
-    pub async fn vm_store_runtime(&self, id: VmId, host: HostId, state: PowerState, generation: u64) -> sqlx::Result<bool> {
+    pub async fn vm_store_runtime(
+        &self,
+        id: VmId,
+        host: HostId,
+        state: PowerState,
+        generation: u64,
+    ) -> sqlx::Result<bool> {
         let r = sqlx::query(
             "UPDATE vms SET power_state = $3, runtime_generation = $4, updated_at = now() \
              WHERE id = $1 AND host_id = $2 AND runtime_generation < $4",

@@ -24,8 +24,29 @@ impl AgentConnector {
         }
     }
 
-    /// A client for the agent of `host` at `address` (host:port).
+    /// A client for the agent of `host` at `address` (host:port). A refused
+    /// connection is retried for about two seconds: an agent that just restarted
+    /// heartbeats before its listener is up.
     pub async fn connect(
+        &self,
+        host: HostId,
+        address: &str,
+    ) -> anyhow::Result<AgentClient<Channel>> {
+        let mut attempt = 0;
+        loop {
+            match self.connect_once(host, address).await {
+                Ok(c) => return Ok(c),
+                Err(e) if attempt < 8 => {
+                    tracing::debug!(%host, "connect to agent failed ({e:#}); retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect_once(
         &self,
         host: HostId,
         address: &str,

@@ -8,7 +8,8 @@ pub mod agent_client;
 use ferry_api::HostId;
 use ferry_proto::v1::control_plane_server::ControlPlane;
 use ferry_proto::v1::{
-    HeartbeatRequest, HeartbeatResponse, HostReport, JoinRequest, JoinResponse, ReportAck, VmRuntime,
+    HeartbeatRequest, HeartbeatResponse, HostReport, JoinRequest, JoinResponse, ReportAck,
+    VmRuntime,
 };
 use tonic::{Request, Response, Status};
 

@@ -79,7 +79,14 @@ impl QemuBackend {
         if let Some(v) = Arc::get_mut(&mut vms) {
             v.shutdown_timeout = shutdown_timeout;
         }
-        Ok(Self { binary: binary.to_string(), version, models, accel, cpu_sampler: Mutex::default(), vms })
+        Ok(Self {
+            binary: binary.to_string(),
+            version,
+            models,
+            accel,
+            cpu_sampler: Mutex::default(),
+            vms,
+        })
     }
 
     pub fn binary(&self) -> &str {

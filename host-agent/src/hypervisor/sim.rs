@@ -119,7 +119,9 @@ impl Hypervisor for SimHost {
             let state = vms.get(vm_id).map(|(_, st)| *st).unwrap_or("stopped");
             vms.insert(vm_id.to_string(), (s, state));
         }
-        let Some((spec, state)) = vms.get_mut(vm_id) else { bail!("VM {vm_id} is not defined on this host") };
+        let Some((spec, state)) = vms.get_mut(vm_id) else {
+            bail!("VM {vm_id} is not defined on this host")
+        };
         *state = match (action, *state) {
             ("on", _) | ("resume", "paused") | ("reset", "running") => "running",
             ("off", _) | ("shutdown", _) => "stopped",
@@ -134,20 +136,35 @@ impl Hypervisor for SimHost {
     }
 
     async fn vm_delete(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
-        let removed = self.vms.lock().unwrap_or_else(|p| p.into_inner()).remove(vm_id);
+        let removed = self
+            .vms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(vm_id);
         Ok(match removed {
             Some((spec, _)) => self.runtime(&spec, "stopped"),
-            None => VmRuntime { vm_id: vm_id.into(), state: "stopped".into(), ..Default::default() },
+            None => VmRuntime {
+                vm_id: vm_id.into(),
+                state: "stopped".into(),
+                ..Default::default()
+            },
         })
     }
 
     fn vm_list(&self) -> Vec<VmRuntime> {
         let vms = self.vms.lock().unwrap_or_else(|p| p.into_inner());
-        vms.values().map(|(spec, state)| self.runtime(spec, state)).collect()
+        vms.values()
+            .map(|(spec, state)| self.runtime(spec, state))
+            .collect()
     }
 
     fn vm_console(&self, vm_id: &str, _max_bytes: usize) -> anyhow::Result<String> {
-        if !self.vms.lock().unwrap_or_else(|p| p.into_inner()).contains_key(vm_id) {
+        if !self
+            .vms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(vm_id)
+        {
             bail!("VM {vm_id} is not defined on this host");
         }
         Ok(format!("[simulated console of {vm_id}]\n"))
