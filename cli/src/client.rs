@@ -90,6 +90,16 @@ impl Client {
         check(resp).await.map(|_| ())
     }
 
+    /// A GET whose answer is text.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self
+            .request(Method::GET, path)
+            .send()
+            .await
+            .map_err(connect_error)?;
+        Ok(check(resp).await?.text().await?)
+    }
+
     /// A streaming GET (Server-Sent Events).
     pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
         let resp = self

@@ -257,9 +257,28 @@ async fn shutdown_of_a_guest_that_ignores_acpi_falls_back_to_force() {
     .await;
     assert_eq!(power(&api, &id, "on").await["state"], "succeeded");
     wait_ready(&api, &id).await;
+    // Through ferryctl: the console, then the shutdown (it waits for the task).
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(ferry_tests::bin("ferryctl"))
+            .args(args)
+            .env("FERRY_URL", &env.cp.http)
+            .env("FERRY_TOKEN", env.cp.admin_token())
+            .output()
+            .unwrap()
+    };
+    let console = ctl(&["vm", "console", "stubborn"]);
+    assert!(String::from_utf8_lossy(&console.stdout).contains("ferry-guest: ready"));
     let t = std::time::Instant::now();
-    let task = power(&api, &id, "shutdown").await;
-    assert_eq!(task["state"], "succeeded", "{task}");
+    let out = ctl(&["vm", "power", "stubborn", "shutdown"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "VM stubborn: shutdown done"
+    );
     assert!(
         t.elapsed() >= Duration::from_secs(2),
         "it waited for the guest first"
@@ -299,9 +318,46 @@ async fn an_agent_killed_and_restarted_leaves_guests_untouched() {
     env.agents[i].kill9();
     // The guest keeps serving while its agent is gone.
     echo_roundtrip(&ip).await;
+    // A QEMU nobody recorded, in the host's namespace: reported, never killed.
+    let stray_id = "5a5a5a5a-0000-4000-8000-000000000001";
+    let mut stray_cmd = std::process::Command::new("ip");
+    stray_cmd
+        .args([
+            "netns",
+            "exec",
+            &env.lab.ns(0),
+            "qemu-system-x86_64",
+            "-uuid",
+            stray_id,
+        ])
+        .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"]);
+    let stray =
+        ferry_tests::procs::Proc::spawn("stray qemu", stray_cmd, env.dir.path().join("stray.log"));
+    wait_for("the stray QEMU to run", T, || async {
+        qemu_pid(stray_id).map(|_| ())
+    })
+    .await;
+
     env.start_agent(0, &o);
     env.wait_host_state("host-a", "connected", T).await;
     assert_eq!(qemu_pid(&id), Some(pid), "the same QEMU process");
+    wait_for("the stray QEMU to be reported", T, || {
+        let api = api.clone();
+        async move {
+            let ev = api.ok("/events?kind=vm.unmanaged").await;
+            ev["items"]
+                .as_array()?
+                .iter()
+                .any(|e| e["message"].as_str().is_some_and(|m| m.contains(stray_id)))
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        qemu_pid(stray_id),
+        stray.pid(),
+        "the stray QEMU is left running"
+    );
     let s_after = status(&ip).await;
     let up_after = s_after["uptime_s"].as_f64().unwrap();
     assert!(

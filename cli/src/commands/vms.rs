@@ -1,6 +1,7 @@
 //! `ferryctl vms [list | show VM | create NAME ... | delete VM]`.
 
 use clap::{Args, Subcommand};
+use ferry_api::task::{Task, TaskState};
 use ferry_api::vm::{Boot, DiskSpec, NicSpec, Vm, VmCreate};
 use ferry_api::{ClusterId, DatastoreId, HostId, NetworkId};
 
@@ -18,8 +19,22 @@ pub enum VmCmd {
     Show { vm: String },
     /// Define a VM in the inventory.
     Create(Box<CreateArgs>),
-    /// Remove a stopped VM from the inventory.
+    /// Remove a stopped VM from the inventory (and its disks from its host).
     Delete { vm: String },
+    /// Power operation, run as a task; waits for it unless --no-wait.
+    Power {
+        vm: String,
+        #[arg(value_parser = ["on", "off", "shutdown", "reset", "pause", "resume"])]
+        action: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The tail of the VM's serial console.
+    Console {
+        vm: String,
+        #[arg(long, default_value_t = 65536)]
+        bytes: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +158,46 @@ pub async fn run(ctx: &Ctx, cmd: Option<VmCmd>) -> anyhow::Result<()> {
             let v: Vm = ctx.client.post("/vms", &req).await?;
             ctx.print(&v, show)
         }
+        VmCmd::Power {
+            vm,
+            action,
+            no_wait,
+        } => {
+            let id = ctx.resolve("vms", &vm).await?;
+            let task: Task = ctx
+                .client
+                .post(
+                    &format!("/vms/{id}/power"),
+                    &serde_json::json!({"action": action}),
+                )
+                .await?;
+            let task = if no_wait {
+                task
+            } else {
+                wait_task(ctx, task).await?
+            };
+            ctx.print(&task, |t| match t.state {
+                TaskState::Succeeded => format!("VM {vm}: {action} done"),
+                TaskState::Failed => format!(
+                    "VM {vm}: {action} failed: {}",
+                    t.error.clone().unwrap_or_default()
+                ),
+                s => format!("VM {vm}: {action} {:?} (task {})", s, t.id).to_lowercase(),
+            })?;
+            if task.state == TaskState::Failed {
+                anyhow::bail!("power {action} failed");
+            }
+            Ok(())
+        }
+        VmCmd::Console { vm, bytes } => {
+            let id = ctx.resolve("vms", &vm).await?;
+            let text = ctx
+                .client
+                .get_text(&format!("/vms/{id}/console?bytes={bytes}"))
+                .await?;
+            print!("{text}");
+            Ok(())
+        }
         VmCmd::Delete { vm } => {
             let id = ctx.resolve("vms", &vm).await?;
             ctx.client.delete(&format!("/vms/{id}")).await?;
@@ -194,4 +249,17 @@ fn show(v: &Vm) -> String {
     );
     lines.push(format!("created:       {}", when(Some(v.created_at))));
     lines.join("\n")
+}
+
+/// Polls a task until it finishes (or 10 minutes pass).
+async fn wait_task(ctx: &Ctx, task: Task) -> anyhow::Result<Task> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut t = task;
+    while matches!(t.state, TaskState::Queued | TaskState::Running)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        t = ctx.client.get(&format!("/tasks/{}", t.id)).await?;
+    }
+    Ok(t)
 }
