@@ -76,6 +76,7 @@ up() {
     [ -x "$BIN/$b" ] || { echo "$BIN/$b missing: run make build" >&2; exit 1; }
   done
   down
+  rm -rf "$LAB" # every demo starts from a fresh inventory
   mkdir -p "$LAB"
   trap 'echo; log "stopping the lab"; down; log "lab removed"; exit 0' INT TERM EXIT
 
@@ -127,6 +128,24 @@ up() {
   "$BIN/ferryctl" hosts
   echo
   "$BIN/ferryctl" datastores
+
+  # Two guests on two hosts, reachable from the fabric (this shell's namespace).
+  local kernel=$ROOT/target/guest/vmlinuz initrd=$ROOT/target/guest/initrd.img
+  for g in 1 2; do
+    log "guest web-$g on h$g (10.76.0.$((100 + g)))"
+    "$BIN/ferryctl" vms create "web-$g" --vcpus 1 --memory-mib 256 --host "h$g" --nic vmnet \
+      --kernel "$kernel" --initrd "$initrd" --cmdline "console=ttyS0 quiet ferry.ip=10.76.0.$((100 + g))/24" >/dev/null
+    "$BIN/ferryctl" vm power "web-$g" on
+  done
+  for g in 1 2; do
+    for _ in $(seq 1 300); do
+      curl -sf --max-time 1 "http://10.76.0.$((100 + g))/status" >/dev/null && break
+      sleep 0.2
+    done
+    echo "web-$g: $(curl -s --max-time 2 "http://10.76.0.$((100 + g))/status")"
+  done
+  echo
+  "$BIN/ferryctl" vms
   cat <<TXT
 
 Ferry's lab is running.
@@ -135,12 +154,19 @@ Ferry's lab is running.
   admin token: $LAB/cp/admin.token
   logs:        $LAB/*.log
 
+Guests (from this machine, which sits on the fabric):
+  curl http://10.76.0.101/status              # uptime, dirty rate, integrity errors
+  curl -X POST 'http://10.76.0.101/dirty?mbps=50&wss_mib=128'
+  exec 3<>/dev/tcp/10.76.0.102/7; echo hello >&3; head -1 <&3   # TCP echo
+
 Try, in another shell:
   export FERRY_URL=http://$HTTP FERRY_TOKEN_FILE=$LAB/cp/admin.token PATH=$BIN:\$PATH
   ferryctl hosts
   ferryctl host show h1
-  ferryctl vms create web-1 --vcpus 1 --memory-mib 256 --host h1 --disk shared:1024 --nic vmnet
+  ferryctl vms create db-1 --vcpus 1 --memory-mib 256 --host h3 --disk shared:1024 --nic vmnet
   ferryctl vms
+  ferryctl vm console web-1
+  ferryctl vm power web-2 reset
   ferryctl events --follow
 
 Press Ctrl-C to stop the lab and remove every process and namespace it made.
