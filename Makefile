@@ -4,7 +4,7 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale fmt lint
+.PHONY: help deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests fmt lint
 
 help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
@@ -12,6 +12,7 @@ help:
 	@echo "make test        run every test (unit, end-to-end on real PostgreSQL, agents in namespaces, QEMU guests)"
 	@echo "make guest       build the test guest image into target/guest"
 	@echo "make bench-scale control-plane scale benchmark (sim hosts), writes bench/results/scale.json"
+	@echo "make bench-guests guest boot time, QEMU RSS, guests per host, writes bench/results/guests.json"
 
 deps:
 	@./deploy/install-deps.sh
@@ -48,6 +49,9 @@ clean-lab:
 
 bench-scale: build
 	./target/release/ferry-bench-scale --out bench/results/scale.json
+
+bench-guests: build guest
+	./target/release/ferry-bench-guests --out bench/results/guests.json; ./deploy/test-pg-stop.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -32,6 +32,10 @@ fn qemu_pid(id: &str) -> Option<u32> {
 }
 
 async fn create_guest(env: &Env, name: &str, host_id: &str, ip: &str) -> String {
+    create_guest_with(env, name, host_id, ip, json!([])).await
+}
+
+async fn create_guest_with(env: &Env, name: &str, host_id: &str, ip: &str, disks: Value) -> String {
     let (kernel, initrd) = guest::image();
     let api = env.api();
     let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
@@ -43,7 +47,7 @@ async fn create_guest(env: &Env, name: &str, host_id: &str, ip: &str) -> String 
             "/vms",
             &json!({
                 "name": name, "host_id": host_id, "vcpus": 1, "memory_mib": 256,
-                "nics": [{"network_id": net}],
+                "nics": [{"network_id": net}], "disks": disks,
                 "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip}/24")}
             }),
         )
@@ -139,7 +143,13 @@ async fn a_guest_boots_serves_and_power_cycles() {
     env.wait_host_state("host-b", "connected", T).await;
     let api = env.api();
     let ip = env.lab.guest_ip(0);
-    let id = create_guest(&env, "g1", a["id"].as_str().unwrap(), &ip).await;
+    let shared = api.ok("/datastores?name=shared").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let disks = json!([{"datastore_id": shared, "size_bytes": 64 * 1024 * 1024}]);
+    let id = create_guest_with(&env, "g1", a["id"].as_str().unwrap(), &ip, disks).await;
+    let disk_file = env.shared_datastore().join("g1-0.qcow2");
 
     let task = power(&api, &id, "on").await;
     assert_eq!(task["state"], "succeeded", "{task}");
@@ -147,6 +157,16 @@ async fn a_guest_boots_serves_and_power_cycles() {
     wait_power_state(&api, &id, "running").await;
     wait_ready(&api, &id).await;
     let pid = qemu_pid(&id).expect("a QEMU runs the VM");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U"])
+        .arg(&disk_file)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("file format: qcow2") && info.contains("64 MiB"),
+        "the disk was made with qemu-img: {info}"
+    );
     let args = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
         .unwrap()
         .replace('\0', " ");
@@ -233,6 +253,7 @@ async fn a_guest_boots_serves_and_power_cycles() {
     assert_eq!(power(&api, &id, "off").await["state"], "succeeded");
     wait_power_state(&api, &id, "stopped").await;
     assert_eq!(api.delete(&format!("/vms/{id}")).await.status, 204);
+    assert!(!disk_file.exists(), "deleting the VM removes its disk");
     assert!(!env
         .dir
         .path()
