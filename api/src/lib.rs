@@ -10,6 +10,7 @@ pub mod datastore;
 pub mod event;
 pub mod host;
 pub mod ids;
+pub mod migration;
 pub mod network;
 pub mod page;
 pub mod problem;

@@ -128,6 +128,13 @@ async fn serve(
     let reconcile = tokio::spawn(monitor::reconcile_loop(app.clone(), agents, stop.clone()));
 
     tracing::info!(%http_addr, %grpc_addr, version = crate::VERSION, "ferry control plane ready");
+    // Finish or unwind what a previous control plane left in flight.
+    let recovering = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::sagas::migrate::recover(&recovering).await {
+            tracing::error!("saga recovery failed: {e:#}");
+        }
+    });
     let grpc_task = tokio::spawn(grpc);
     let http_task = tokio::spawn(async move { http.await });
     tokio::select! {

@@ -29,6 +29,8 @@ use ferry_proto::v1::{VmRuntime, VmSpec};
 use serde_json::json;
 use tokio::sync::broadcast;
 
+mod migrate;
+
 use crate::datastores::DatastoreSpec;
 use crate::generation::Generation;
 use crate::netdev;
@@ -405,11 +407,28 @@ impl QemuVms {
     }
 
     async fn start(self: &Arc<Self>, h: &Arc<VmHandle>, spec: &VmSpec) -> anyhow::Result<()> {
+        self.start_qemu(h, spec, false).await
+    }
+
+    /// Starts QEMU for `spec`; with `incoming`, it waits for a migration stream
+    /// (`-incoming defer`) and the disks must already exist.
+    async fn start_qemu(
+        self: &Arc<Self>,
+        h: &Arc<VmHandle>,
+        spec: &VmSpec,
+        incoming: bool,
+    ) -> anyhow::Result<()> {
         std::fs::create_dir_all(&h.dir)?;
         std::fs::write(h.dir.join("spec.json"), spec_to_json(spec).to_string())?;
         // Disks: created on first use, kept across power cycles.
         for d in &spec.disks {
             let path = self.datastore_path(&d.datastore_id)?.join(&d.path);
+            if incoming && !path.exists() {
+                bail!(
+                    "disk {} is not on this host's datastore: is the storage really shared?",
+                    path.display()
+                );
+            }
             if !path.exists() {
                 let out = tokio::process::Command::new("qemu-img")
                     .args(["create", "-q", "-f", "qcow2"])
@@ -441,6 +460,9 @@ impl QemuVms {
             .append(true)
             .open(h.dir.join("qemu.log"))?;
         let mut cmd = self.command(spec, &h.dir)?;
+        if incoming {
+            cmd.args(["-incoming", "defer"]);
+        }
         {
             use std::os::unix::process::CommandExt;
             // Its own process group: a signal to the agent's group does not reach it.
@@ -476,7 +498,17 @@ impl QemuVms {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
-        self.set(h, PowerState::Running, Some(pid), Some(qmp), "started");
+        if incoming {
+            self.set(
+                h,
+                PowerState::Paused,
+                Some(pid),
+                Some(qmp),
+                "waiting for an incoming migration",
+            );
+        } else {
+            self.set(h, PowerState::Running, Some(pid), Some(qmp), "started");
+        }
         self.watch(h.clone(), events);
         Ok(())
     }

@@ -56,6 +56,14 @@ impl HostState {
         &self.spec.hypervisor
     }
 
+    /// The IP of this agent's address (its migration address too, for now).
+    pub fn address_ip(&self) -> String {
+        self.address
+            .rsplit_once(':')
+            .map(|(ip, _)| ip.to_string())
+            .unwrap_or_default()
+    }
+
     pub fn host_id(&self) -> String {
         self.host_id.lock().map(|h| h.clone()).unwrap_or_default()
     }

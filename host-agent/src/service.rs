@@ -8,8 +8,9 @@ use ferry_proto::v1::agent_server::Agent;
 use std::time::Duration;
 
 use ferry_proto::v1::{
-    GetFactsRequest, HostReport, VmConsoleReply, VmConsoleRequest, VmListRequest, VmPowerRequest,
-    VmRef, VmRuntime, VmRuntimeList,
+    GetFactsRequest, HostReport, MigrateInReply, MigrateInRequest, MigrateOutRequest,
+    MigrationStatusReply, VmConsoleReply, VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef,
+    VmRuntime, VmRuntimeList,
 };
 use tonic::{Request, Response, Status};
 
@@ -106,5 +107,83 @@ impl Agent for AgentService {
             .vm_console(&r.vm_id, max)
             .map(|text| Response::new(VmConsoleReply { text }))
             .map_err(|e| Status::not_found(format!("{e:#}")))
+    }
+
+    async fn migrate_in(
+        &self,
+        req: Request<MigrateInRequest>,
+    ) -> Result<Response<MigrateInReply>, Status> {
+        require_control_plane(&req)?;
+        let r = req.into_inner();
+        let spec = r
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        let ip = if r.listen_ip.is_empty() {
+            self.state.address_ip()
+        } else {
+            r.listen_ip
+        };
+        self.state
+            .hypervisor()
+            .migrate_in(spec, &ip)
+            .await
+            .map(|uri| Response::new(MigrateInReply { uri }))
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+    }
+
+    async fn migrate_out(
+        &self,
+        req: Request<MigrateOutRequest>,
+    ) -> Result<Response<VmRuntime>, Status> {
+        require_control_plane(&req)?;
+        let r = req.into_inner();
+        self.state
+            .hypervisor()
+            .migrate_out(
+                &r.vm_id,
+                &r.uri,
+                r.max_bandwidth_bytes_per_s,
+                r.downtime_limit_ms,
+                r.auto_converge,
+            )
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+    }
+
+    async fn migration_status(
+        &self,
+        req: Request<VmRef>,
+    ) -> Result<Response<MigrationStatusReply>, Status> {
+        require_control_plane(&req)?;
+        let id = req.into_inner().vm_id;
+        self.state
+            .hypervisor()
+            .migration_status(&id)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+    }
+
+    async fn migrate_cancel(&self, req: Request<VmRef>) -> Result<Response<VmRuntime>, Status> {
+        require_control_plane(&req)?;
+        let id = req.into_inner().vm_id;
+        self.state
+            .hypervisor()
+            .migrate_cancel(&id)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+    }
+
+    async fn vm_discard(&self, req: Request<VmRef>) -> Result<Response<VmRuntime>, Status> {
+        require_control_plane(&req)?;
+        let id = req.into_inner().vm_id;
+        self.state
+            .hypervisor()
+            .vm_discard(&id)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
     }
 }

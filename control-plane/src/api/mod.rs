@@ -9,6 +9,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod hosts;
+pub mod migrations;
 pub mod networks;
 pub mod tasks;
 pub mod tokens;
@@ -39,6 +40,7 @@ use crate::error::ApiError;
         datastores::list, datastores::get,
         networks::list, networks::get,
         vms::list, vms::create, vms::get, vms::delete, vms::power, vms::console,
+        migrations::check, migrations::start, migrations::list, migrations::get, migrations::cancel,
         tasks::list, tasks::get,
         events::list, events::stream,
         tokens::create, tokens::list, tokens::delete,
@@ -78,6 +80,17 @@ pub fn router(app: App) -> Router {
         .route("/vms/{id}", get(vms::get).delete(vms::delete))
         .route("/vms/{id}/power", axum::routing::post(vms::power))
         .route("/vms/{id}/console", get(vms::console))
+        .route(
+            "/vms/{id}/migrate/check",
+            axum::routing::post(migrations::check),
+        )
+        .route("/vms/{id}/migrate", axum::routing::post(migrations::start))
+        .route("/migrations", get(migrations::list))
+        .route("/migrations/{id}", get(migrations::get))
+        .route(
+            "/migrations/{id}/cancel",
+            axum::routing::post(migrations::cancel),
+        )
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::get))
         .route("/events", get(events::list))

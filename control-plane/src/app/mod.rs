@@ -3,6 +3,8 @@
 
 pub mod clusters;
 pub mod hosts;
+pub mod migrate_checks;
+pub mod migrations;
 pub mod names;
 pub mod placement;
 pub mod power;

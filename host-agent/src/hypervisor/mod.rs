@@ -9,7 +9,8 @@ pub mod sim;
 
 use std::time::Duration;
 
-use ferry_proto::v1::{CpuFacts, MemoryFacts, VmRuntime, VmSpec};
+use anyhow::bail;
+use ferry_proto::v1::{CpuFacts, MemoryFacts, MigrationStatusReply, VmRuntime, VmSpec};
 use tokio::sync::broadcast;
 
 /// The accelerator a backend uses, and why it chose it.
@@ -46,4 +47,35 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn vm_console(&self, vm_id: &str, max_bytes: usize) -> anyhow::Result<String>;
     /// Runtime changes, each with a new generation.
     fn vm_events(&self) -> broadcast::Receiver<VmRuntime>;
+
+    /// Live migration, destination side: wait for the VM's state on `listen_ip`;
+    /// returns the URI the source sends to.
+    async fn migrate_in(&self, spec: VmSpec, listen_ip: &str) -> anyhow::Result<String> {
+        let _ = (spec, listen_ip);
+        bail!("this backend cannot live-migrate yet")
+    }
+    /// Source side: start sending.
+    async fn migrate_out(
+        &self,
+        vm_id: &str,
+        uri: &str,
+        max_bandwidth: u64,
+        downtime_limit_ms: u32,
+        auto_converge: bool,
+    ) -> anyhow::Result<VmRuntime> {
+        let _ = (vm_id, uri, max_bandwidth, downtime_limit_ms, auto_converge);
+        bail!("this backend cannot live-migrate yet")
+    }
+    async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
+        let _ = vm_id;
+        bail!("this backend cannot live-migrate yet")
+    }
+    async fn migrate_cancel(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
+        let _ = vm_id;
+        bail!("this backend cannot live-migrate yet")
+    }
+    /// Stops this host's copy and removes it, keeping the disks.
+    async fn vm_discard(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
+        self.vm_power(vm_id, "off", None, None).await
+    }
 }

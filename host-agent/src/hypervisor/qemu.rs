@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ferry_proto::v1::{CpuFacts, MemoryFacts, VmRuntime, VmSpec};
+use ferry_proto::v1::{CpuFacts, MemoryFacts, MigrationStatusReply, VmRuntime, VmSpec};
 use tokio::sync::broadcast;
 
 use super::{AccelChoice, Hypervisor};
@@ -153,6 +153,35 @@ impl Hypervisor for QemuBackend {
 
     fn vm_events(&self) -> broadcast::Receiver<VmRuntime> {
         self.vms.subscribe()
+    }
+
+    async fn migrate_in(&self, spec: VmSpec, listen_ip: &str) -> anyhow::Result<String> {
+        self.vms.migrate_in(spec, listen_ip).await
+    }
+
+    async fn migrate_out(
+        &self,
+        vm_id: &str,
+        uri: &str,
+        max_bandwidth: u64,
+        downtime_limit_ms: u32,
+        auto_converge: bool,
+    ) -> anyhow::Result<VmRuntime> {
+        self.vms
+            .migrate_out(vm_id, uri, max_bandwidth, downtime_limit_ms, auto_converge)
+            .await
+    }
+
+    async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
+        self.vms.migration_status(vm_id).await
+    }
+
+    async fn migrate_cancel(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
+        self.vms.migrate_cancel(vm_id).await
+    }
+
+    async fn vm_discard(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
+        self.vms.discard(vm_id).await
     }
 }
 

@@ -1,0 +1,135 @@
+//! Live migrations: the request, the compatibility check, and the migration record
+//! with its progress and outcome.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::vm::MigrationPolicy;
+use crate::{DatastoreId, HostId, MigrationId, VmId};
+
+/// `POST /vms/{id}/migrate` and `/migrate/check`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// Omitted: placement picks one.
+    #[serde(default)]
+    pub destination_host_id: Option<HostId>,
+    /// Storage migration (not supported yet: disks must be on shared storage).
+    #[serde(default)]
+    pub destination_datastore_id: Option<DatastoreId>,
+    /// Overrides the VM's migration policy for this move.
+    #[serde(default)]
+    pub policy: Option<MigrationPolicy>,
+}
+
+/// One named compatibility check.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    /// Stable code (`ok` when passed).
+    pub code: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Prediction {
+    pub total_ms: u64,
+    pub downtime_ms: u64,
+    pub strategy: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckResult {
+    pub compatible: bool,
+    pub destination_host_id: Option<HostId>,
+    pub checks: Vec<Check>,
+    pub prediction: Option<Prediction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    Queued,
+    Preparing,
+    Transferring,
+    SwitchingOver,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl MigrationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Preparing => "preparing",
+            Self::Transferring => "transferring",
+            Self::SwitchingOver => "switching_over",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "preparing" => Self::Preparing,
+            "transferring" => Self::Transferring,
+            "switching_over" => Self::SwitchingOver,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct MigrationProgress {
+    pub iteration: u64,
+    pub transferred_bytes: u64,
+    pub remaining_bytes: u64,
+    pub total_bytes: u64,
+    pub dirty_rate_bps: u64,
+    pub bandwidth_bps: u64,
+    pub throttle_pct: u32,
+    pub expected_downtime_ms: u64,
+    pub eta_ms: u64,
+    /// 0..100; never goes backwards.
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MigrationResult {
+    pub total_ms: u64,
+    /// QEMU's measured downtime (VM paused on both hosts).
+    pub downtime_ms: u64,
+    pub transferred_bytes: u64,
+    pub iterations: u64,
+    pub strategy: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Migration {
+    pub id: MigrationId,
+    pub vm_id: VmId,
+    pub source_host_id: HostId,
+    pub destination_host_id: HostId,
+    pub state: MigrationState,
+    pub phase: String,
+    pub policy: MigrationPolicy,
+    pub progress: MigrationProgress,
+    pub prediction: Option<Prediction>,
+    pub result: Option<MigrationResult>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,273 @@
+//! Preparation for a live migration: every named compatibility check, each with
+//! `passed`, a stable code and a sentence a person can act on; and the choice of
+//! destination when none is given (the best host that passes every check).
+
+use ferry_api::host::{Host, HostState};
+use ferry_api::migration::{Check, MigrateRequest};
+use ferry_api::vm::{MigrationPolicy, PowerState, Vm};
+use ferry_api::VmId;
+
+use super::placement::QEMU_OVERHEAD_MIB;
+use super::App;
+use crate::db::hosts::HostFilter;
+use crate::db::PageReq;
+use crate::error::{ApiError, ApiResult};
+
+/// Concurrent migrations a host takes part in before more wait (vMotion: 4 on 1 GbE).
+pub const HOST_MIGRATION_BUDGET: i64 = 4;
+
+fn check(name: &str, passed: bool, code: &str, detail: String) -> Check {
+    Check {
+        name: name.into(),
+        passed,
+        code: if passed { "ok".into() } else { code.into() },
+        detail,
+    }
+}
+
+/// What a check run found.
+pub struct Preparation {
+    pub vm: Vm,
+    pub source: Host,
+    pub destination: Option<Host>,
+    pub checks: Vec<Check>,
+    pub policy: MigrationPolicy,
+}
+
+impl Preparation {
+    pub fn compatible(&self) -> bool {
+        self.destination.is_some() && self.checks.iter().all(|c| c.passed)
+    }
+}
+
+impl App {
+    async fn checks_for(
+        &self,
+        vm: &Vm,
+        source: &Host,
+        dest: &Host,
+        req: &MigrateRequest,
+    ) -> ApiResult<Vec<Check>> {
+        let mut out = Vec::new();
+        out.push(check(
+            "vm_running",
+            vm.power_state == PowerState::Running,
+            "vm_not_running",
+            format!(
+                "VM {} is {}; only a running VM is live-migrated",
+                vm.name,
+                vm.power_state.as_str()
+            ),
+        ));
+        out.push(check(
+            "destination_differs",
+            dest.id != source.id,
+            "same_host",
+            format!("the VM already runs on {}; pick another host", dest.name),
+        ));
+        out.push(check(
+            "destination_connected",
+            dest.state == HostState::Connected,
+            "destination_unavailable",
+            format!(
+                "host {} is {}",
+                dest.name,
+                format!("{:?}", dest.state).to_lowercase()
+            ),
+        ));
+        out.push(check(
+            "same_cluster",
+            dest.cluster_id == vm.cluster_id,
+            "other_cluster",
+            format!("host {} is in another cluster than the VM", dest.name),
+        ));
+        let baseline = self
+            .db
+            .cluster_fetch(vm.cluster_id)
+            .await?
+            .and_then(|c| c.cpu_baseline);
+        let within_baseline = baseline
+            .as_deref()
+            .is_none_or(|b| b == vm.cpu_model || vm.cpu_model == "qemu64");
+        let supported = dest.cpu.supported_models.contains(&vm.cpu_model);
+        out.push(check(
+            "cpu_model",
+            supported && within_baseline,
+            if supported {
+                "outside_cpu_baseline"
+            } else {
+                "unsupported_cpu_model"
+            },
+            if supported {
+                format!(
+                    "CPU model {} is outside the cluster's baseline {}",
+                    vm.cpu_model,
+                    baseline.unwrap_or_default()
+                )
+            } else {
+                format!("host {} cannot run CPU model {}", dest.name, vm.cpu_model)
+            },
+        ));
+        let need = vm.memory_mib + QEMU_OVERHEAD_MIB;
+        out.push(check(
+            "memory",
+            dest.memory.free_mib >= need,
+            "insufficient_memory",
+            format!(
+                "host {} has {} MiB free; the VM needs {need} MiB",
+                dest.name, dest.memory.free_mib
+            ),
+        ));
+        let missing_ds: Vec<String> = vm
+            .disks
+            .iter()
+            .filter(|d| !dest.datastores.contains(&d.datastore_id))
+            .map(|d| d.datastore_id.to_string())
+            .collect();
+        out.push(if req.destination_datastore_id.is_some() {
+            check(
+                "datastores",
+                false,
+                "storage_migration_unsupported",
+                "storage migration is not supported yet".into(),
+            )
+        } else {
+            check(
+                "datastores",
+                missing_ds.is_empty(),
+                "datastore_not_on_destination",
+                format!(
+                    "host {} does not mount datastore(s) {}",
+                    dest.name,
+                    missing_ds.join(", ")
+                ),
+            )
+        });
+        let missing_net: Vec<String> = vm
+            .nics
+            .iter()
+            .filter(|n| !dest.networks.contains(&n.network_id))
+            .map(|n| n.network_id.to_string())
+            .collect();
+        out.push(check(
+            "networks",
+            missing_net.is_empty(),
+            "network_not_on_destination",
+            format!(
+                "host {} does not have network(s) {}",
+                dest.name,
+                missing_net.join(", ")
+            ),
+        ));
+        out.push(check(
+            "machine_type",
+            dest.hypervisor_version == source.hypervisor_version,
+            "hypervisor_mismatch",
+            format!(
+                "machine type {} needs the same QEMU on both hosts: {} vs {}",
+                vm.machine_type, source.hypervisor_version, dest.hypervisor_version
+            ),
+        ));
+        let (src_busy, dst_busy) = (
+            self.db.migration_active_on_host(source.id).await?,
+            self.db.migration_active_on_host(dest.id).await?,
+        );
+        out.push(check(
+            "concurrency",
+            src_busy < HOST_MIGRATION_BUDGET && dst_busy < HOST_MIGRATION_BUDGET,
+            "budget_exhausted",
+            format!(
+                "{src_busy} migration(s) on the source and {dst_busy} on the destination; at most {HOST_MIGRATION_BUDGET} each"
+            ),
+        ));
+        for c in &mut out {
+            if c.passed {
+                c.detail = format!("{}: ok", c.name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs every check against the requested (or the best) destination.
+    pub async fn migration_prepare(
+        &self,
+        vm_id: VmId,
+        req: &MigrateRequest,
+    ) -> ApiResult<Preparation> {
+        let vm = self.vm_get(vm_id).await?;
+        let source_id = vm
+            .host_id
+            .ok_or_else(|| ApiError::conflict("vm_not_placed", "the VM has no host"))?;
+        let source = self
+            .db
+            .host_fetch(source_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("host", source_id))?;
+        let policy = req
+            .policy
+            .clone()
+            .unwrap_or_else(|| vm.migration_policy.clone());
+        if !(1..=60_000).contains(&policy.max_downtime_ms) {
+            return Err(ApiError::unprocessable(
+                "out_of_range",
+                "policy.max_downtime_ms must be 1..60000",
+            ));
+        }
+        let candidates: Vec<Host> = match req.destination_host_id {
+            Some(d) => vec![self.db.host_fetch(d).await?.ok_or_else(|| {
+                ApiError::unprocessable("unknown_host", format!("no host with id {d}"))
+            })?],
+            None => {
+                let page = PageReq {
+                    limit: 1000,
+                    after: None,
+                };
+                let f = HostFilter {
+                    name: None,
+                    cluster_id: Some(vm.cluster_id),
+                };
+                let mut hosts = self.db.host_list(page, &f).await?.items;
+                hosts.retain(|h| h.id != source.id);
+                hosts.sort_by_key(|h| std::cmp::Reverse(h.memory.free_mib));
+                hosts
+            }
+        };
+        let mut first: Option<(Host, Vec<Check>)> = None;
+        for dest in candidates {
+            let checks = self.checks_for(&vm, &source, &dest, req).await?;
+            if checks.iter().all(|c| c.passed) {
+                return Ok(Preparation {
+                    vm,
+                    source,
+                    destination: Some(dest),
+                    checks,
+                    policy,
+                });
+            }
+            if first.is_none() {
+                first = Some((dest, checks));
+            }
+        }
+        Ok(match first {
+            Some((dest, checks)) => Preparation {
+                vm,
+                source,
+                destination: Some(dest),
+                checks,
+                policy,
+            },
+            None => Preparation {
+                vm,
+                source,
+                destination: None,
+                checks: vec![check(
+                    "destination",
+                    false,
+                    "no_destination",
+                    "no other host in the cluster".into(),
+                )],
+                policy,
+            },
+        })
+    }
+}

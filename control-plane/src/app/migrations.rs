@@ -1,0 +1,122 @@
+//! Live migrations at the API: check, start (a saga), list, cancel.
+
+use ferry_api::migration::{CheckResult, MigrateRequest, Migration};
+use ferry_api::problem::Reason;
+use ferry_api::{MigrationId, SagaId, VmId};
+
+use super::App;
+use crate::db::events::NewEvent;
+use crate::db::migrations::NewMigration;
+use crate::error::{is_unique_violation, ApiError, ApiResult};
+use crate::sagas::migrate;
+
+impl App {
+    pub async fn migration_check(&self, vm: VmId, req: &MigrateRequest) -> ApiResult<CheckResult> {
+        let prep = self.migration_prepare(vm, req).await?;
+        Ok(CheckResult {
+            compatible: prep.compatible(),
+            destination_host_id: prep.destination.as_ref().map(|d| d.id),
+            checks: prep.checks,
+            prediction: None,
+        })
+    }
+
+    pub async fn migration_start(&self, vm: VmId, req: &MigrateRequest) -> ApiResult<Migration> {
+        let prep = self.migration_prepare(vm, req).await?;
+        let compatible = prep.compatible();
+        let Some(dest) = prep.destination.filter(|_| compatible) else {
+            let reasons: Vec<Reason> = prep
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| Reason {
+                    code: c.code.clone(),
+                    detail: c.detail.clone(),
+                })
+                .collect();
+            let first = reasons
+                .first()
+                .map(|r| r.detail.clone())
+                .unwrap_or_default();
+            return Err(ApiError::conflict(
+                "incompatible_destination",
+                format!("cannot migrate {}: {first}", prep.vm.name),
+            )
+            .with_reasons(reasons));
+        };
+        let id = MigrationId::new();
+        let saga = SagaId::new();
+        let params = migrate::Params {
+            migration: id,
+            vm,
+            vm_name: prep.vm.name.clone(),
+            source: prep.source.id,
+            destination: dest.id,
+            policy: prep.policy.clone(),
+        };
+        self.db
+            .saga_insert(
+                saga,
+                migrate::KIND,
+                &serde_json::to_value(&params).map_err(anyhow::Error::from)?,
+            )
+            .await?;
+        let new = NewMigration {
+            id,
+            vm,
+            source: prep.source.id,
+            destination: dest.id,
+            policy: &prep.policy,
+            prediction: None,
+            saga,
+        };
+        if let Err(e) = self.db.migration_insert(&new).await {
+            let _ = self.db.saga_set_state(saga, "failed").await;
+            return Err(if is_unique_violation(&e, None) {
+                ApiError::conflict(
+                    "migration_in_progress",
+                    format!("VM {} is already migrating", prep.vm.name),
+                )
+            } else {
+                e.into()
+            });
+        }
+        self.events
+            .record(
+                NewEvent::info(
+                    "migration.requested",
+                    format!(
+                        "migrate {} from {} to {}",
+                        prep.vm.name, prep.source.name, dest.name
+                    ),
+                )
+                .vm(vm)
+                .data(serde_json::json!({"migration_id": id})),
+            )
+            .await;
+        let app = self.clone();
+        tokio::spawn(async move { migrate::run(app, saga, params).await });
+        self.migration_get(id).await
+    }
+
+    pub async fn migration_get(&self, id: MigrationId) -> ApiResult<Migration> {
+        self.db
+            .migration_fetch(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("migration", id))
+    }
+
+    pub async fn migration_cancel(&self, id: MigrationId) -> ApiResult<Migration> {
+        let m = self.migration_get(id).await?;
+        if !self.db.migration_request_cancel(id).await? {
+            return Err(ApiError::conflict(
+                "migration_not_cancellable",
+                format!(
+                    "migration {id} is {} and can no longer be cancelled",
+                    m.state.as_str()
+                ),
+            ));
+        }
+        self.migration_get(id).await
+    }
+}

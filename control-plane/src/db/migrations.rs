@@ -1,0 +1,215 @@
+//! Migrations: the record of each move, its progress and its outcome.
+
+use chrono::{DateTime, Utc};
+use ferry_api::migration::{
+    Migration, MigrationProgress, MigrationResult, MigrationState, Prediction,
+};
+use ferry_api::vm::MigrationPolicy;
+use ferry_api::{HostId, MigrationId, SagaId, VmId};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{paginate, Db, PageReq};
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct MigrationRow {
+    pub id: Uuid,
+    pub vm_id: Uuid,
+    pub source_host_id: Uuid,
+    pub destination_host_id: Uuid,
+    pub state: String,
+    pub phase: String,
+    pub policy: Json<MigrationPolicy>,
+    pub progress: Json<MigrationProgress>,
+    pub prediction: Option<Json<Prediction>>,
+    pub result: Option<Json<MigrationResult>>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<MigrationRow> for Migration {
+    fn from(r: MigrationRow) -> Self {
+        Migration {
+            id: MigrationId(r.id),
+            vm_id: VmId(r.vm_id),
+            source_host_id: HostId(r.source_host_id),
+            destination_host_id: HostId(r.destination_host_id),
+            state: MigrationState::parse(&r.state).unwrap_or(MigrationState::Failed),
+            phase: r.phase,
+            policy: r.policy.0,
+            progress: r.progress.0,
+            prediction: r.prediction.map(|p| p.0),
+            result: r.result.map(|p| p.0),
+            error: r.error,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+const SELECT: &str =
+    "SELECT id, vm_id, source_host_id, destination_host_id, state, phase, policy, progress, \
+    prediction, result, error, created_at, started_at, finished_at FROM migrations";
+
+/// A migration about to be recorded.
+pub struct NewMigration<'a> {
+    pub id: MigrationId,
+    pub vm: VmId,
+    pub source: HostId,
+    pub destination: HostId,
+    pub policy: &'a MigrationPolicy,
+    pub prediction: Option<&'a Prediction>,
+    pub saga: SagaId,
+}
+
+impl Db {
+    /// Records a migration; fails with a unique violation if the VM already moves.
+    pub async fn migration_insert(&self, m: &NewMigration<'_>) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO migrations (id, vm_id, source_host_id, destination_host_id, policy, prediction, saga_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(m.id.0)
+        .bind(m.vm.0)
+        .bind(m.source.0)
+        .bind(m.destination.0)
+        .bind(Json(m.policy))
+        .bind(m.prediction.map(Json))
+        .bind(m.saga.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn migration_fetch(&self, id: MigrationId) -> sqlx::Result<Option<Migration>> {
+        let row: Option<MigrationRow> = sqlx::query_as(&format!("{SELECT} WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Migration::from))
+    }
+
+    /// Newest first.
+    pub async fn migration_list(
+        &self,
+        page: PageReq<Uuid>,
+        vm: Option<VmId>,
+    ) -> sqlx::Result<ferry_api::Page<Migration>> {
+        let mut q = sqlx::QueryBuilder::new(format!("{SELECT} WHERE true"));
+        if let Some(after) = page.after {
+            q.push(" AND (created_at, id) < (SELECT created_at, id FROM migrations WHERE id = ")
+                .push_bind(after)
+                .push(")");
+        }
+        if let Some(vm) = vm {
+            q.push(" AND vm_id = ").push_bind(vm.0);
+        }
+        q.push(format!(
+            " ORDER BY created_at DESC, id DESC LIMIT {}",
+            u64::from(page.limit) + 1
+        ));
+        let rows: Vec<MigrationRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        Ok(paginate(
+            rows,
+            page.limit,
+            |r| r.id.to_string(),
+            Migration::from,
+        ))
+    }
+
+    pub async fn migration_set_state(
+        &self,
+        id: MigrationId,
+        state: MigrationState,
+        phase: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE migrations SET state = $2, phase = $3, \
+             started_at = COALESCE(started_at, CASE WHEN $2 <> 'queued' THEN now() END) WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(state.as_str())
+        .bind(phase)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn migration_set_progress(
+        &self,
+        id: MigrationId,
+        p: &MigrationProgress,
+    ) -> sqlx::Result<()> {
+        sqlx::query("UPDATE migrations SET progress = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(Json(p))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn migration_finish(
+        &self,
+        id: MigrationId,
+        state: MigrationState,
+        result: Option<&MigrationResult>,
+        error: Option<&str>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE migrations SET state = $2, phase = $2, result = $3, error = $4, finished_at = now() WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(state.as_str())
+        .bind(result.map(Json))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Asks a running migration to stop; false if it already finished.
+    pub async fn migration_request_cancel(&self, id: MigrationId) -> sqlx::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE migrations SET cancel_requested = true WHERE id = $1 \
+             AND state NOT IN ('completed', 'failed', 'cancelled', 'switching_over')",
+        )
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn migration_cancel_requested(&self, id: MigrationId) -> sqlx::Result<bool> {
+        sqlx::query_scalar("SELECT cancel_requested FROM migrations WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Unfinished migrations touching `host` (for its concurrency budget).
+    pub async fn migration_active_on_host(&self, host: HostId) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM migrations WHERE state NOT IN ('completed', 'failed', 'cancelled') \
+             AND (source_host_id = $1 OR destination_host_id = $1)",
+        )
+        .bind(host.0)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Moves the VM to `host` and marks it running: the migration's commit.
+    pub async fn vm_commit_move(&self, vm: VmId, host: HostId) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE vms SET host_id = $2, power_state = 'running', runtime_generation = 0, updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(vm.0)
+        .bind(host.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,442 @@
+//! The live-migration saga (the vMotion sequence of DESIGN.md):
+//!
+//! ```text
+//!  prepare ──► destination_start ──► transfer ──► switchover ──► commit ──► source_cleanup
+//!                 undo: discard        undo: cancel  │ POINT OF NO RETURN
+//!                 the destination      (source runs) │ QEMU reported `completed`: the
+//!                                                     │ destination holds the whole state
+//!                                                     │ and runs; the source is paused in
+//!                                                     │ `postmigrate`. From here the saga
+//!                                                     │ only goes forward.
+//! ```
+//!
+//! The point of no return is QEMU's own: before `completed` the source still runs
+//! the VM (or resumes it on cancel), so unwinding leaves exactly one copy, on the
+//! source; after it only the destination's copy may run, so the saga commits the
+//! move and discards the source. A control plane that restarts finds the saga
+//! unfinished and asks the source's QEMU where it stands: `completed` (or a
+//! recorded `switchover`) → forward; anything else → unwind.
+
+use std::time::{Duration, Instant};
+
+use ferry_api::migration::{MigrationProgress, MigrationResult, MigrationState};
+use ferry_api::vm::MigrationPolicy;
+use ferry_api::{HostId, MigrationId, SagaId, VmId};
+use ferry_proto::v1::agent_client::AgentClient;
+use ferry_proto::v1::{MigrateInRequest, MigrateOutRequest, VmRef};
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+use crate::app::App;
+use crate::db::events::NewEvent;
+
+pub const KIND: &str = "migrate";
+
+/// The saga's parameters, persisted with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Params {
+    pub migration: MigrationId,
+    pub vm: VmId,
+    pub vm_name: String,
+    pub source: HostId,
+    pub destination: HostId,
+    pub policy: MigrationPolicy,
+}
+
+/// How the transfer ended.
+enum Transfer {
+    Completed(MigrationResult),
+    Cancelled,
+    Failed(String),
+}
+
+struct Run<'a> {
+    app: &'a App,
+    saga: SagaId,
+    p: &'a Params,
+}
+
+impl Run<'_> {
+    async fn event(&self, step: &str, kind: &str) {
+        if let Err(e) = self
+            .app
+            .db
+            .saga_event(self.saga, step, kind, &serde_json::json!({}))
+            .await
+        {
+            tracing::error!(saga = %self.saga, "saga log: {e}");
+        }
+    }
+
+    async fn agent(&self, host: HostId) -> anyhow::Result<AgentClient<Channel>> {
+        let h = self
+            .app
+            .db
+            .host_fetch(host)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("host {host} is gone"))?;
+        self.app.agents.connect(host, &h.address).await
+    }
+
+    async fn note(&self, kind: &'static str, msg: String) {
+        let ev = NewEvent::info(kind, msg)
+            .vm(self.p.vm)
+            .data(serde_json::json!({"migration_id": self.p.migration}));
+        self.app.events.record(ev).await;
+    }
+}
+
+/// Runs a new migration saga to its end.
+pub async fn run(app: App, saga: SagaId, p: Params) {
+    let r = Run {
+        app: &app,
+        saga,
+        p: &p,
+    };
+    let id = p.migration;
+    let t0 = Instant::now();
+    let _ = app
+        .db
+        .migration_set_state(id, MigrationState::Preparing, "preparing")
+        .await;
+
+    // destination_start
+    r.event("destination_start", "started").await;
+    let started = async {
+        let vm = app
+            .vm_get(p.vm)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+        let spec = app
+            .vm_spec(&vm)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+        let mut dest = r.agent(p.destination).await?;
+        let uri = dest
+            .migrate_in(MigrateInRequest {
+                spec: Some(spec),
+                listen_ip: String::new(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
+            .into_inner()
+            .uri;
+        anyhow::Ok(uri)
+    }
+    .await;
+    let uri = match started {
+        Ok(uri) => {
+            r.event("destination_start", "succeeded").await;
+            uri
+        }
+        Err(e) => {
+            r.event("destination_start", "failed").await;
+            unwind(&r, false, MigrationState::Failed, &format!("{e:#}")).await;
+            return;
+        }
+    };
+
+    // transfer
+    r.event("transfer", "started").await;
+    let _ = app
+        .db
+        .migration_set_state(id, MigrationState::Transferring, "precopy")
+        .await;
+    r.note(
+        "migration.started",
+        format!("migration of {} started (pre-copy)", p.vm_name),
+    )
+    .await;
+    let outcome = transfer(&r, &uri, t0).await;
+    match outcome {
+        Transfer::Completed(result) => {
+            // Point of no return.
+            r.event("transfer", "succeeded").await;
+            r.event("switchover", "succeeded").await;
+            forward(&r, Some(result)).await;
+        }
+        Transfer::Cancelled => {
+            r.event("transfer", "failed").await;
+            unwind(&r, true, MigrationState::Cancelled, "cancelled").await;
+        }
+        Transfer::Failed(e) => {
+            r.event("transfer", "failed").await;
+            unwind(&r, true, MigrationState::Failed, &e).await;
+        }
+    }
+}
+
+/// Starts the source's `migrate` and follows it until it completes, fails or is
+/// cancelled, recording honest progress (the percentage never goes backwards).
+async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
+    let p = r.p;
+    let mut source = match r.agent(p.source).await {
+        Ok(c) => c,
+        Err(e) => return Transfer::Failed(format!("source unreachable: {e:#}")),
+    };
+    let bw = u64::from(p.policy.max_bandwidth_mbps) * 1_000_000 / 8;
+    if let Err(s) = source
+        .migrate_out(MigrateOutRequest {
+            vm_id: p.vm.to_string(),
+            uri: uri.to_string(),
+            max_bandwidth_bytes_per_s: bw,
+            downtime_limit_ms: p.policy.max_downtime_ms,
+            auto_converge: p.policy.allow_throttle,
+        })
+        .await
+    {
+        return Transfer::Failed(format!("source: {}", s.message()));
+    }
+    let mut progress = MigrationProgress::default();
+    let mut last_event = Instant::now();
+    let mut last_advance = (Instant::now(), 0u64);
+    let stall = Duration::from_secs(10);
+    loop {
+        if r.app
+            .db
+            .migration_cancel_requested(p.migration)
+            .await
+            .unwrap_or(false)
+        {
+            return Transfer::Cancelled;
+        }
+        let st = match source
+            .migration_status(VmRef {
+                vm_id: p.vm.to_string(),
+            })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(s) => return Transfer::Failed(format!("source: {}", s.message())),
+        };
+        let page = st.page_size.max(4096);
+        let pct = if st.total_bytes > 0 {
+            100.0 * (st.total_bytes.saturating_sub(st.remaining_bytes)) as f64
+                / st.total_bytes as f64
+        } else {
+            0.0
+        };
+        let bandwidth = (st.mbps * 1_000_000.0 / 8.0) as u64;
+        progress = MigrationProgress {
+            iteration: st.iteration,
+            transferred_bytes: st.transferred_bytes,
+            remaining_bytes: st.remaining_bytes,
+            total_bytes: st.total_bytes,
+            dirty_rate_bps: st.dirty_pages_rate * page,
+            bandwidth_bps: bandwidth,
+            throttle_pct: st.throttle_pct,
+            expected_downtime_ms: st.expected_downtime_ms,
+            eta_ms: (st.remaining_bytes * 1000)
+                .checked_div(bandwidth)
+                .unwrap_or(0),
+            percent: pct.max(progress.percent).min(100.0),
+        };
+        match st.status.as_str() {
+            "completed" => {
+                progress.percent = 100.0;
+                let _ = r
+                    .app
+                    .db
+                    .migration_set_progress(p.migration, &progress)
+                    .await;
+                return Transfer::Completed(MigrationResult {
+                    total_ms: st.total_time_ms.max(t0.elapsed().as_millis() as u64),
+                    downtime_ms: st.downtime_ms,
+                    transferred_bytes: st.transferred_bytes,
+                    iterations: st.iteration,
+                    strategy: if p.policy.allow_throttle {
+                        "precopy+auto-converge".into()
+                    } else {
+                        "precopy".into()
+                    },
+                });
+            }
+            "failed" | "cancelled" => {
+                return Transfer::Failed(format!("QEMU: migration {}: {}", st.status, st.error));
+            }
+            _ => {}
+        }
+        let _ = r
+            .app
+            .db
+            .migration_set_progress(p.migration, &progress)
+            .await;
+        if st.transferred_bytes > last_advance.1 {
+            last_advance = (Instant::now(), st.transferred_bytes);
+        } else if last_advance.0.elapsed() > stall {
+            return Transfer::Failed(format!("no progress for {} s (stalled)", stall.as_secs()));
+        }
+        if last_event.elapsed() >= Duration::from_secs(1) {
+            last_event = Instant::now();
+            let ev = NewEvent::info(
+                "migration.progress",
+                format!(
+                    "{}: {:.0}% (pass {}, {} MiB left)",
+                    p.vm_name,
+                    progress.percent,
+                    progress.iteration,
+                    progress.remaining_bytes >> 20
+                ),
+            )
+            .vm(p.vm)
+            .data(serde_json::json!({"migration_id": p.migration, "progress": progress}));
+            r.app.events.record(ev).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After the point of no return: record the new host, discard the source copy.
+async fn forward(r: &Run<'_>, result: Option<MigrationResult>) {
+    let p = r.p;
+    let _ = r
+        .app
+        .db
+        .migration_set_state(p.migration, MigrationState::SwitchingOver, "switchover")
+        .await;
+    r.event("commit", "started").await;
+    // The commit must land: retry until the database takes it.
+    while let Err(e) = r.app.db.vm_commit_move(p.vm, p.destination).await {
+        tracing::error!(vm = %p.vm, "commit of migration failed, retrying: {e}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    r.event("commit", "succeeded").await;
+    r.event("source_cleanup", "started").await;
+    match r.agent(p.source).await {
+        Ok(mut src) => match src
+            .vm_discard(VmRef {
+                vm_id: p.vm.to_string(),
+            })
+            .await
+        {
+            Ok(_) => r.event("source_cleanup", "succeeded").await,
+            Err(s) => tracing::warn!(vm = %p.vm, "discard source copy: {}", s.message()),
+        },
+        Err(e) => {
+            tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({e:#}); its paused copy stays until it returns")
+        }
+    }
+    let _ = r
+        .app
+        .db
+        .migration_finish(
+            p.migration,
+            MigrationState::Completed,
+            result.as_ref(),
+            None,
+        )
+        .await;
+    let _ = r.app.db.saga_set_state(r.saga, "done").await;
+    let summary = result
+        .map(|res| {
+            format!(
+                ": {} ms in all, {} ms downtime, {} MiB in {} passes",
+                res.total_ms,
+                res.downtime_ms,
+                res.transferred_bytes >> 20,
+                res.iterations
+            )
+        })
+        .unwrap_or_default();
+    r.note(
+        "migration.completed",
+        format!("{} now runs on its destination{summary}", p.vm_name),
+    )
+    .await;
+}
+
+/// Before the point of no return: the source keeps (or resumes) the VM, the
+/// destination's copy is discarded.
+async fn unwind(r: &Run<'_>, transfer_started: bool, end: MigrationState, why: &str) {
+    let p = r.p;
+    let _ = r.app.db.saga_set_state(r.saga, "unwinding").await;
+    if transfer_started {
+        r.event("transfer", "undo_started").await;
+        if let Ok(mut src) = r.agent(p.source).await {
+            if let Err(s) = src
+                .migrate_cancel(VmRef {
+                    vm_id: p.vm.to_string(),
+                })
+                .await
+            {
+                tracing::warn!(vm = %p.vm, "cancel on source: {}", s.message());
+            }
+        }
+        r.event("transfer", "undo_finished").await;
+    }
+    r.event("destination_start", "undo_started").await;
+    if let Ok(mut dst) = r.agent(p.destination).await {
+        if let Err(s) = dst
+            .vm_discard(VmRef {
+                vm_id: p.vm.to_string(),
+            })
+            .await
+        {
+            tracing::warn!(vm = %p.vm, "discard destination copy: {}", s.message());
+        }
+    }
+    r.event("destination_start", "undo_finished").await;
+    let error = (end == MigrationState::Failed).then_some(why);
+    let _ = r
+        .app
+        .db
+        .migration_finish(p.migration, end, None, error)
+        .await;
+    let _ = r.app.db.saga_set_state(r.saga, "failed").await;
+    let (kind, verb) = if end == MigrationState::Cancelled {
+        ("migration.cancelled", "cancelled".to_string())
+    } else {
+        ("migration.failed", format!("failed ({why})"))
+    };
+    let ev = NewEvent::warning(
+        kind,
+        format!(
+            "migration of {} {verb}; the VM keeps running on its source",
+            p.vm_name
+        ),
+    )
+    .vm(p.vm)
+    .data(serde_json::json!({"migration_id": p.migration}));
+    r.app.events.record(ev).await;
+}
+
+/// Start-up recovery: finishes or unwinds every migration saga left running.
+pub async fn recover(app: &App) -> anyhow::Result<()> {
+    for (saga, params) in app.db.saga_unfinished(KIND).await? {
+        let Ok(p) = serde_json::from_value::<Params>(params) else {
+            tracing::error!(%saga, "unreadable migration saga; marking it failed");
+            app.db.saga_set_state(saga, "failed").await?;
+            continue;
+        };
+        let r = Run { app, saga, p: &p };
+        let steps = app.db.saga_succeeded_steps(saga).await?;
+        let mut past_no_return = steps.iter().any(|s| s == "switchover");
+        if !past_no_return {
+            // Ask the source's QEMU: it may have completed while nobody watched.
+            if let Ok(mut src) = r.agent(p.source).await {
+                if let Ok(st) = src
+                    .migration_status(VmRef {
+                        vm_id: p.vm.to_string(),
+                    })
+                    .await
+                {
+                    past_no_return = st.into_inner().status == "completed";
+                }
+            }
+        }
+        tracing::warn!(%saga, vm = %p.vm, past_no_return, "recovering a migration saga");
+        if past_no_return {
+            r.event("switchover", "succeeded").await;
+            forward(&r, None).await;
+        } else {
+            unwind(
+                &r,
+                true,
+                MigrationState::Failed,
+                "the control plane restarted during the migration; rolled back",
+            )
+            .await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! Live migration between two host namespaces, with a client talking to the guest
+//! all along: the connection holds, no message is lost, duplicated or reordered,
+//! the guest's memory verifies, and the VM ends on exactly one host, recorded
+//! correctly. Cancel keeps the VM on its source; incompatible requests are refused.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_tests::procs::{AgentOptions, Env};
+use ferry_tests::rest::Api;
+use ferry_tests::{guest, wait_for};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const T: Duration = Duration::from_secs(90);
+
+/// Every QEMU running VM `id`, with the network namespace it runs in.
+fn qemus(id: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let zombie =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+        if !zombie
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-uuid" && w[1] == id.as_bytes())
+        {
+            let ns = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_default();
+            out.push((pid, ns));
+        }
+    }
+    out
+}
+
+fn netns_of(env: &Env, i: u8) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.lab.ns(i),
+            "readlink",
+            "/proc/self/ns/net",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn two_hosts_and_guest(
+    name: &str,
+    n: u8,
+    memory_mib: u64,
+    b_args: Vec<String>,
+) -> (Env, Api, String, String, String) {
+    let mut env = Env::new(2, &[]).await;
+    env.start_agent(0, &AgentOptions::qemu("host-a"));
+    let mut ob = AgentOptions::qemu("host-b");
+    ob.args = b_args;
+    env.start_agent(1, &ob);
+    let a = env.wait_host_state("host-a", "connected", T).await;
+    let b = env.wait_host_state("host-b", "connected", T).await;
+    let api = env.api();
+    let (kernel, initrd) = guest::image();
+    let ip = env.lab.guest_ip(n);
+    let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api
+        .post(
+            "/vms",
+            &json!({"name": name, "host_id": a["id"], "vcpus": 1, "memory_mib": memory_mib,
+                    "nics": [{"network_id": net}],
+                    "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip}/24")}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let p = api
+        .post(&format!("/vms/{id}/power"), &json!({"action": "on"}))
+        .await;
+    assert_eq!(p.status, 202);
+    let ip2 = ip.clone();
+    wait_for("the guest to serve", T, || {
+        let ip = ip2.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(format!("http://{ip}/status"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            r.json::<Value>().await.ok()
+        }
+    })
+    .await;
+    (env, api, id, ip, b["id"].as_str().unwrap().to_string())
+}
+
+/// Sends a numbered line every 10 ms on one connection and checks each comes back
+/// in order; returns (messages, longest gap between answers).
+struct EchoClient {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Duration)>,
+}
+
+impl EchoClient {
+    async fn start(ip: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect((ip, 7))
+            .await
+            .expect("connect echo");
+        stream.set_nodelay(true).unwrap();
+        let (r, mut w) = stream.into_split();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut lines = BufReader::new(r).lines();
+            let writer = tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop2.load(Ordering::Relaxed) {
+                    w.write_all(format!("{n}\n").as_bytes())
+                        .await
+                        .expect("the connection must not drop");
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                w.write_all(b"end\n").await.expect("final write");
+                n
+            });
+            let mut expect = 0u64;
+            let mut last = Instant::now();
+            let mut gap = Duration::ZERO;
+            loop {
+                let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                    .await
+                    .expect("an answer within 30 s")
+                    .expect("the connection must not drop")
+                    .expect("the connection must not close");
+                gap = gap.max(last.elapsed());
+                last = Instant::now();
+                if line == "end" {
+                    break;
+                }
+                assert_eq!(
+                    line,
+                    expect.to_string(),
+                    "messages come back in order, none lost or duplicated"
+                );
+                expect += 1;
+            }
+            let sent = writer.await.unwrap();
+            assert_eq!(expect, sent, "every message sent came back");
+            (sent, gap)
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> (u64, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("echo client")
+    }
+}
+
+async fn wait_migration(api: &Api, id: &str) -> Value {
+    wait_for("the migration to finish", T, || {
+        let (api, id) = (api.clone(), id.to_string());
+        async move {
+            let m = api.ok(&format!("/migrations/{id}")).await;
+            matches!(
+                m["state"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(m)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_idle_guest_moves_while_a_client_talks_to_it() {
+    let (env, api, id, ip, b) = two_hosts_and_guest("mover", 0, 256, vec![]).await;
+    let before = reqwest::get(format!("http://{ip}/status"))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let client = EchoClient::start(&ip).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": b}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.body["destination_host_id"], b);
+    let m = wait_migration(&api, r.body["id"].as_str().unwrap()).await;
+    assert_eq!(m["state"], "completed", "{m}");
+    assert_eq!(m["progress"]["percent"], 100.0);
+    assert!(m["result"]["transferred_bytes"].as_u64().unwrap() > 0);
+    assert!(m["result"]["total_ms"].as_u64().unwrap() > 0);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (messages, gap) = client.finish().await;
+    assert!(
+        messages > 20,
+        "the client talked during the move ({messages} messages)"
+    );
+    eprintln!("longest client gap during the migration: {gap:?}");
+
+    // Exactly one copy, on host-b, recorded so.
+    let vm = api.ok(&format!("/vms/{id}")).await;
+    assert_eq!(vm["host_id"], b);
+    assert_eq!(vm["power_state"], "running");
+    let copies = qemus(&id);
+    assert_eq!(copies.len(), 1, "one QEMU for the VM: {copies:?}");
+    assert_eq!(
+        copies[0].1,
+        netns_of(&env, 1),
+        "it runs in host-b's namespace"
+    );
+    // The same boot of the guest, memory intact.
+    let after = reqwest::get(format!("http://{ip}/status"))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(after["boot_id"], before["boot_id"]);
+    assert_eq!(after["integrity_errors"], 0, "{after}");
+    assert!(after["pages_verified"].as_u64().unwrap() > before["pages_verified"].as_u64().unwrap());
+    // The saga recorded every step.
+    let pool = env.db.pool().await;
+    let steps: Vec<String> = sqlx::query_scalar(
+        "SELECT step FROM saga_events e JOIN migrations m ON m.saga_id = e.saga_id WHERE m.vm_id = $1 \
+         AND event_type = 'succeeded' ORDER BY seq",
+    )
+    .bind(id.parse::<uuid::Uuid>().unwrap())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        steps,
+        [
+            "destination_start",
+            "transfer",
+            "switchover",
+            "commit",
+            "source_cleanup"
+        ]
+    );
+    // And it can come back.
+    let a = api.ok("/hosts?name=host-a").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": a}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(
+        wait_migration(&api, r.body["id"].as_str().unwrap()).await["state"],
+        "completed"
+    );
+    assert_eq!(api.ok(&format!("/vms/{id}")).await["host_id"], a.as_str());
+    assert_eq!(qemus(&id).len(), 1);
+}
+
+#[tokio::test]
+async fn cancel_during_transfer_keeps_the_vm_on_its_source() {
+    let (env, api, id, ip, b) = two_hosts_and_guest("stayer", 1, 256, vec![]).await;
+    let client = EchoClient::start(&ip).await;
+    // 8 Mbit/s: 256 MiB would take minutes.
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8, "max_downtime_ms": 50}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let mid = r.body["id"].as_str().unwrap().to_string();
+    wait_for("the transfer to make progress", T, || {
+        let (api, mid) = (api.clone(), mid.clone());
+        async move {
+            let m = api.ok(&format!("/migrations/{mid}")).await;
+            (m["state"] == "transferring" && m["progress"]["transferred_bytes"].as_u64()? > 0)
+                .then_some(())
+        }
+    })
+    .await;
+    let c = api
+        .post(&format!("/migrations/{mid}/cancel"), &json!({}))
+        .await;
+    assert_eq!(c.status, 200, "{c:?}");
+    let m = wait_migration(&api, &mid).await;
+    assert_eq!(m["state"], "cancelled", "{m}");
+    api.post(&format!("/migrations/{mid}/cancel"), &json!({}))
+        .await
+        .assert_problem(409, "migration_not_cancellable");
+
+    let (messages, _) = client.finish().await;
+    assert!(messages > 0);
+    let vm = api.ok(&format!("/vms/{id}")).await;
+    assert_ne!(vm["host_id"], b.as_str());
+    let copies = qemus(&id);
+    assert_eq!(copies.len(), 1, "only the source's QEMU: {copies:?}");
+    assert_eq!(copies[0].1, netns_of(&env, 0));
+    let s = reqwest::get(format!("http://{ip}/status"))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(s["integrity_errors"], 0);
+    let vm = api.ok(&format!("/vms/{id}")).await;
+    assert_eq!(vm["power_state"], "running");
+}
+
+#[tokio::test]
+async fn incompatible_destinations_are_refused_with_reasons() {
+    let (_env, api, id, _ip, b) =
+        two_hosts_and_guest("picky", 2, 256, vec!["--cluster".into(), "other".into()]).await;
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate/check"),
+            &json!({"destination_host_id": b}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["compatible"], false);
+    let checks = r.body["checks"].as_array().unwrap();
+    for name in [
+        "vm_running",
+        "destination_differs",
+        "destination_connected",
+        "same_cluster",
+        "cpu_model",
+        "memory",
+        "datastores",
+        "networks",
+        "machine_type",
+        "concurrency",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("check {name} missing"));
+        assert!(c["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["other_cluster"]);
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": b}),
+        )
+        .await;
+    r.assert_problem(409, "incompatible_destination");
+    assert_eq!(r.body["reasons"][0]["code"], "other_cluster");
+    // The VM's own host, and no destination at all (no other host in its cluster).
+    let a = api.ok(&format!("/vms/{id}")).await["host_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": a}),
+        )
+        .await;
+    r.assert_problem(409, "incompatible_destination");
+    assert!(r.body["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["code"] == "same_host"));
+    api.post(&format!("/vms/{id}/migrate"), &json!({}))
+        .await
+        .assert_problem(409, "incompatible_destination");
+    api.post(
+        &format!("/vms/{id}/migrate"),
+        &json!({"destination_host_id": "00000000-0000-4000-8000-000000000000"}),
+    )
+    .await
+    .assert_problem(422, "unknown_host");
+    api.post(
+        &format!("/vms/{id}/migrate"),
+        &json!({"policy": {"mode": "warp"}}),
+    )
+    .await
+    .assert_problem(422, "invalid_body");
+    // Nothing was started.
+    assert_eq!(
+        api.ok("/migrations").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(qemus(&id).len(), 1);
+}
