@@ -36,6 +36,9 @@ use crate::generation::Generation;
 use crate::netdev;
 use crate::qmp::Qmp;
 
+/// The state detail of a QEMU waiting for (or receiving) a migration.
+const INCOMING: &str = "waiting for an incoming migration";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerState {
     Running,
@@ -290,7 +293,27 @@ impl QemuVms {
                 tracing::debug!(vm = %h.id, event = %ev.name, "QMP event");
                 match ev.name.as_str() {
                     "STOP" => me.set_state(&h, PowerState::Paused, "paused"),
-                    "RESUME" => me.set_state(&h, PowerState::Running, "running"),
+                    "RESUME" => {
+                        let was_incoming = h
+                            .live
+                            .lock()
+                            .map(|l| l.detail.starts_with(INCOMING))
+                            .unwrap_or(false);
+                        me.set_state(&h, PowerState::Running, "running");
+                        if was_incoming {
+                            // Arrived by migration: announce the VM's MACs at once, and
+                            // densely, so the fabric learns its new port before the
+                            // peers' retransmissions back off.
+                            let qmp = h.live.lock().ok().and_then(|l| l.qmp.clone());
+                            if let Some(q) = qmp {
+                                let args =
+                                    json!({"initial": 0, "max": 100, "rounds": 8, "step": 20});
+                                if let Err(e) = q.execute("announce-self", args).await {
+                                    tracing::warn!(vm = %h.id, "announce-self: {e:#}");
+                                }
+                            }
+                        }
+                    }
                     "RESET" => me.set_state(&h, PowerState::Running, "reset"),
                     _ => {}
                 }
@@ -499,13 +522,7 @@ impl QemuVms {
             let _ = child.wait();
         });
         if incoming {
-            self.set(
-                h,
-                PowerState::Paused,
-                Some(pid),
-                Some(qmp),
-                "waiting for an incoming migration",
-            );
+            self.set(h, PowerState::Paused, Some(pid), Some(qmp), INCOMING);
         } else {
             self.set(h, PowerState::Running, Some(pid), Some(qmp), "started");
         }
