@@ -82,6 +82,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Option<commands::tokens::TokenCmd>,
     },
+    /// Live migrations: list, show, cancel.
+    #[command(alias = "migration")]
+    Migrations {
+        #[command(subcommand)]
+        cmd: Option<commands::migrations::MigrationCmd>,
+    },
     /// The control plane's health and version.
     Health,
 }

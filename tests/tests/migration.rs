@@ -261,24 +261,32 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
             "source_cleanup"
         ]
     );
-    // And it can come back.
+    // And it comes back, through ferryctl, which waits and prints a summary.
     let a = api.ok("/hosts?name=host-a").await["items"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let r = api
-        .post(
-            &format!("/vms/{id}/migrate"),
-            &json!({"destination_host_id": a}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    assert_eq!(
-        wait_migration(&api, r.body["id"].as_str().unwrap()).await["state"],
-        "completed"
+    let out = std::process::Command::new(ferry_tests::bin("ferryctl"))
+        .args(["vm", "migrate", "mover", "--to", "host-a"])
+        .env("FERRY_URL", &env.cp.http)
+        .env("FERRY_TOKEN", env.cp.admin_token())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.starts_with("migrated in ")
+            && summary.contains("downtime")
+            && summary.contains("passes"),
+        "{summary}"
     );
     assert_eq!(api.ok(&format!("/vms/{id}")).await["host_id"], a.as_str());
     assert_eq!(qemus(&id).len(), 1);
+    assert_eq!(qemus(&id)[0].1, netns_of(&env, 0));
 }
 
 #[tokio::test]

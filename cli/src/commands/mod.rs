@@ -4,6 +4,7 @@ pub mod clusters;
 pub mod events;
 pub mod hosts;
 pub mod inventory;
+pub mod migrations;
 pub mod tasks;
 pub mod tokens;
 pub mod vms;
@@ -116,6 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks { cmd } => tasks::run(&ctx, cmd).await,
         Command::Events(args) => events::run(&ctx, args).await,
         Command::Tokens { cmd } => tokens::run(&ctx, cmd).await,
+        Command::Migrations { cmd } => migrations::run(&ctx, cmd).await,
         Command::Health => {
             let h: ferry_api::Health = ctx.client.get("/health").await?;
             ctx.print(&h, |h| format!("{} (ferry {})", h.status, h.version))

@@ -5,6 +5,7 @@ use ferry_api::task::{Task, TaskState};
 use ferry_api::vm::{Boot, DiskSpec, NicSpec, Vm, VmCreate};
 use ferry_api::{ClusterId, DatastoreId, HostId, NetworkId};
 
+use super::migrations as commands_migrate;
 use super::{when, Ctx};
 use crate::table::Table;
 
@@ -29,6 +30,8 @@ pub enum VmCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Live-migrate the VM (progress bar, then a summary).
+    Migrate(commands_migrate::MigrateArgs),
     /// The tail of the VM's serial console.
     Console {
         vm: String,
@@ -189,6 +192,7 @@ pub async fn run(ctx: &Ctx, cmd: Option<VmCmd>) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        VmCmd::Migrate(a) => super::migrations::migrate(ctx, a).await,
         VmCmd::Console { vm, bytes } => {
             let id = ctx.resolve("vms", &vm).await?;
             let text = ctx
