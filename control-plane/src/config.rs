@@ -47,6 +47,11 @@ pub struct Config {
     #[arg(long, env = "FERRY_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
 
+    /// Test hook: make the named saga step fail right after its action ran
+    /// (`migrate.destination_start`, `migrate.transfer`), to prove the undo path.
+    #[arg(long, env = "FERRY_FAULT_INJECT", hide = true)]
+    pub fault_inject: Option<String>,
+
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "FERRY_DB_POOL", default_value_t = 32)]
     pub db_pool: u32,

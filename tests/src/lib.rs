@@ -8,6 +8,7 @@ pub mod netns;
 pub mod pg;
 pub mod procs;
 pub mod rest;
+pub mod vmtest;
 
 use std::future::Future;
 use std::path::PathBuf;

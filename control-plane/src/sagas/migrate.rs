@@ -78,6 +78,15 @@ impl Run<'_> {
         self.app.agents.connect(host, &h.address).await
     }
 
+    /// The test hook of `--fault-inject`: true when `step` must fail now.
+    fn fault(&self, step: &str) -> bool {
+        let hit = self.app.config.fault_inject.as_deref() == Some(&format!("{KIND}.{step}"));
+        if hit {
+            tracing::warn!(step, "injected failure");
+        }
+        hit
+    }
+
     async fn note(&self, kind: &'static str, msg: String) {
         let ev = NewEvent::info(kind, msg)
             .vm(self.p.vm)
@@ -124,6 +133,12 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
         anyhow::Ok(uri)
     }
     .await;
+    let started = started.and_then(|uri| {
+        if r.fault("destination_start") {
+            anyhow::bail!("injected failure after destination_start")
+        }
+        Ok(uri)
+    });
     let uri = match started {
         Ok(uri) => {
             r.event("destination_start", "succeeded").await;
@@ -199,6 +214,9 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
             .unwrap_or(false)
         {
             return Transfer::Cancelled;
+        }
+        if r.fault("transfer") {
+            return Transfer::Failed("injected failure during transfer".into());
         }
         let st = match source
             .migration_status(VmRef {
@@ -359,6 +377,14 @@ async fn unwind(r: &Run<'_>, transfer_started: bool, end: MigrationState, why: &
                 })
                 .await
             {
+                if s.message().contains("already completed") {
+                    // Cancel lost the race with completion: the destination runs the
+                    // VM and the source is paused, so the only safe way is forward.
+                    tracing::warn!(vm = %p.vm, "the migration completed before the cancel; finishing it");
+                    r.event("switchover", "succeeded").await;
+                    forward(r, None).await;
+                    return;
+                }
                 tracing::warn!(vm = %p.vm, "cancel on source: {}", s.message());
             }
         }

@@ -1,0 +1,121 @@
+//! Helpers for tests that run real guests: finding a VM's QEMU processes and their
+//! namespaces, a two-host lab with one guest booted, waiting for a migration.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::procs::{AgentOptions, Env};
+use crate::rest::Api;
+use crate::{guest, wait_for};
+
+const T: Duration = Duration::from_secs(90);
+
+/// Every QEMU running VM `id`, with the network namespace it runs in.
+pub fn qemus(id: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let zombie =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+        if !zombie
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-uuid" && w[1] == id.as_bytes())
+        {
+            let ns = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_default();
+            out.push((pid, ns));
+        }
+    }
+    out
+}
+
+pub fn netns_of(env: &Env, i: u8) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.lab.ns(i),
+            "readlink",
+            "/proc/self/ns/net",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A lab with host-a and host-b (extra agent flags for host-b) and a booted guest
+/// on host-a; returns (env, api, vm id, guest ip, host-b id).
+pub async fn two_hosts_and_guest(
+    name: &str,
+    n: u8,
+    memory_mib: u64,
+    b_args: Vec<String>,
+) -> (Env, Api, String, String, String) {
+    let mut env = Env::new(2, &[]).await;
+    env.start_agent(0, &AgentOptions::qemu("host-a"));
+    let mut ob = AgentOptions::qemu("host-b");
+    ob.args = b_args;
+    env.start_agent(1, &ob);
+    let a = env.wait_host_state("host-a", "connected", T).await;
+    let b = env.wait_host_state("host-b", "connected", T).await;
+    let api = env.api();
+    let (kernel, initrd) = guest::image();
+    let ip = env.lab.guest_ip(n);
+    let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api
+        .post(
+            "/vms",
+            &json!({"name": name, "host_id": a["id"], "vcpus": 1, "memory_mib": memory_mib,
+                    "nics": [{"network_id": net}],
+                    "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip}/24")}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let p = api
+        .post(&format!("/vms/{id}/power"), &json!({"action": "on"}))
+        .await;
+    assert_eq!(p.status, 202);
+    let ip2 = ip.clone();
+    wait_for("the guest to serve", T, || {
+        let ip = ip2.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(format!("http://{ip}/status"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            r.json::<Value>().await.ok()
+        }
+    })
+    .await;
+    (env, api, id, ip, b["id"].as_str().unwrap().to_string())
+}
+
+pub async fn wait_migration(api: &Api, id: &str) -> Value {
+    wait_for("the migration to finish", T, || {
+        let (api, id) = (api.clone(), id.to_string());
+        async move {
+            let m = api.ok(&format!("/migrations/{id}")).await;
+            matches!(
+                m["state"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(m)
+        }
+    })
+    .await
+}

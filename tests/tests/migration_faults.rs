@@ -1,0 +1,167 @@
+//! The migration saga under failure: a failure injected at each step before the
+//! point of no return, and the control plane killed with SIGKILL during the
+//! transfer and restarted. Every path ends with the VM running on exactly one host
+//! (its source), recorded correctly, and nothing left on the destination.
+
+use std::time::Duration;
+
+use ferry_tests::procs::{AgentOptions, Env};
+use ferry_tests::vmtest::{netns_of, qemus, wait_migration};
+use ferry_tests::{guest, wait_for};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(90);
+
+/// A two-host lab whose control plane runs with `cp_args`, and a booted guest on host-a.
+async fn lab(cp_args: &[&str], n: u8) -> (Env, String, String, String) {
+    let mut env = Env::new(2, cp_args).await;
+    env.start_agent(0, &AgentOptions::qemu("host-a"));
+    env.start_agent(1, &AgentOptions::qemu("host-b"));
+    let a = env.wait_host_state("host-a", "connected", T).await;
+    let b = env.wait_host_state("host-b", "connected", T).await;
+    let api = env.api();
+    let (kernel, initrd) = guest::image();
+    let ip = env.lab.guest_ip(n);
+    let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api
+        .post(
+            "/vms",
+            &json!({"name": format!("f{n}"), "host_id": a["id"], "vcpus": 1, "memory_mib": 256,
+                    "nics": [{"network_id": net}],
+                    "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip}/24")}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.post(&format!("/vms/{id}/power"), &json!({"action": "on"}))
+            .await
+            .status,
+        202
+    );
+    serving(&ip).await;
+    (env, id, ip, b["id"].as_str().unwrap().to_string())
+}
+
+async fn serving(ip: &str) -> Value {
+    let ip = ip.to_string();
+    wait_for("the guest to serve", T, || {
+        let ip = ip.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(format!("http://{ip}/status"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            r.json::<Value>().await.ok()
+        }
+    })
+    .await
+}
+
+/// The VM runs on host-a only, recorded so, and host-b holds nothing of it.
+async fn on_source_only(env: &Env, id: &str, ip: &str) {
+    let api = env.api();
+    let a = api.ok("/hosts?name=host-a").await["items"][0]["id"].clone();
+    let vm = api.ok(&format!("/vms/{id}")).await;
+    assert_eq!(vm["host_id"], a);
+    let copies = qemus(id);
+    assert_eq!(copies.len(), 1, "exactly one QEMU: {copies:?}");
+    assert_eq!(copies[0].1, netns_of(env, 0));
+    let links = std::process::Command::new("ip")
+        .args(["-n", &env.lab.ns(1), "-o", "link"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&format!("ft{}", &id[..8])),
+        "no tap left on host-b"
+    );
+    assert!(
+        !env.dir
+            .path()
+            .join(format!("agent-host-b/vms/{id}"))
+            .exists(),
+        "no files left on host-b"
+    );
+    let s = serving(ip).await;
+    assert_eq!(s["integrity_errors"], 0);
+    wait_for("the VM to be recorded running", T, || {
+        let (api, id) = (api.clone(), id.to_string());
+        async move { (api.ok(&format!("/vms/{id}")).await["power_state"] == "running").then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failure_at_each_step_before_switchover_unwinds() {
+    for (n, step) in [(0u8, "destination_start"), (1, "transfer")] {
+        let flag = format!("migrate.{step}");
+        let (env, id, ip, b) = lab(&["--fault-inject", &flag], n).await;
+        let api = env.api();
+        let r = api
+            .post(
+                &format!("/vms/{id}/migrate"),
+                &json!({"destination_host_id": b}),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{r:?}");
+        let m = wait_migration(&api, r.body["id"].as_str().unwrap()).await;
+        assert_eq!(m["state"], "failed", "{step}: {m}");
+        assert!(m["error"].as_str().unwrap().contains("injected"), "{m}");
+        on_source_only(&env, &id, &ip).await;
+        // The saga ran the undo of every step it had done.
+        let pool = env.db.pool().await;
+        let undone: Vec<String> = sqlx::query_scalar(
+            "SELECT step FROM saga_events e JOIN migrations m ON m.saga_id = e.saga_id \
+             WHERE event_type = 'undo_finished' ORDER BY seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let expected: &[&str] = if step == "transfer" {
+            &["transfer", "destination_start"]
+        } else {
+            &["destination_start"]
+        };
+        assert_eq!(undone, expected, "{step}");
+    }
+}
+
+#[tokio::test]
+async fn the_control_plane_killed_during_transfer_recovers_to_one_copy() {
+    let (mut env, id, ip, b) = lab(&[], 2).await;
+    let api = env.api();
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let mid = r.body["id"].as_str().unwrap().to_string();
+    wait_for("the transfer to make progress", T, || {
+        let (api, mid) = (api.clone(), mid.clone());
+        async move {
+            let m = api.ok(&format!("/migrations/{mid}")).await;
+            (m["progress"]["transferred_bytes"].as_u64()? > 0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        qemus(&id).len(),
+        2,
+        "source and destination QEMUs during the transfer"
+    );
+
+    env.cp.proc.kill9();
+    env.cp.restart().await;
+    let api = env.api();
+    let m = wait_migration(&api, &mid).await;
+    assert_eq!(m["state"], "failed", "{m}");
+    assert!(m["error"].as_str().unwrap().contains("restarted"), "{m}");
+    on_source_only(&env, &id, &ip).await;
+}
