@@ -165,3 +165,95 @@ async fn the_control_plane_killed_during_transfer_recovers_to_one_copy() {
     assert!(m["error"].as_str().unwrap().contains("restarted"), "{m}");
     on_source_only(&env, &id, &ip).await;
 }
+
+/// Starts a slow migration (8 Mbit/s) of `id` to host-b and waits for progress.
+async fn slow_migration(env: &Env, id: &str, b: &str) -> String {
+    let api = env.api();
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let mid = r.body["id"].as_str().unwrap().to_string();
+    progress_beyond(env, &mid, 0).await;
+    mid
+}
+
+/// Waits until the migration has sent more than `bytes`; returns what it has sent.
+async fn progress_beyond(env: &Env, mid: &str, bytes: u64) -> u64 {
+    let api = env.api();
+    wait_for("the transfer to make progress", T, || {
+        let (api, mid) = (api.clone(), mid.to_string());
+        async move {
+            let m = api.ok(&format!("/migrations/{mid}")).await;
+            let sent = m["progress"]["transferred_bytes"].as_u64()?;
+            (sent > bytes).then_some(sent)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_source_agent_killed_and_restarted_during_transfer() {
+    let (mut env, id, ip, b) = lab(&[], 3).await;
+    let mid = slow_migration(&env, &id, &b).await;
+    // The source's agent dies; its QEMU keeps migrating; the saga keeps asking.
+    env.agents[0].kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.start_agent(0, &AgentOptions::qemu("host-a"));
+    env.wait_host_state("host-a", "connected", T).await;
+    let sent = env.api().ok(&format!("/migrations/{mid}")).await["progress"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    progress_beyond(&env, &mid, sent).await; // followed through the restarted agent
+    assert_eq!(
+        env.api()
+            .post(&format!("/migrations/{mid}/cancel"), &json!({}))
+            .await
+            .status,
+        200
+    );
+    let m = wait_migration(&env.api(), &mid).await;
+    assert_eq!(m["state"], "cancelled", "{m}");
+    on_source_only(&env, &id, &ip).await;
+}
+
+#[tokio::test]
+async fn the_destination_agent_killed_during_transfer_fails_the_migration() {
+    let (mut env, id, ip, b) = lab(&["--host-timeout", "2s"], 4).await;
+    let mid = slow_migration(&env, &id, &b).await;
+    env.agents[1].kill9();
+    let m = wait_migration(&env.api(), &mid).await;
+    assert_eq!(m["state"], "failed", "{m}");
+    assert!(m["error"].as_str().unwrap().contains("disconnected"), "{m}");
+    // The source cancelled; the destination's QEMU lost its stream and is gone.
+    wait_for("only the source's QEMU", T, || {
+        let id = id.clone();
+        async move { (qemus(&id).len() == 1).then_some(()) }
+    })
+    .await;
+    // The destination's agent comes back and clears what it had.
+    env.start_agent(1, &AgentOptions::qemu("host-b"));
+    env.wait_host_state("host-b", "connected", T).await;
+    wait_for("host-b's tap removed", T, || {
+        let (ns, tap) = (env.lab.ns(1), format!("ft{}", &id[..8]));
+        async move {
+            let links = std::process::Command::new("ip")
+                .args(["-n", &ns, "-o", "link"])
+                .output()
+                .ok()?;
+            (!String::from_utf8_lossy(&links.stdout).contains(&tap)).then_some(())
+        }
+    })
+    .await;
+    let copies = qemus(&id);
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].1, netns_of(&env, 0));
+    assert_eq!(
+        env.api().ok(&format!("/vms/{id}")).await["host_id"],
+        env.api().ok("/hosts?name=host-a").await["items"][0]["id"]
+    );
+    assert_eq!(serving(&ip).await["integrity_errors"], 0);
+}

@@ -32,6 +32,9 @@ use crate::db::events::NewEvent;
 
 pub const KIND: &str = "migrate";
 
+/// How long the source agent may be unreachable before the transfer is given up.
+const SOURCE_GRACE: Duration = Duration::from_secs(60);
+
 /// The saga's parameters, persisted with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Params {
@@ -203,6 +206,7 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
         return Transfer::Failed(format!("source: {}", s.message()));
     }
     let mut progress = MigrationProgress::default();
+    let mut unreachable_since: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut last_advance = (Instant::now(), 0u64);
     let stall = Duration::from_secs(10);
@@ -218,15 +222,39 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
         if r.fault("transfer") {
             return Transfer::Failed("injected failure during transfer".into());
         }
+        // QEMU migrates on its own: an agent that restarts (or a blip) does not stop
+        // it, so the source's status is asked again, over a new connection, for a
+        // while before the transfer is given up (and then `unwind` asks once more).
         let st = match source
             .migration_status(VmRef {
                 vm_id: p.vm.to_string(),
             })
             .await
         {
-            Ok(s) => s.into_inner(),
-            Err(s) => return Transfer::Failed(format!("source: {}", s.message())),
+            Ok(s) => {
+                unreachable_since = None;
+                s.into_inner()
+            }
+            Err(s) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > SOURCE_GRACE {
+                    return Transfer::Failed(format!("source agent unreachable: {}", s.message()));
+                }
+                tracing::warn!(vm = %p.vm, "source status: {}; asking again", s.message());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Ok(c) = r.agent(p.source).await {
+                    source = c;
+                }
+                continue;
+            }
         };
+        // A destination whose agent stopped heartbeating cannot be trusted to take
+        // over: give up while the source still runs the VM.
+        if let Ok(Some(dest)) = r.app.db.host_fetch(p.destination).await {
+            if dest.state == ferry_api::host::HostState::Disconnected {
+                return Transfer::Failed(format!("destination host {} disconnected", dest.name));
+            }
+        }
         let page = st.page_size.max(4096);
         let pct = if st.total_bytes > 0 {
             100.0 * (st.total_bytes.saturating_sub(st.remaining_bytes)) as f64
@@ -370,23 +398,13 @@ async fn unwind(r: &Run<'_>, transfer_started: bool, end: MigrationState, why: &
     let _ = r.app.db.saga_set_state(r.saga, "unwinding").await;
     if transfer_started {
         r.event("transfer", "undo_started").await;
-        if let Ok(mut src) = r.agent(p.source).await {
-            if let Err(s) = src
-                .migrate_cancel(VmRef {
-                    vm_id: p.vm.to_string(),
-                })
-                .await
-            {
-                if s.message().contains("already completed") {
-                    // Cancel lost the race with completion: the destination runs the
-                    // VM and the source is paused, so the only safe way is forward.
-                    tracing::warn!(vm = %p.vm, "the migration completed before the cancel; finishing it");
-                    r.event("switchover", "succeeded").await;
-                    forward(r, None).await;
-                    return;
-                }
-                tracing::warn!(vm = %p.vm, "cancel on source: {}", s.message());
-            }
+        if cancel_on_source(r).await {
+            // Cancel lost the race with completion: the destination runs the VM and
+            // the source is paused, so the only safe way is forward.
+            tracing::warn!(vm = %p.vm, "the migration completed before the cancel; finishing it");
+            r.event("switchover", "succeeded").await;
+            forward(r, None).await;
+            return;
         }
         r.event("transfer", "undo_finished").await;
     }
@@ -424,6 +442,43 @@ async fn unwind(r: &Run<'_>, transfer_started: bool, end: MigrationState, why: &
     .vm(p.vm)
     .data(serde_json::json!({"migration_id": p.migration}));
     r.app.events.record(ev).await;
+}
+
+/// Cancels the migration on the source, insisting while its agent is unreachable:
+/// the destination may be discarded only once the source is known to keep the VM.
+/// Returns true when the migration had completed instead (go forward).
+async fn cancel_on_source(r: &Run<'_>) -> bool {
+    let p = r.p;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match r.agent(p.source).await {
+            Ok(mut src) => match src
+                .migrate_cancel(VmRef {
+                    vm_id: p.vm.to_string(),
+                })
+                .await
+            {
+                Ok(_) => return false,
+                Err(s) if s.message().contains("already completed") => return true,
+                Err(s) if s.code() != tonic::Code::Unavailable => {
+                    // Not a connectivity problem (e.g. nothing to cancel): ask QEMU
+                    // whether the state made it across.
+                    tracing::warn!(vm = %p.vm, "cancel on source: {}", s.message());
+                    return matches!(
+                        src.migration_status(VmRef { vm_id: p.vm.to_string() }).await,
+                        Ok(st) if st.get_ref().status == "completed"
+                    );
+                }
+                Err(s) => tracing::warn!(vm = %p.vm, "cancel on source: {}; retrying", s.message()),
+            },
+            Err(e) => tracing::warn!(vm = %p.vm, "source unreachable for cancel ({e:#}); retrying"),
+        }
+        if Instant::now() > deadline {
+            tracing::error!(vm = %p.vm, "source unreachable for 10 minutes; unwinding without its word");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Start-up recovery: finishes or unwinds every migration saga left running.
