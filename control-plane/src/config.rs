@@ -47,6 +47,11 @@ pub struct Config {
     #[arg(long, env = "FERRY_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
 
+    /// How migration streams travel between agents: `tls` (x509, the agents'
+    /// CA-issued identities, both ends verified) or plain `tcp`.
+    #[arg(long, env = "FERRY_MIGRATION_TRANSPORT", default_value = "tls", value_parser = ["tls", "tcp"])]
+    pub migration_transport: String,
+
     /// Test hook: make the named saga step fail right after its action ran
     /// (`migrate.destination_start`, `migrate.transfer`), to prove the undo path.
     #[arg(long, env = "FERRY_FAULT_INJECT", hide = true)]

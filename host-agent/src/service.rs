@@ -125,7 +125,7 @@ impl Agent for AgentService {
         };
         self.state
             .hypervisor()
-            .migrate_in(spec, &ip)
+            .migrate_in(spec, &ip, r.tls)
             .await
             .map(|uri| Response::new(MigrateInReply { uri }))
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))
@@ -145,6 +145,7 @@ impl Agent for AgentService {
                 r.max_bandwidth_bytes_per_s,
                 r.downtime_limit_ms,
                 r.auto_converge,
+                &r.tls_hostname,
             )
             .await
             .map(Response::new)

@@ -112,6 +112,15 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
     );
     eprintln!("longest client gap during the migration: {gap:?}");
 
+    // The stream went over TLS with the hosts' CA-issued identities (QEMU refuses
+    // the stream when `tls-creds` is set and the handshake fails).
+    for host in ["host-a", "host-b"] {
+        let dir = env.dir.path().join(format!("agent-{host}/migration-tls"));
+        assert!(
+            dir.join("ca-cert.pem").exists() && dir.join("server-cert.pem").exists(),
+            "{host} used TLS"
+        );
+    }
     // Exactly one copy, on host-b, recorded so.
     let vm = api.ok(&format!("/vms/{id}")).await;
     assert_eq!(vm["host_id"], b);

@@ -128,6 +128,7 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
             .migrate_in(MigrateInRequest {
                 spec: Some(spec),
                 listen_ip: String::new(),
+                tls: r.app.config.migration_transport == "tls",
             })
             .await
             .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
@@ -200,6 +201,11 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
             max_bandwidth_bytes_per_s: bw,
             downtime_limit_ms: p.policy.max_downtime_ms,
             auto_converge: p.policy.allow_throttle,
+            tls_hostname: if r.app.config.migration_transport == "tls" {
+                crate::ca::host_dns_name(&p.destination)
+            } else {
+                String::new()
+            },
         })
         .await
     {

@@ -48,13 +48,14 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Runtime changes, each with a new generation.
     fn vm_events(&self) -> broadcast::Receiver<VmRuntime>;
 
-    /// Live migration, destination side: wait for the VM's state on `listen_ip`;
+    /// Live migration, destination side: wait for the VM's state on `listen_ip`
+    /// (over TLS with `tls`);
     /// returns the URI the source sends to.
-    async fn migrate_in(&self, spec: VmSpec, listen_ip: &str) -> anyhow::Result<String> {
-        let _ = (spec, listen_ip);
+    async fn migrate_in(&self, spec: VmSpec, listen_ip: &str, tls: bool) -> anyhow::Result<String> {
+        let _ = (spec, listen_ip, tls);
         bail!("this backend cannot live-migrate yet")
     }
-    /// Source side: start sending.
+    /// Source side: start sending (over TLS to `tls_hostname` unless it is empty).
     async fn migrate_out(
         &self,
         vm_id: &str,
@@ -62,8 +63,16 @@ pub trait Hypervisor: Send + Sync + 'static {
         max_bandwidth: u64,
         downtime_limit_ms: u32,
         auto_converge: bool,
+        tls_hostname: &str,
     ) -> anyhow::Result<VmRuntime> {
-        let _ = (vm_id, uri, max_bandwidth, downtime_limit_ms, auto_converge);
+        let _ = (
+            vm_id,
+            uri,
+            max_bandwidth,
+            downtime_limit_ms,
+            auto_converge,
+            tls_hostname,
+        );
         bail!("this backend cannot live-migrate yet")
     }
     async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {

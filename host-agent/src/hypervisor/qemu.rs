@@ -155,8 +155,8 @@ impl Hypervisor for QemuBackend {
         self.vms.subscribe()
     }
 
-    async fn migrate_in(&self, spec: VmSpec, listen_ip: &str) -> anyhow::Result<String> {
-        self.vms.migrate_in(spec, listen_ip).await
+    async fn migrate_in(&self, spec: VmSpec, listen_ip: &str, tls: bool) -> anyhow::Result<String> {
+        self.vms.migrate_in(spec, listen_ip, tls).await
     }
 
     async fn migrate_out(
@@ -166,9 +166,17 @@ impl Hypervisor for QemuBackend {
         max_bandwidth: u64,
         downtime_limit_ms: u32,
         auto_converge: bool,
+        tls_hostname: &str,
     ) -> anyhow::Result<VmRuntime> {
         self.vms
-            .migrate_out(vm_id, uri, max_bandwidth, downtime_limit_ms, auto_converge)
+            .migrate_out(
+                vm_id,
+                uri,
+                max_bandwidth,
+                downtime_limit_ms,
+                auto_converge,
+                tls_hostname,
+            )
             .await
     }
 

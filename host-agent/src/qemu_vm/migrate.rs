@@ -14,7 +14,46 @@ use serde_json::json;
 
 use super::{PowerState, QemuVms};
 
+/// The QOM id of the TLS credentials object in each QEMU.
+const TLS_OBJECT: &str = "ferry-tls";
+
 impl QemuVms {
+    /// This host's identity laid out as QEMU's `tls-creds-x509` expects it (the
+    /// cluster CA, and the host's CA-issued certificate as both server and client).
+    fn tls_dir(&self) -> anyhow::Result<std::path::PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let state = self.root.parent().context("no state dir")?;
+        let dir = state.join("migration-tls");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let cert = std::fs::read(state.join("host.crt")).context("read host.crt")?;
+        let key = std::fs::read(state.join("host.key")).context("read host.key")?;
+        let ca = std::fs::read(state.join("ca.pem")).context("read ca.pem")?;
+        for (name, data) in [
+            ("ca-cert.pem", &ca),
+            ("server-cert.pem", &cert),
+            ("client-cert.pem", &cert),
+            ("server-key.pem", &key),
+            ("client-key.pem", &key),
+        ] {
+            std::fs::write(dir.join(name), data)?;
+        }
+        Ok(dir)
+    }
+
+    /// (Re)creates the VM's TLS credentials object for `endpoint` (server/client).
+    async fn tls_object(&self, qmp: &crate::qmp::Qmp, endpoint: &str) -> anyhow::Result<()> {
+        let dir = self.tls_dir()?;
+        let _ = qmp.execute("object-del", json!({"id": TLS_OBJECT})).await;
+        qmp.execute(
+            "object-add",
+            json!({"qom-type": "tls-creds-x509", "id": TLS_OBJECT, "dir": dir.display().to_string(),
+                   "endpoint": endpoint, "verify-peer": true}),
+        )
+        .await?;
+        Ok(())
+    }
+
     fn qmp_of(&self, vm_id: &str) -> anyhow::Result<Arc<crate::qmp::Qmp>> {
         let h = self
             .get(vm_id)
@@ -28,6 +67,7 @@ impl QemuVms {
         self: &Arc<Self>,
         spec: VmSpec,
         listen_ip: &str,
+        tls: bool,
     ) -> anyhow::Result<String> {
         let h = self.handle(&spec);
         let _op = h.op.lock().await;
@@ -55,6 +95,11 @@ impl QemuVms {
             json!({"capabilities": [{"capability": "events", "state": true}]}),
         )
         .await?;
+        if tls {
+            self.tls_object(&qmp, "server").await?;
+            qmp.execute("migrate-set-parameters", json!({"tls-creds": TLS_OBJECT}))
+                .await?;
+        }
         qmp.execute("migrate-incoming", json!({"uri": uri})).await?;
         Ok(uri)
     }
@@ -67,6 +112,7 @@ impl QemuVms {
         max_bandwidth: u64,
         downtime_limit_ms: u32,
         auto_converge: bool,
+        tls_hostname: &str,
     ) -> anyhow::Result<VmRuntime> {
         let h = self
             .get(vm_id)
@@ -92,6 +138,17 @@ impl QemuVms {
             json!({"max-bandwidth": bandwidth, "downtime-limit": downtime_limit_ms.max(1)}),
         )
         .await?;
+        if tls_hostname.is_empty() {
+            qmp.execute("migrate-set-parameters", json!({"tls-creds": ""}))
+                .await?;
+        } else {
+            self.tls_object(&qmp, "client").await?;
+            qmp.execute(
+                "migrate-set-parameters",
+                json!({"tls-creds": TLS_OBJECT, "tls-hostname": tls_hostname}),
+            )
+            .await?;
+        }
         qmp.execute("migrate", json!({"uri": uri})).await?;
         Ok(self.runtime(&h))
     }
