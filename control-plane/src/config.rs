@@ -52,6 +52,11 @@ pub struct Config {
     #[arg(long, env = "FERRY_MIGRATION_TRANSPORT", default_value = "tls", value_parser = ["tls", "tcp"])]
     pub migration_transport: String,
 
+    /// Migrations a host takes part in at once (source or destination); more wait,
+    /// `queued`, and start in order as slots free (vMotion: 4 per host on 1 GbE).
+    #[arg(long, env = "FERRY_HOST_MIGRATION_BUDGET", default_value_t = 4)]
+    pub host_migration_budget: u32,
+
     /// Test hook: make the named saga step fail right after its action ran
     /// (`migrate.destination_start`, `migrate.transfer`), to prove the undo path.
     #[arg(long, env = "FERRY_FAULT_INJECT", hide = true)]

@@ -257,3 +257,79 @@ async fn the_destination_agent_killed_during_transfer_fails_the_migration() {
     );
     assert_eq!(serving(&ip).await["integrity_errors"], 0);
 }
+
+#[tokio::test]
+async fn a_migration_beyond_the_budget_waits_queued_and_starts_when_a_slot_frees() {
+    let (env, first, ip, b) = lab(&["--host-migration-budget", "1"], 5).await;
+    // A second guest on host-a.
+    let api = env.api();
+    let (kernel, initrd) = guest::image();
+    let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = api.ok("/hosts?name=host-a").await["items"][0]["id"].clone();
+    let ip2 = env.lab.guest_ip(6);
+    let r = api
+        .post(
+            "/vms",
+            &json!({"name": "second", "host_id": a, "vcpus": 1, "memory_mib": 256, "nics": [{"network_id": net}],
+                    "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip2}/24")}}),
+        )
+        .await;
+    let second = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.post(&format!("/vms/{second}/power"), &json!({"action": "on"}))
+            .await
+            .status,
+        202
+    );
+    serving(&ip2).await;
+
+    let m1 = slow_migration(&env, &first, &b).await;
+    let check = api
+        .post(
+            &format!("/vms/{second}/migrate/check"),
+            &json!({"destination_host_id": b}),
+        )
+        .await;
+    assert_eq!(
+        check.body["compatible"], true,
+        "over budget is no refusal: {check:?}"
+    );
+    let r = api
+        .post(
+            &format!("/vms/{second}/migrate"),
+            &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let m2 = r.body["id"].as_str().unwrap().to_string();
+    // It waits while the first one holds the slot.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let q = api.ok(&format!("/migrations/{m2}")).await;
+    assert_eq!(q["state"], "queued", "{q}");
+    assert_eq!(
+        qemus(&second).len(),
+        1,
+        "nothing started for the queued one"
+    );
+    // The slot frees: it starts.
+    assert_eq!(
+        api.post(&format!("/migrations/{m1}/cancel"), &json!({}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(wait_migration(&api, &m1).await["state"], "cancelled");
+    progress_beyond(&env, &m2, 0).await;
+    assert_eq!(
+        api.post(&format!("/migrations/{m2}/cancel"), &json!({}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(wait_migration(&api, &m2).await["state"], "cancelled");
+    on_source_only(&env, &first, &ip).await;
+    on_source_only(&env, &second, &ip2).await;
+}

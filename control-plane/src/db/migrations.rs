@@ -200,6 +200,36 @@ impl Db {
         .await
     }
 
+    /// Starts queued migration `id` if both its hosts have a free slot and no older
+    /// queued migration shares a host with it (first come, first served). Serialised
+    /// by an advisory lock so two sagas cannot both take the last slot.
+    pub async fn migration_try_start(&self, id: MigrationId, budget: u32) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(727274)")
+            .execute(&mut *tx)
+            .await?;
+        let ok: bool = sqlx::query_scalar(
+            "WITH me AS (SELECT source_host_id AS s, destination_host_id AS d, created_at FROM migrations WHERE id = $1) \
+             SELECT (SELECT count(*) FROM migrations m, me WHERE m.state IN ('preparing', 'transferring', 'switching_over') \
+                       AND (m.source_host_id IN (me.s, me.d) OR m.destination_host_id IN (me.s, me.d))) < $2 \
+                AND NOT EXISTS (SELECT 1 FROM migrations m, me WHERE m.state = 'queued' AND m.id <> $1 \
+                       AND (m.created_at, m.id) < (me.created_at, $1) \
+                       AND (m.source_host_id IN (me.s, me.d) OR m.destination_host_id IN (me.s, me.d)))",
+        )
+        .bind(id.0)
+        .bind(i64::from(budget))
+        .fetch_one(&mut *tx)
+        .await?;
+        if ok {
+            sqlx::query("UPDATE migrations SET state = 'preparing', phase = 'preparing', started_at = now() WHERE id = $1")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ok)
+    }
+
     /// Moves the VM to `host` and marks it running: the migration's commit.
     pub async fn vm_commit_move(&self, vm: VmId, host: HostId) -> sqlx::Result<()> {
         sqlx::query(

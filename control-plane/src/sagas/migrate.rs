@@ -106,11 +106,33 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
         p: &p,
     };
     let id = p.migration;
+    // Queued until both hosts have a slot, in order of arrival.
+    loop {
+        if app.db.migration_cancel_requested(id).await.unwrap_or(false) {
+            let _ = app
+                .db
+                .migration_finish(id, MigrationState::Cancelled, None, None)
+                .await;
+            let _ = app.db.saga_set_state(saga, "failed").await;
+            r.note(
+                "migration.cancelled",
+                format!("queued migration of {} cancelled", p.vm_name),
+            )
+            .await;
+            return;
+        }
+        match app
+            .db
+            .migration_try_start(id, app.config.host_migration_budget.max(1))
+            .await
+        {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(migration = %id, "queue: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let t0 = Instant::now();
-    let _ = app
-        .db
-        .migration_set_state(id, MigrationState::Preparing, "preparing")
-        .await;
 
     // destination_start
     r.event("destination_start", "started").await;
