@@ -72,7 +72,7 @@ clean_tests() {
 
 up() {
   [ "$(id -u)" = 0 ] || { echo "the lab needs root (network namespaces)" >&2; exit 1; }
-  for b in ferry-control-plane ferry-agent ferryctl; do
+  for b in ferry-control-plane ferry-agent ferryctl ferry-echo-client; do
     [ -x "$BIN/$b" ] || { echo "$BIN/$b missing: run make build" >&2; exit 1; }
   done
   down
@@ -144,6 +144,19 @@ up() {
     done
     echo "web-$g: $(curl -s --max-time 2 "http://10.76.0.$((100 + g))/status")"
   done
+  echo
+  "$BIN/ferryctl" vms
+
+  # A live migration while a client in the fabric keeps talking to the guest.
+  log "live-migrating web-1 from h1 to h2 while a client sends a message every 10 ms"
+  "$BIN/ferry-echo-client" 10.76.0.101:7 --interval-ms 10 >"$LAB/echo-client.txt" 2>&1 &
+  local client=$!
+  sleep 1
+  "$BIN/ferryctl" vm migrate web-1 --to h2 || true
+  sleep 1
+  kill -TERM "$client" 2>/dev/null
+  wait "$client" 2>/dev/null || true
+  cat "$LAB/echo-client.txt"
   echo
   "$BIN/ferryctl" vms
   cat <<TXT
