@@ -52,15 +52,28 @@ pub fn netns_of(env: &Env, i: u8) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A lab with host-a and host-b (extra agent flags for host-b) and a booted guest
-/// on host-a; returns (env, api, vm id, guest ip, host-b id).
+/// A two-host lab (host-a, host-b) with one booted guest on host-a.
+pub struct GuestLab {
+    pub env: Env,
+    pub api: Api,
+    /// The guest's VM id.
+    pub id: String,
+    /// The guest's address on the fabric.
+    pub ip: String,
+    /// host-b's id.
+    pub b: String,
+}
+
+/// Starts a [`GuestLab`]: `cp_args` for the control plane, `b_args` for host-b's agent;
+/// the guest is `name`, with `memory_mib`, at the fabric address of guest `n`.
 pub async fn two_hosts_and_guest(
     name: &str,
     n: u8,
     memory_mib: u64,
+    cp_args: &[&str],
     b_args: Vec<String>,
-) -> (Env, Api, String, String, String) {
-    let mut env = Env::new(2, &[]).await;
+) -> GuestLab {
+    let mut env = Env::new(2, cp_args).await;
     env.start_agent(0, &AgentOptions::qemu("host-a"));
     let mut ob = AgentOptions::qemu("host-b");
     ob.args = b_args;
@@ -68,29 +81,56 @@ pub async fn two_hosts_and_guest(
     let a = env.wait_host_state("host-a", "connected", T).await;
     let b = env.wait_host_state("host-b", "connected", T).await;
     let api = env.api();
-    let (kernel, initrd) = guest::image();
     let ip = env.lab.guest_ip(n);
+    let id = boot_guest(
+        &env,
+        name,
+        a["id"].as_str().unwrap_or_default(),
+        memory_mib,
+        &ip,
+    )
+    .await;
+    GuestLab {
+        env,
+        api,
+        id,
+        ip,
+        b: b["id"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// Creates a guest of the test image on `host_id` at `ip`, powers it on, and waits
+/// until it serves `/status`; returns its id.
+pub async fn boot_guest(env: &Env, name: &str, host_id: &str, memory_mib: u64, ip: &str) -> String {
+    let api = env.api();
+    let (kernel, initrd) = guest::image();
     let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
         .as_str()
-        .unwrap()
+        .unwrap_or_default()
         .to_string();
     let r = api
         .post(
             "/vms",
-            &json!({"name": name, "host_id": a["id"], "vcpus": 1, "memory_mib": memory_mib,
+            &json!({"name": name, "host_id": host_id, "vcpus": 1, "memory_mib": memory_mib,
                     "nics": [{"network_id": net}],
                     "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip}/24")}}),
         )
         .await;
     assert_eq!(r.status, 201, "{r:?}");
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.body["id"].as_str().unwrap_or_default().to_string();
     let p = api
         .post(&format!("/vms/{id}/power"), &json!({"action": "on"}))
         .await;
-    assert_eq!(p.status, 202);
-    let ip2 = ip.clone();
-    wait_for("the guest to serve", T, || {
-        let ip = ip2.clone();
+    assert_eq!(p.status, 202, "{p:?}");
+    guest_status(ip).await;
+    id
+}
+
+/// The guest's `/status`, waiting until it answers.
+pub async fn guest_status(ip: &str) -> Value {
+    let ip = ip.to_string();
+    wait_for("the guest to serve /status", T, || {
+        let ip = ip.clone();
         async move {
             let r = reqwest::Client::new()
                 .get(format!("http://{ip}/status"))
@@ -101,8 +141,7 @@ pub async fn two_hosts_and_guest(
             r.json::<Value>().await.ok()
         }
     })
-    .await;
-    (env, api, id, ip, b["id"].as_str().unwrap().to_string())
+    .await
 }
 
 pub async fn wait_migration(api: &Api, id: &str) -> Value {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_tests::vmtest::{netns_of, qemus, two_hosts_and_guest, wait_migration};
+use ferry_tests::vmtest::{netns_of, qemus, two_hosts_and_guest, wait_migration, GuestLab};
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -80,7 +80,13 @@ impl EchoClient {
 
 #[tokio::test]
 async fn an_idle_guest_moves_while_a_client_talks_to_it() {
-    let (env, api, id, ip, b) = two_hosts_and_guest("mover", 0, 256, vec![]).await;
+    let GuestLab {
+        env,
+        api,
+        id,
+        ip,
+        b,
+    } = two_hosts_and_guest("mover", 0, 256, &[], vec![]).await;
     let before = reqwest::get(format!("http://{ip}/status"))
         .await
         .unwrap()
@@ -192,7 +198,13 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
 
 #[tokio::test]
 async fn cancel_during_transfer_keeps_the_vm_on_its_source() {
-    let (env, api, id, ip, b) = two_hosts_and_guest("stayer", 1, 256, vec![]).await;
+    let GuestLab {
+        env,
+        api,
+        id,
+        ip,
+        b,
+    } = two_hosts_and_guest("stayer", 1, 256, &[], vec![]).await;
     let client = EchoClient::start(&ip).await;
     // 8 Mbit/s: 256 MiB would take minutes.
     let r = api
@@ -242,8 +254,20 @@ async fn cancel_during_transfer_keeps_the_vm_on_its_source() {
 
 #[tokio::test]
 async fn incompatible_destinations_are_refused_with_reasons() {
-    let (_env, api, id, _ip, b) =
-        two_hosts_and_guest("picky", 2, 256, vec!["--cluster".into(), "other".into()]).await;
+    let GuestLab {
+        env: _env,
+        api,
+        id,
+        b,
+        ..
+    } = two_hosts_and_guest(
+        "picky",
+        2,
+        256,
+        &[],
+        vec!["--cluster".into(), "other".into()],
+    )
+    .await;
     let r = api
         .post(
             &format!("/vms/{id}/migrate/check"),

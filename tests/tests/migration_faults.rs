@@ -6,61 +6,18 @@
 use std::time::Duration;
 
 use ferry_tests::procs::{AgentOptions, Env};
-use ferry_tests::vmtest::{netns_of, qemus, wait_migration};
-use ferry_tests::{guest, wait_for};
-use serde_json::{json, Value};
+use ferry_tests::vmtest::{
+    boot_guest, guest_status as serving, netns_of, qemus, two_hosts_and_guest, wait_migration,
+};
+use ferry_tests::wait_for;
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
 
 /// A two-host lab whose control plane runs with `cp_args`, and a booted guest on host-a.
 async fn lab(cp_args: &[&str], n: u8) -> (Env, String, String, String) {
-    let mut env = Env::new(2, cp_args).await;
-    env.start_agent(0, &AgentOptions::qemu("host-a"));
-    env.start_agent(1, &AgentOptions::qemu("host-b"));
-    let a = env.wait_host_state("host-a", "connected", T).await;
-    let b = env.wait_host_state("host-b", "connected", T).await;
-    let api = env.api();
-    let (kernel, initrd) = guest::image();
-    let ip = env.lab.guest_ip(n);
-    let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = api
-        .post(
-            "/vms",
-            &json!({"name": format!("f{n}"), "host_id": a["id"], "vcpus": 1, "memory_mib": 256,
-                    "nics": [{"network_id": net}],
-                    "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip}/24")}}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
-    let id = r.body["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        api.post(&format!("/vms/{id}/power"), &json!({"action": "on"}))
-            .await
-            .status,
-        202
-    );
-    serving(&ip).await;
-    (env, id, ip, b["id"].as_str().unwrap().to_string())
-}
-
-async fn serving(ip: &str) -> Value {
-    let ip = ip.to_string();
-    wait_for("the guest to serve", T, || {
-        let ip = ip.clone();
-        async move {
-            let r = reqwest::Client::new()
-                .get(format!("http://{ip}/status"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .ok()?;
-            r.json::<Value>().await.ok()
-        }
-    })
-    .await
+    let l = two_hosts_and_guest(&format!("f{n}"), n, 256, cp_args, vec![]).await;
+    (l.env, l.id, l.ip, l.b)
 }
 
 /// The VM runs on host-a only, recorded so, and host-b holds nothing of it.
@@ -263,28 +220,12 @@ async fn a_migration_beyond_the_budget_waits_queued_and_starts_when_a_slot_frees
     let (env, first, ip, b) = lab(&["--host-migration-budget", "1"], 5).await;
     // A second guest on host-a.
     let api = env.api();
-    let (kernel, initrd) = guest::image();
-    let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
+    let a = api.ok("/hosts?name=host-a").await["items"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let a = api.ok("/hosts?name=host-a").await["items"][0]["id"].clone();
     let ip2 = env.lab.guest_ip(6);
-    let r = api
-        .post(
-            "/vms",
-            &json!({"name": "second", "host_id": a, "vcpus": 1, "memory_mib": 256, "nics": [{"network_id": net}],
-                    "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip2}/24")}}),
-        )
-        .await;
-    let second = r.body["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        api.post(&format!("/vms/{second}/power"), &json!({"action": "on"}))
-            .await
-            .status,
-        202
-    );
-    serving(&ip2).await;
+    let second = boot_guest(&env, "second", &a, 256, &ip2).await;
 
     let m1 = slow_migration(&env, &first, &b).await;
     let check = api
