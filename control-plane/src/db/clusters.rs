@@ -5,7 +5,7 @@ use ferry_api::cluster::{Cluster, Drs, DrsAutomation};
 use ferry_api::ClusterId;
 use uuid::Uuid;
 
-use super::{paginate, Db, PageReq, PagedQuery};
+use super::{list_by_id_and_name, Db, PageReq};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct ClusterRow {
@@ -58,19 +58,16 @@ impl Db {
         page: PageReq<Uuid>,
         name: Option<&str>,
     ) -> sqlx::Result<ferry_api::Page<Cluster>> {
-        let rows: Vec<ClusterRow> = PagedQuery::new("clusters c")
-            .filter("c.id > ", page.after)
-            .filter("c.name = ", name.map(str::to_string))
-            .finish("c.id", page.limit, SELECT, "c")
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(paginate(
-            rows,
-            page.limit,
-            |r| r.id.to_string(),
+        list_by_id_and_name(
+            self,
+            "clusters c",
+            SELECT,
+            page,
+            name,
             Cluster::from,
-        ))
+            |r: &ClusterRow| r.id,
+        )
+        .await
     }
 
     pub async fn cluster_fetch(&self, id: ClusterId) -> sqlx::Result<Option<Cluster>> {

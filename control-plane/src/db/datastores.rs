@@ -5,7 +5,7 @@ use ferry_api::datastore::{Datastore, DatastoreKind};
 use ferry_api::{DatastoreId, HostId};
 use uuid::Uuid;
 
-use super::{paginate, unsigned, Db, PageReq, PagedQuery};
+use super::{list_by_id_and_name, unsigned, Db, PageReq};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct DatastoreRow {
@@ -43,19 +43,16 @@ impl Db {
         page: PageReq<Uuid>,
         name: Option<&str>,
     ) -> sqlx::Result<ferry_api::Page<Datastore>> {
-        let rows: Vec<DatastoreRow> = PagedQuery::new("datastores d")
-            .filter("d.id > ", page.after)
-            .filter("d.name = ", name.map(str::to_string))
-            .finish("d.id", page.limit, SELECT, "d")
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(paginate(
-            rows,
-            page.limit,
-            |r| r.id.to_string(),
+        list_by_id_and_name(
+            self,
+            "datastores d",
+            SELECT,
+            page,
+            name,
             Datastore::from,
-        ))
+            |r: &DatastoreRow| r.id,
+        )
+        .await
     }
 
     pub async fn datastore_fetch(&self, id: DatastoreId) -> sqlx::Result<Option<Datastore>> {

@@ -79,6 +79,31 @@ pub fn unsigned(v: i64) -> u64 {
     v.max(0) as u64
 }
 
+/// A page of `from` (`"<table> <alias>"`) by id, optionally only the row named
+/// `name`, with `columns` computed for the page's rows.
+pub async fn list_by_id_and_name<T, R>(
+    db: &Db,
+    from: &str,
+    columns: &str,
+    page: PageReq<uuid::Uuid>,
+    name: Option<&str>,
+    view: impl Fn(R) -> T,
+    id_of: impl Fn(&R) -> uuid::Uuid,
+) -> sqlx::Result<ferry_api::Page<T>>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let alias = from.split_whitespace().last().unwrap_or(from);
+    let rows: Vec<R> = PagedQuery::new(from)
+        .filter(&format!("{alias}.id > "), page.after)
+        .filter(&format!("{alias}.name = "), name.map(str::to_string))
+        .finish(&format!("{alias}.id"), page.limit, columns, alias)
+        .build_query_as()
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(paginate(rows, page.limit, |r| id_of(r).to_string(), view))
+}
+
 /// A list query that picks the page first and computes per-row columns (subqueries,
 /// aggregates) for that page only:
 ///

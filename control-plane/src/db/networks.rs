@@ -4,7 +4,7 @@ use ferry_api::network::Network;
 use ferry_api::{HostId, NetworkId};
 use uuid::Uuid;
 
-use super::{paginate, Db, PageReq, PagedQuery};
+use super::{list_by_id_and_name, Db, PageReq};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct NetworkRow {
@@ -33,19 +33,16 @@ impl Db {
         page: PageReq<Uuid>,
         name: Option<&str>,
     ) -> sqlx::Result<ferry_api::Page<Network>> {
-        let rows: Vec<NetworkRow> = PagedQuery::new("networks n")
-            .filter("n.id > ", page.after)
-            .filter("n.name = ", name.map(str::to_string))
-            .finish("n.id", page.limit, SELECT, "n")
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(paginate(
-            rows,
-            page.limit,
-            |r| r.id.to_string(),
+        list_by_id_and_name(
+            self,
+            "networks n",
+            SELECT,
+            page,
+            name,
             Network::from,
-        ))
+            |r: &NetworkRow| r.id,
+        )
+        .await
     }
 
     pub async fn network_fetch(&self, id: NetworkId) -> sqlx::Result<Option<Network>> {
