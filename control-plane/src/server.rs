@@ -95,6 +95,7 @@ async fn serve(
         metrics: Arc::default(),
         tokens: Arc::default(),
         agents: agents.clone(),
+        links: Arc::default(),
     };
 
     let stop = CancellationToken::new();

@@ -3,6 +3,7 @@
 //! (`service`), and runs VMs through a `Hypervisor` backend: `qemu` (real QEMU/KVM
 //! or TCG) or `sim` (modelled hosts for control-plane scale and policy tests).
 
+pub mod bandwidth;
 pub mod config;
 pub mod datastores;
 pub mod facts;

@@ -8,9 +8,10 @@ use ferry_proto::v1::agent_server::Agent;
 use std::time::Duration;
 
 use ferry_proto::v1::{
-    GetFactsRequest, HostReport, MigrateInReply, MigrateInRequest, MigrateOutRequest,
-    MigrationStatusReply, VmConsoleReply, VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef,
-    VmRuntime, VmRuntimeList,
+    BandwidthProbeReply, BandwidthProbeRequest, BandwidthSinkReply, BandwidthSinkRequest,
+    DirtyRateReply, GetFactsRequest, HostReport, MigrateInReply, MigrateInRequest,
+    MigrateOutRequest, MigrationStatusReply, VmConsoleReply, VmConsoleRequest, VmListRequest,
+    VmPowerRequest, VmRef, VmRuntime, VmRuntimeList,
 };
 use tonic::{Request, Response, Status};
 
@@ -186,5 +187,53 @@ impl Agent for AgentService {
             .await
             .map(Response::new)
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+    }
+
+    async fn sample_dirty_rate(
+        &self,
+        req: Request<VmRef>,
+    ) -> Result<Response<DirtyRateReply>, Status> {
+        require_control_plane(&req)?;
+        let id = req.into_inner().vm_id;
+        let t0 = std::time::Instant::now();
+        let rate = self
+            .state
+            .hypervisor()
+            .sample_dirty_rate(&id)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        Ok(Response::new(DirtyRateReply {
+            dirty_bytes_per_s: rate,
+            calc_time_ms: t0.elapsed().as_millis() as u64,
+        }))
+    }
+
+    async fn bandwidth_sink(
+        &self,
+        req: Request<BandwidthSinkRequest>,
+    ) -> Result<Response<BandwidthSinkReply>, Status> {
+        require_control_plane(&req)?;
+        crate::bandwidth::sink(&self.state.address_ip())
+            .await
+            .map(|address| Response::new(BandwidthSinkReply { address }))
+            .map_err(|e| Status::unavailable(format!("{e:#}")))
+    }
+
+    async fn bandwidth_probe(
+        &self,
+        req: Request<BandwidthProbeRequest>,
+    ) -> Result<Response<BandwidthProbeReply>, Status> {
+        require_control_plane(&req)?;
+        let r = req.into_inner();
+        let bytes = r.bytes.clamp(1 << 20, 1 << 30);
+        crate::bandwidth::probe(&r.address, bytes)
+            .await
+            .map(|(bytes, t)| {
+                Response::new(BandwidthProbeReply {
+                    bytes,
+                    elapsed_us: t.as_micros() as u64,
+                })
+            })
+            .map_err(|e| Status::unavailable(format!("{e:#}")))
     }
 }

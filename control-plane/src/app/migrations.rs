@@ -13,11 +13,32 @@ use crate::sagas::migrate;
 impl App {
     pub async fn migration_check(&self, vm: VmId, req: &MigrateRequest) -> ApiResult<CheckResult> {
         let prep = self.migration_prepare(vm, req).await?;
+        let prediction = match (&prep.destination, prep.compatible()) {
+            (Some(dest), true) => {
+                match self
+                    .predict(
+                        vm,
+                        prep.vm.memory_mib,
+                        prep.source.id,
+                        dest.id,
+                        &prep.policy,
+                    )
+                    .await
+                {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(%vm, "prediction failed: {e:#}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(CheckResult {
             compatible: prep.compatible(),
             destination_host_id: prep.destination.as_ref().map(|d| d.id),
             checks: prep.checks,
-            prediction: None,
+            prediction,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The application layer: what the REST and gRPC edges call. It validates intent,
 //! talks to the datastore and records events; the edges only parse and convert.
 
+pub mod analysis;
 pub mod clusters;
 pub mod hosts;
 pub mod migrate_checks;
@@ -34,4 +35,6 @@ pub struct App {
     pub tokens: Arc<TokenCache>,
     /// Mutual-TLS client side towards agents.
     pub agents: AgentConnector,
+    /// Measured bandwidth between hosts (analysis before migrations).
+    pub links: Arc<analysis::LinkCache>,
 }

@@ -83,6 +83,11 @@ pub trait Hypervisor: Send + Sync + 'static {
         let _ = vm_id;
         bail!("this backend cannot live-migrate yet")
     }
+    /// The guest's dirty-page rate, in bytes per second, sampled now.
+    async fn sample_dirty_rate(&self, vm_id: &str) -> anyhow::Result<u64> {
+        let _ = vm_id;
+        bail!("this backend cannot sample dirty rates yet")
+    }
     /// Stops this host's copy and removes it, keeping the disks.
     async fn vm_discard(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
         self.vm_power(vm_id, "off", None, None).await

@@ -188,6 +188,12 @@ impl Hypervisor for QemuBackend {
         self.vms.migrate_cancel(vm_id).await
     }
 
+    async fn sample_dirty_rate(&self, vm_id: &str) -> anyhow::Result<u64> {
+        self.vms
+            .sample_dirty_rate(vm_id, Duration::from_secs(1))
+            .await
+    }
+
     async fn vm_discard(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
         self.vms.discard(vm_id).await
     }

@@ -233,4 +233,23 @@ impl QemuVms {
             ..Default::default()
         })
     }
+
+    /// Samples the guest's dirty-page rate for `calc_time` (QMP `calc-dirty-rate`).
+    pub async fn sample_dirty_rate(&self, vm_id: &str, calc_time: Duration) -> anyhow::Result<u64> {
+        let qmp = self.qmp_of(vm_id)?;
+        qmp.execute(
+            "calc-dirty-rate",
+            json!({"calc-time": calc_time.as_secs().max(1)}),
+        )
+        .await?;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let v = qmp.execute("query-dirty-rate", json!({})).await?;
+            if v["status"] == "measured" {
+                // QEMU reports MiB/s.
+                return Ok(v["dirty-rate"].as_u64().unwrap_or(0) << 20);
+            }
+        }
+        bail!("the dirty rate was not measured in time")
+    }
 }

@@ -1,0 +1,190 @@
+//! Analysis before a move: the guest's dirty rate (sampled by the source's QEMU,
+//! `calc-dirty-rate`), the bandwidth between the two agents over the migration
+//! network (measured by them, cached for ten minutes per pair), and a pre-copy
+//! prediction from both:
+//!
+//! each pass sends what the previous one left dirty, so with bandwidth B, dirty
+//! rate D and memory M, pass i moves about M·(D/B)^i; the last pass (the
+//! downtime) starts once what remains fits in the downtime limit. When D ≥ B
+//! pre-copy alone cannot converge, and the strategy says what it takes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ferry_api::migration::Prediction;
+use ferry_api::vm::MigrationPolicy;
+use ferry_api::{HostId, VmId};
+use ferry_proto::v1::{BandwidthProbeRequest, BandwidthSinkRequest, VmRef};
+
+use super::App;
+
+const LINK_TTL: Duration = Duration::from_secs(600);
+const PROBE_BYTES: u64 = 64 << 20;
+
+/// Measured bandwidth between pairs of hosts.
+#[derive(Debug, Default)]
+pub struct LinkCache {
+    links: Mutex<HashMap<(HostId, HostId), (u64, Instant)>>,
+}
+
+/// The pre-copy model (see the module doc). `bandwidth` and `dirty` in bytes/s.
+pub fn predict_precopy(
+    memory: u64,
+    bandwidth: u64,
+    dirty: u64,
+    policy: &MigrationPolicy,
+) -> Prediction {
+    let b = bandwidth.max(1) as f64;
+    let d = dirty as f64;
+    let cap = if policy.max_bandwidth_mbps > 0 {
+        f64::from(policy.max_bandwidth_mbps) * 1e6 / 8.0
+    } else {
+        f64::MAX
+    };
+    let b = b.min(cap);
+    let limit = f64::from(policy.max_downtime_ms) / 1000.0 * b;
+    let mut remaining = memory as f64;
+    let mut sent = 0.0;
+    let mut passes = 0;
+    while remaining > limit && passes < 30 && d < b {
+        sent += remaining;
+        remaining *= d / b;
+        passes += 1;
+    }
+    let converges = d < b;
+    let strategy = if converges {
+        "precopy"
+    } else if policy.allow_throttle {
+        "precopy+auto-converge"
+    } else {
+        "postcopy"
+    };
+    let downtime_ms = if converges {
+        (remaining / b * 1000.0).ceil() as u64
+    } else {
+        u64::from(policy.max_downtime_ms)
+    };
+    let total_bytes = if converges {
+        sent + remaining
+    } else {
+        memory as f64 * 2.0
+    };
+    Prediction {
+        total_ms: (total_bytes / b * 1000.0).ceil() as u64,
+        downtime_ms,
+        strategy: strategy.into(),
+    }
+}
+
+impl App {
+    /// The bandwidth from `src` to `dst` in bytes/s, measured by the agents.
+    pub async fn link_bandwidth(&self, src: HostId, dst: HostId) -> anyhow::Result<u64> {
+        if let Some((bw, at)) = self
+            .links
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(src, dst))
+        {
+            if at.elapsed() < LINK_TTL {
+                return Ok(*bw);
+            }
+        }
+        let addr_of = |h: Option<ferry_api::host::Host>| {
+            h.map(|h| h.address)
+                .ok_or_else(|| anyhow::anyhow!("host gone"))
+        };
+        let dst_addr = addr_of(self.db.host_fetch(dst).await?)?;
+        let src_addr = addr_of(self.db.host_fetch(src).await?)?;
+        let sink = self
+            .agents
+            .connect(dst, &dst_addr)
+            .await?
+            .bandwidth_sink(BandwidthSinkRequest {})
+            .await?
+            .into_inner();
+        let r = self
+            .agents
+            .connect(src, &src_addr)
+            .await?
+            .bandwidth_probe(BandwidthProbeRequest {
+                address: sink.address,
+                bytes: PROBE_BYTES,
+            })
+            .await?
+            .into_inner();
+        let bw = (r.bytes as f64 / (r.elapsed_us.max(1) as f64 / 1e6)) as u64;
+        self.links
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((src, dst), (bw, Instant::now()));
+        tracing::info!(%src, %dst, mbytes_per_s = bw >> 20, "measured migration bandwidth");
+        Ok(bw)
+    }
+
+    /// Samples the VM's dirty rate on its source and predicts the move.
+    pub async fn predict(
+        &self,
+        vm: VmId,
+        memory_mib: u64,
+        src: HostId,
+        dst: HostId,
+        policy: &MigrationPolicy,
+    ) -> anyhow::Result<Prediction> {
+        let bandwidth = self.link_bandwidth(src, dst).await?;
+        let src_addr = self
+            .db
+            .host_fetch(src)
+            .await?
+            .map(|h| h.address)
+            .unwrap_or_default();
+        let dirty = self
+            .agents
+            .connect(src, &src_addr)
+            .await?
+            .sample_dirty_rate(VmRef {
+                vm_id: vm.to_string(),
+            })
+            .await?
+            .into_inner()
+            .dirty_bytes_per_s;
+        Ok(predict_precopy(memory_mib << 20, bandwidth, dirty, policy))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model() {
+        let p = MigrationPolicy::default(); // 300 ms
+        let gib = 1u64 << 30;
+        // Idle guest on a 1 GiB/s link: about one pass, about a second, tiny downtime.
+        let idle = predict_precopy(gib, gib, 0, &p);
+        assert_eq!(idle.strategy, "precopy");
+        assert!((990..=1100).contains(&idle.total_ms), "{idle:?}");
+        assert!(idle.downtime_ms <= 1, "{idle:?}");
+        // Dirtying a third of the link: more passes, longer, bounded downtime.
+        let light = predict_precopy(gib, gib, gib / 3, &p);
+        assert!(
+            light.total_ms > idle.total_ms && light.downtime_ms <= 300,
+            "{light:?}"
+        );
+        // Dirtying faster than the link: pre-copy cannot converge.
+        assert_eq!(
+            predict_precopy(gib, gib, 2 * gib, &p).strategy,
+            "precopy+auto-converge"
+        );
+        let no_throttle = MigrationPolicy {
+            allow_throttle: false,
+            ..MigrationPolicy::default()
+        };
+        assert_eq!(
+            predict_precopy(gib, gib, 2 * gib, &no_throttle).strategy,
+            "postcopy"
+        );
+    }
+}
