@@ -81,6 +81,37 @@ pub fn create_tap(tap: &str, bridge: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes the bridges of networks this host no longer offers (`fbr-*` not in
+/// `keep`), unless a VM's tap is still in one. Returns the bridges removed.
+pub fn remove_stale_bridges(keep: &[String]) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("fbr-") || keep.contains(&name) {
+            continue;
+        }
+        let ports = std::fs::read_dir(e.path().join("brif"))
+            .map(|d| {
+                d.flatten()
+                    .map(|p| p.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if ports.iter().any(|p| p.starts_with("ft")) {
+            tracing::warn!(bridge = %name, "network no longer configured but VMs still use it; kept");
+            continue;
+        }
+        match ip(&["link", "del", &name]) {
+            Ok(()) => removed.push(name),
+            Err(e) => tracing::warn!("remove stale bridge: {e:#}"),
+        }
+    }
+    removed
+}
+
 pub fn delete_tap(tap: &str) {
     if exists(tap) {
         if let Err(e) = ip(&["link", "del", tap]) {

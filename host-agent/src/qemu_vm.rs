@@ -138,6 +138,11 @@ impl QemuVms {
         for (name, uplink) in networks {
             bridges.insert(name.clone(), netdev::ensure_bridge(name, uplink)?);
         }
+        // A network that left this host's configuration takes its bridge with it.
+        let keep: Vec<String> = bridges.values().cloned().collect();
+        for gone in netdev::remove_stale_bridges(&keep) {
+            tracing::info!(bridge = %gone, "removed the bridge of a network this host no longer offers");
+        }
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new(Self {
             qemu: qemu.to_string(),

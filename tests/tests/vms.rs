@@ -474,3 +474,32 @@ async fn bad_vm_input_is_refused_and_creates_nothing() {
         .await
         .assert_problem(422, "invalid_body");
 }
+
+#[tokio::test]
+async fn a_network_bridge_goes_when_its_network_does() {
+    let mut env = Env::new(1, &[]).await;
+    let mut o = AgentOptions::qemu("host-a");
+    o.args = vec!["--network".into(), "backup".into()];
+    let i = env.start_agent(0, &o);
+    env.wait_host_state("host-a", "connected", T).await;
+    let links = |env: &Env| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &env.lab.ns(0), "-o", "link"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        links(&env).contains("fbr-backup") && links(&env).contains("fbr-vmnet"),
+        "{}",
+        links(&env)
+    );
+    // Restarted without the network: its bridge is removed, the other stays.
+    env.agents[i].kill9();
+    env.start_agent(0, &AgentOptions::qemu("host-a"));
+    wait_for("the stale bridge to go", T, || {
+        let l = links(&env);
+        async move { (!l.contains("fbr-backup") && l.contains("fbr-vmnet")).then_some(()) }
+    })
+    .await;
+}
