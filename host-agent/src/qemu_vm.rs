@@ -65,6 +65,8 @@ struct Live {
     qmp: Option<Arc<Qmp>>,
     generation: u64,
     detail: String,
+    /// Where an incoming migration listens, while it waits.
+    incoming_uri: Option<String>,
 }
 
 struct VmHandle {
@@ -233,6 +235,7 @@ impl QemuVms {
                     qmp: None,
                     generation: 0,
                     detail: String::new(),
+                    incoming_uri: None,
                 }),
                 op: tokio::sync::Mutex::new(()),
             })

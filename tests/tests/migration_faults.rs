@@ -274,3 +274,31 @@ async fn a_migration_beyond_the_budget_waits_queued_and_starts_when_a_slot_frees
     on_source_only(&env, &first, &ip).await;
     on_source_only(&env, &second, &ip2).await;
 }
+
+#[tokio::test]
+async fn every_step_replayed_twice_is_harmless() {
+    let (env, id, ip, b) = lab(&["--replay-steps"], 7).await;
+    let api = env.api();
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": b}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let m = wait_migration(&api, r.body["id"].as_str().unwrap()).await;
+    assert_eq!(m["state"], "completed", "{m}");
+    // One copy, on host-b, recorded so, the guest intact.
+    assert_eq!(api.ok(&format!("/vms/{id}")).await["host_id"], b.as_str());
+    let copies = qemus(&id);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].1, netns_of(&env, 1));
+    assert_eq!(serving(&ip).await["integrity_errors"], 0);
+    assert!(
+        !env.dir
+            .path()
+            .join(format!("agent-host-a/vms/{id}"))
+            .exists(),
+        "the source copy is gone"
+    );
+}

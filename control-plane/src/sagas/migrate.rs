@@ -177,7 +177,7 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
         let mut dest = r.agent(p.destination).await?;
         let uri = dest
             .migrate_in(MigrateInRequest {
-                spec: Some(spec),
+                spec: Some(spec.clone()),
                 listen_ip: String::new(),
                 tls: r.app.config.migration_transport == "tls",
             })
@@ -185,6 +185,25 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
             .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
             .into_inner()
             .uri;
+        if r.app.config.replay_steps {
+            let again = {
+                let u = dest
+                    .migrate_in(MigrateInRequest {
+                        spec: Some(spec),
+                        listen_ip: String::new(),
+                        tls: r.app.config.migration_transport == "tls",
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
+                    .into_inner()
+                    .uri;
+                u
+            };
+            anyhow::ensure!(
+                again == uri,
+                "replayed destination_start answered {again}, not {uri}"
+            );
+        }
         anyhow::Ok(uri)
     }
     .await;
@@ -245,22 +264,23 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
         Err(e) => return Transfer::Failed(format!("source unreachable: {e:#}")),
     };
     let bw = u64::from(p.policy.max_bandwidth_mbps) * 1_000_000 / 8;
-    if let Err(s) = source
-        .migrate_out(MigrateOutRequest {
-            vm_id: p.vm.to_string(),
-            uri: uri.to_string(),
-            max_bandwidth_bytes_per_s: bw,
-            downtime_limit_ms: p.policy.max_downtime_ms,
-            auto_converge: p.policy.allow_throttle,
-            tls_hostname: if r.app.config.migration_transport == "tls" {
-                crate::ca::host_dns_name(&p.destination)
-            } else {
-                String::new()
-            },
-        })
-        .await
-    {
-        return Transfer::Failed(format!("source: {}", s.message()));
+    let request = MigrateOutRequest {
+        vm_id: p.vm.to_string(),
+        uri: uri.to_string(),
+        max_bandwidth_bytes_per_s: bw,
+        downtime_limit_ms: p.policy.max_downtime_ms,
+        auto_converge: p.policy.allow_throttle,
+        tls_hostname: if r.app.config.migration_transport == "tls" {
+            crate::ca::host_dns_name(&p.destination)
+        } else {
+            String::new()
+        },
+    };
+    let times = if r.app.config.replay_steps { 2 } else { 1 };
+    for _ in 0..times {
+        if let Err(s) = source.migrate_out(request.clone()).await {
+            return Transfer::Failed(format!("source: {}", s.message()));
+        }
     }
     let mut progress = MigrationProgress::default();
     let mut unreachable_since: Option<Instant> = None;
@@ -399,6 +419,9 @@ async fn forward(r: &Run<'_>, result: Option<MigrationResult>) {
         .await;
     r.event("commit", "started").await;
     // The commit must land: retry until the database takes it.
+    if r.app.config.replay_steps {
+        let _ = r.app.db.vm_commit_move(p.vm, p.destination).await;
+    }
     while let Err(e) = r.app.db.vm_commit_move(p.vm, p.destination).await {
         tracing::error!(vm = %p.vm, "commit of migration failed, retrying: {e}");
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -406,15 +429,22 @@ async fn forward(r: &Run<'_>, result: Option<MigrationResult>) {
     r.event("commit", "succeeded").await;
     r.event("source_cleanup", "started").await;
     match r.agent(p.source).await {
-        Ok(mut src) => match src
-            .vm_discard(VmRef {
-                vm_id: p.vm.to_string(),
-            })
-            .await
-        {
-            Ok(_) => r.event("source_cleanup", "succeeded").await,
-            Err(s) => tracing::warn!(vm = %p.vm, "discard source copy: {}", s.message()),
-        },
+        Ok(mut src) => {
+            let times = if r.app.config.replay_steps { 2 } else { 1 };
+            let mut outcome = Ok(());
+            for _ in 0..times {
+                outcome = src
+                    .vm_discard(VmRef {
+                        vm_id: p.vm.to_string(),
+                    })
+                    .await
+                    .map(|_| ());
+            }
+            match outcome {
+                Ok(()) => r.event("source_cleanup", "succeeded").await,
+                Err(s) => tracing::warn!(vm = %p.vm, "discard source copy: {}", s.message()),
+            }
+        }
         Err(e) => {
             tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({e:#}); its paused copy stays until it returns")
         }

@@ -71,6 +71,16 @@ impl QemuVms {
     ) -> anyhow::Result<String> {
         let h = self.handle(&spec);
         let _op = h.op.lock().await;
+        // Asked again (a replayed saga step): the same waiting QEMU, the same URI.
+        if let Some(uri) = h.live.lock().ok().and_then(|l| l.incoming_uri.clone()) {
+            if h.live
+                .lock()
+                .map(|l| l.state == PowerState::Paused)
+                .unwrap_or(false)
+            {
+                return Ok(uri);
+            }
+        }
         if h.live
             .lock()
             .map(|l| l.state != PowerState::Stopped)
@@ -101,6 +111,9 @@ impl QemuVms {
                 .await?;
         }
         qmp.execute("migrate-incoming", json!({"uri": uri})).await?;
+        if let Ok(mut l) = h.live.lock() {
+            l.incoming_uri = Some(uri.clone());
+        }
         Ok(uri)
     }
 
@@ -119,6 +132,15 @@ impl QemuVms {
             .with_context(|| format!("VM {vm_id} is not on this host"))?;
         let _op = h.op.lock().await;
         let qmp = self.qmp_of(vm_id)?;
+        // Asked again (a replayed saga step): a migration already under way or done
+        // is that migration, not a new one.
+        let st = qmp.execute("query-migrate", json!({})).await?;
+        if matches!(
+            st["status"].as_str(),
+            Some("setup" | "active" | "pre-switchover" | "device" | "completed")
+        ) {
+            return Ok(self.runtime(&h));
+        }
         qmp.execute(
             "migrate-set-capabilities",
             json!({"capabilities": [
