@@ -158,7 +158,10 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
                     .data(serde_json::json!({"migration_id": p.migration, "prediction": pred}));
                     app.events.record(ev).await;
                 }
-                Err(e) => tracing::warn!(migration = %p.migration, "analysis failed: {e:#}"),
+                // A short move can finish before the 1 s dirty-rate sample does.
+                Err(e) => {
+                    tracing::info!(migration = %p.migration, "no analysis for this move: {e:#}")
+                }
             }
         });
     }
