@@ -37,6 +37,12 @@ impl QemuVms {
             ("client-key.pem", &key),
         ] {
             std::fs::write(dir.join(name), data)?;
+            let mode = if name.ends_with("-key.pem") {
+                0o600
+            } else {
+                0o644
+            };
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(mode))?;
         }
         Ok(dir)
     }
