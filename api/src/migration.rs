@@ -37,6 +37,12 @@ pub struct Prediction {
     pub total_ms: u64,
     pub downtime_ms: u64,
     pub strategy: String,
+    /// The bandwidth the agents measured between the two hosts, bytes/s.
+    #[serde(default)]
+    pub bandwidth_bps: u64,
+    /// The guest's dirty rate sampled by QEMU, bytes/s.
+    #[serde(default)]
+    pub dirty_rate_bps: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -74,6 +74,8 @@ pub fn predict_precopy(
         total_ms: (total_bytes / b * 1000.0).ceil() as u64,
         downtime_ms,
         strategy: strategy.into(),
+        bandwidth_bps: bandwidth,
+        dirty_rate_bps: dirty,
     }
 }
 
