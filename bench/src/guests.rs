@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ferry_tests::procs::{AgentOptions, Env};
-use ferry_tests::{guest, wait_for};
+use ferry_tests::{guest, proc_status_kib, wait_for};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -23,21 +23,6 @@ struct Args {
     capacity: u8,
     #[arg(long, default_value = "bench/results/guests.json")]
     out: std::path::PathBuf,
-}
-
-fn kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|r| {
-            r.trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 fn mem_available_mib() -> u64 {
@@ -154,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rss = Vec::new();
     for (id, _) in &ids {
         if let Some(pid) = qemu_pid(id) {
-            rss.push(kib(pid, "VmRSS") as f64 / 1024.0);
+            rss.push(proc_status_kib(pid, "VmRSS") as f64 / 1024.0);
         }
     }
     let mut answering = 0;

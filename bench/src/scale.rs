@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use ferry_tests::procs::{ControlPlane, CpOptions, Proc};
-use ferry_tests::{bin, wait_for};
+use ferry_tests::{bin, proc_status_kib, wait_for};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -40,20 +40,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|r| {
-            r.trim_start_matches(':')
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
@@ -265,8 +251,12 @@ async fn main() -> anyhow::Result<()> {
     let load_s = t_load.elapsed().as_secs_f64();
     let hb1 = metric(&http, &cp.http, "ferry_host_heartbeats_total").await;
     let hb_rate = (hb1 - hb0) as f64 / load_s;
-    let peak_rss_mib = status_kib(cp_pid, "VmHWM") as f64 / 1024.0;
-    let agent_rss_mib = agent.pid().map(|p| status_kib(p, "VmRSS")).unwrap_or(0) as f64 / 1024.0;
+    let peak_rss_mib = proc_status_kib(cp_pid, "VmHWM") as f64 / 1024.0;
+    let agent_rss_mib = agent
+        .pid()
+        .map(|p| proc_status_kib(p, "VmRSS"))
+        .unwrap_or(0) as f64
+        / 1024.0;
     let mut connected = 0;
     let mut cursor: Option<String> = None;
     loop {

@@ -64,3 +64,19 @@ pub fn free_port(ip: &str) -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A `/proc/<pid>/status` field in KiB (e.g. `VmRSS`, `VmHWM`); 0 when unknown.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|r| {
+            r.trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use ferry_tests::procs::{AgentOptions, Env};
 use ferry_tests::vmtest::{
-    boot_guest, guest_status as serving, netns_of, qemus, two_hosts_and_guest, wait_migration,
+    boot_guest, guest_status as serving, migrate_and_wait, netns_of, qemus, two_hosts_and_guest,
+    wait_migration,
 };
 use ferry_tests::wait_for;
 use serde_json::json;
@@ -59,14 +60,7 @@ async fn a_failure_at_each_step_before_switchover_unwinds() {
         let flag = format!("migrate.{step}");
         let (env, id, ip, b) = lab(&["--fault-inject", &flag], n).await;
         let api = env.api();
-        let r = api
-            .post(
-                &format!("/vms/{id}/migrate"),
-                &json!({"destination_host_id": b}),
-            )
-            .await;
-        assert_eq!(r.status, 202, "{r:?}");
-        let m = wait_migration(&api, r.body["id"].as_str().unwrap()).await;
+        let m = migrate_and_wait(&api, &id, &json!({"destination_host_id": b})).await;
         assert_eq!(m["state"], "failed", "{step}: {m}");
         assert!(m["error"].as_str().unwrap().contains("injected"), "{m}");
         on_source_only(&env, &id, &ip).await;
@@ -279,14 +273,7 @@ async fn a_migration_beyond_the_budget_waits_queued_and_starts_when_a_slot_frees
 async fn every_step_replayed_twice_is_harmless() {
     let (env, id, ip, b) = lab(&["--replay-steps"], 7).await;
     let api = env.api();
-    let r = api
-        .post(
-            &format!("/vms/{id}/migrate"),
-            &json!({"destination_host_id": b}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let m = wait_migration(&api, r.body["id"].as_str().unwrap()).await;
+    let m = migrate_and_wait(&api, &id, &json!({"destination_host_id": b})).await;
     assert_eq!(m["state"], "completed", "{m}");
     // One copy, on host-b, recorded so, the guest intact.
     assert_eq!(api.ok(&format!("/vms/{id}")).await["host_id"], b.as_str());

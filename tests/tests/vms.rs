@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ferry_tests::procs::{AgentOptions, Env};
 use ferry_tests::rest::Api;
+use ferry_tests::vmtest::guest_status;
 use ferry_tests::{guest, wait_for};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -95,23 +96,6 @@ async fn wait_ready(api: &Api, id: &str) {
     .await;
 }
 
-async fn status(ip: &str) -> Value {
-    let url = format!("http://{ip}/status");
-    wait_for("the guest's /status", T, || {
-        let url = url.clone();
-        async move {
-            let r = reqwest::Client::new()
-                .get(&url)
-                .timeout(Duration::from_secs(3))
-                .send()
-                .await
-                .ok()?;
-            r.json::<Value>().await.ok()
-        }
-    })
-    .await
-}
-
 async fn echo_roundtrip(ip: &str) {
     let stream = tokio::time::timeout(
         Duration::from_secs(10),
@@ -177,7 +161,7 @@ async fn a_guest_boots_serves_and_power_cycles() {
 
     // From the fabric: echo and /status.
     echo_roundtrip(&ip).await;
-    let s = status(&ip).await;
+    let s = guest_status(&ip).await;
     assert_eq!(s["integrity_errors"], 0, "{s}");
     // From the other host's namespace.
     let out = std::process::Command::new("ip")
@@ -201,7 +185,10 @@ async fn a_guest_boots_serves_and_power_cycles() {
     );
 
     // Reset: the same QEMU, a fresh boot of the guest.
-    let before = status(&ip).await["boot_id"].as_str().unwrap().to_string();
+    let before = guest_status(&ip).await["boot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(before.len(), 36);
     assert_eq!(power(&api, &id, "reset").await["state"], "succeeded");
     let after = wait_for("the guest to come back after reset", T, || {
@@ -333,7 +320,7 @@ async fn an_agent_killed_and_restarted_leaves_guests_untouched() {
     assert_eq!(on["state"], "succeeded", "{on}");
     wait_ready(&api, &id).await;
     let pid = qemu_pid(&id).unwrap();
-    let s_before = status(&ip).await;
+    let s_before = guest_status(&ip).await;
     let up_before = s_before["uptime_s"].as_f64().unwrap();
 
     env.agents[i].kill9();
@@ -379,7 +366,7 @@ async fn an_agent_killed_and_restarted_leaves_guests_untouched() {
         stray.pid(),
         "the stray QEMU is left running"
     );
-    let s_after = status(&ip).await;
+    let s_after = guest_status(&ip).await;
     let up_after = s_after["uptime_s"].as_f64().unwrap();
     assert!(
         up_after > up_before,

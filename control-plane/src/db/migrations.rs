@@ -138,19 +138,6 @@ impl Db {
         Ok(())
     }
 
-    pub async fn migration_set_prediction(
-        &self,
-        id: MigrationId,
-        p: &Prediction,
-    ) -> sqlx::Result<()> {
-        sqlx::query("UPDATE migrations SET prediction = $2 WHERE id = $1")
-            .bind(id.0)
-            .bind(Json(p))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     pub async fn migration_set_progress(
         &self,
         id: MigrationId,

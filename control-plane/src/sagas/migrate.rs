@@ -134,38 +134,6 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
     }
     let t0 = Instant::now();
 
-    // Analysis runs beside the pre-clean, so it costs the move no time: the dirty
-    // rate sampled on the source, the link measured by the agents, the prediction
-    // recorded on the migration (and in its events).
-    {
-        let (app, p) = (app.clone(), p.clone());
-        tokio::spawn(async move {
-            let memory = app.vm_get(p.vm).await.map(|v| v.memory_mib).unwrap_or(0);
-            match app
-                .predict(p.vm, memory, p.source, p.destination, &p.policy)
-                .await
-            {
-                Ok(pred) => {
-                    let _ = app.db.migration_set_prediction(p.migration, &pred).await;
-                    let ev = NewEvent::info(
-                        "migration.analysis",
-                        format!(
-                            "{}: predicted {} ms in all, {} ms downtime, strategy {}",
-                            p.vm_name, pred.total_ms, pred.downtime_ms, pred.strategy
-                        ),
-                    )
-                    .vm(p.vm)
-                    .data(serde_json::json!({"migration_id": p.migration, "prediction": pred}));
-                    app.events.record(ev).await;
-                }
-                // A short move can finish before the 1 s dirty-rate sample does.
-                Err(e) => {
-                    tracing::info!(migration = %p.migration, "no analysis for this move: {e:#}")
-                }
-            }
-        });
-    }
-
     // destination_start
     r.event("destination_start", "started").await;
     let started = async {
