@@ -59,15 +59,39 @@ pub fn ensure_bridge(name: &str, uplink: &str) -> anyhow::Result<String> {
         // Forward at once: a VM that moves here must not wait out STP learning.
         let _ = std::fs::write(format!("/sys/class/net/{br}/bridge/forward_delay"), "0");
     }
-    ip(&["link", "set", &br, "up"])?;
+    l2_only(&br);
     if !uplink.is_empty() {
         if !exists(uplink) {
             bail!("network {name}: uplink {uplink} does not exist on this host");
         }
         ip(&["link", "set", uplink, "master", &br])?;
         ip(&["link", "set", uplink, "up"])?;
+        // A bridge takes the lowest MAC among its ports unless given one, so it
+        // would change as taps come and go; pin it to the uplink's.
+        if let Ok(mac) = std::fs::read_to_string(format!("/sys/class/net/{uplink}/address")) {
+            ip(&["link", "set", &br, "address", mac.trim()])?;
+        }
     }
+    ip(&["link", "set", &br, "up"])?;
     Ok(br)
+}
+
+/// A VM network's bridge carries guests' frames only: the host must not answer
+/// ARP for its own addresses through it. Otherwise a neighbour on the same
+/// segment (another host's agent, the migration stream) can learn the bridge's
+/// MAC for this host's management address and lose its packets once that MAC
+/// changes — which is exactly what stalled migrations in setup until this was
+/// set. No IPv6 either: no link-local address, no DAD or router solicitations.
+fn l2_only(br: &str) {
+    for (path, value) in [
+        (format!("/proc/sys/net/ipv4/conf/{br}/arp_ignore"), "1"),
+        (format!("/proc/sys/net/ipv4/conf/{br}/arp_announce"), "2"),
+        (format!("/proc/sys/net/ipv6/conf/{br}/disable_ipv6"), "1"),
+    ] {
+        if let Err(e) = std::fs::write(&path, value) {
+            tracing::warn!("{path}: {e}");
+        }
+    }
 }
 
 /// Creates (or re-creates) a tap on `bridge`.

@@ -159,6 +159,26 @@ async fn a_guest_boots_serves_and_power_cycles() {
         "{args}"
     );
 
+    // The VM bridge is layer 2 only: its MAC is the uplink's whatever taps join,
+    // and the host does not answer ARP through it (a peer that learned the bridge's
+    // MAC for the host's address lost its packets when a tap left).
+    let ns_read = |path: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &env.lab.ns(0), "cat", path])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        ns_read("/sys/class/net/fbr-vmnet/address"),
+        ns_read("/sys/class/net/eth1/address")
+    );
+    assert_eq!(ns_read("/proc/sys/net/ipv4/conf/fbr-vmnet/arp_ignore"), "1");
+    assert_eq!(
+        ns_read("/proc/sys/net/ipv6/conf/fbr-vmnet/disable_ipv6"),
+        "1"
+    );
+
     // From the fabric: echo and /status.
     echo_roundtrip(&ip).await;
     let s = guest_status(&ip).await;
