@@ -52,6 +52,12 @@ pub struct Config {
     #[arg(long, env = "FERRY_MIGRATION_TRANSPORT", default_value = "tls", value_parser = ["tls", "tcp"])]
     pub migration_transport: String,
 
+    /// Hold the frames that reach a VM's old host while it switches hosts and
+    /// deliver them on the new one (`on`), or let them drop (`off`, QEMU's own
+    /// behaviour: peers then wait out TCP's retransmission timeout).
+    #[arg(long, env = "FERRY_FRAME_RELAY", default_value = "on", value_parser = ["on", "off"])]
+    pub frame_relay: String,
+
     /// Migrations a host takes part in at once (source or destination); more wait,
     /// `queued`, and start in order as slots free (vMotion: 4 per host on 1 GbE).
     #[arg(long, env = "FERRY_HOST_MIGRATION_BUDGET", default_value_t = 4)]

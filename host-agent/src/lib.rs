@@ -7,6 +7,7 @@ pub mod bandwidth;
 pub mod config;
 pub mod datastores;
 pub mod facts;
+pub mod frames;
 pub mod generation;
 pub mod hypervisor;
 pub mod identity;

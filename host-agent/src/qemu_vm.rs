@@ -65,8 +65,12 @@ struct Live {
     qmp: Option<Arc<Qmp>>,
     generation: u64,
     detail: String,
-    /// Where an incoming migration listens, while it waits.
-    incoming_uri: Option<String>,
+    /// Where an incoming migration listens, while it waits (and its frame sink).
+    incoming: Option<ferry_proto::v1::MigrateInReply>,
+    /// Destination: receives the frames the source held at switchover.
+    sink: Option<Arc<crate::frames::Sink>>,
+    /// Source: holds and forwards the frames that arrive during switchover.
+    relay: Option<Arc<crate::frames::Relay>>,
 }
 
 struct VmHandle {
@@ -88,6 +92,24 @@ pub struct QemuVms {
     events: broadcast::Sender<VmRuntime>,
     generation: Generation,
     pub shutdown_timeout: Duration,
+}
+
+/// QEMU's `-m` for a VM of `mib` MiB.
+///
+/// Under TCG, QEMU 7.2 loses guest writes during live migration: its fast path for
+/// syncing the migration dirty bitmap (taken when a RAM block is a whole number of
+/// 64-page words) clears the dirty bits without resetting the vCPUs' TLB dirty
+/// flags, so a page written through a TLB entry filled before the sync is never
+/// marked dirty again and the destination gets a stale copy (seen here: a guest
+/// dirtying memory reliably panics with corrupted kernel lists right after the
+/// move, with raw QEMU as with Ferry). Later QEMU resets the flags there. One page
+/// more than asked keeps the block off that path: the per-page path resets them.
+fn memory_arg(mib: u64, accel: &str) -> String {
+    if accel == "tcg" {
+        format!("{}K", mib * 1024 + 4)
+    } else {
+        format!("{mib}M")
+    }
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -235,7 +257,9 @@ impl QemuVms {
                     qmp: None,
                     generation: 0,
                     detail: String::new(),
-                    incoming_uri: None,
+                    incoming: None,
+                    sink: None,
+                    relay: None,
                 }),
                 op: tokio::sync::Mutex::new(()),
             })
@@ -303,8 +327,18 @@ impl QemuVms {
             while let Some(ev) = events.recv().await {
                 tracing::debug!(vm = %h.id, event = %ev.name, "QMP event");
                 match ev.name.as_str() {
-                    "STOP" => me.set_state(&h, PowerState::Paused, "paused"),
+                    "STOP" => {
+                        me.set_state(&h, PowerState::Paused, "paused");
+                        if let Some(r) = h.live.lock().ok().and_then(|l| l.relay.clone()) {
+                            r.paused(ev.at.unwrap_or_else(std::time::SystemTime::now));
+                        }
+                    }
                     "RESUME" => {
+                        // Running here again after an outgoing migration was
+                        // cancelled: nothing more to relay.
+                        if let Some(r) = h.live.lock().ok().and_then(|mut l| l.relay.take()) {
+                            r.stop();
+                        }
                         let was_incoming = h
                             .live
                             .lock()
@@ -330,6 +364,13 @@ impl QemuVms {
                 }
             }
             // QMP closed: QEMU exited (guest poweroff, quit, kill).
+            if let Ok(mut l) = h.live.lock() {
+                if let Some(r) = l.relay.take() {
+                    r.stop();
+                }
+                l.sink = None;
+                l.incoming = None;
+            }
             let pid = h.live.lock().map(|l| l.pid).unwrap_or(None);
             if let Some(pid) = pid {
                 for _ in 0..200 {
@@ -386,7 +427,7 @@ impl QemuVms {
                 },
             ])
             .args(["-smp", &spec.vcpus.max(1).to_string()])
-            .args(["-m", &format!("{}M", spec.memory_mib)])
+            .args(["-m", &memory_arg(spec.memory_mib, self.accel)])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .arg("-chardev")
             .arg(format!(
@@ -453,6 +494,7 @@ impl QemuVms {
         incoming: bool,
     ) -> anyhow::Result<()> {
         std::fs::create_dir_all(&h.dir)?;
+        let _ = std::fs::remove_file(h.dir.join(migrate::OUTGOING));
         std::fs::write(h.dir.join("spec.json"), spec_to_json(spec).to_string())?;
         // Disks: created on first use, kept across power cycles.
         for d in &spec.disks {

@@ -26,6 +26,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
 pub struct QmpEvent {
     pub name: String,
     pub data: Value,
+    /// When QEMU emitted it (its wall clock), if it said.
+    pub at: Option<std::time::SystemTime>,
 }
 
 pub struct Qmp {
@@ -70,9 +72,18 @@ impl Qmp {
                     continue;
                 };
                 if let Some(name) = v.get("event").and_then(Value::as_str) {
+                    let ts = &v["timestamp"];
+                    let at = ts["seconds"].as_u64().map(|s| {
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(s)
+                            + std::time::Duration::from_micros(
+                                ts["microseconds"].as_u64().unwrap_or(0),
+                            )
+                    });
                     let _ = events_tx.send(QmpEvent {
                         name: name.to_string(),
                         data: v["data"].clone(),
+                        at,
                     });
                     continue;
                 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ferry_proto::v1::{
     BandwidthProbeReply, BandwidthProbeRequest, BandwidthSinkReply, BandwidthSinkRequest,
     DirtyRateReply, GetFactsRequest, HostReport, MigrateInReply, MigrateInRequest,
-    MigrateOutRequest, MigrationStatusReply, VmConsoleReply, VmConsoleRequest, VmListRequest,
-    VmPowerRequest, VmRef, VmRuntime, VmRuntimeList,
+    MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply, VmConsoleReply, VmConsoleRequest,
+    VmListRequest, VmPowerRequest, VmRef, VmRuntime, VmRuntimeList,
 };
 use tonic::{Request, Response, Status};
 
@@ -115,20 +115,18 @@ impl Agent for AgentService {
         req: Request<MigrateInRequest>,
     ) -> Result<Response<MigrateInReply>, Status> {
         require_control_plane(&req)?;
-        let r = req.into_inner();
-        let spec = r
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        let ip = if r.listen_ip.is_empty() {
-            self.state.address_ip()
-        } else {
-            r.listen_ip
-        };
+        let mut r = req.into_inner();
+        if r.spec.is_none() {
+            return Err(Status::invalid_argument("spec is required"));
+        }
+        if r.listen_ip.is_empty() {
+            r.listen_ip = self.state.address_ip();
+        }
         self.state
             .hypervisor()
-            .migrate_in(spec, &ip, r.tls)
+            .migrate_in(r)
             .await
-            .map(|uri| Response::new(MigrateInReply { uri }))
+            .map(Response::new)
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))
     }
 
@@ -137,17 +135,22 @@ impl Agent for AgentService {
         req: Request<MigrateOutRequest>,
     ) -> Result<Response<VmRuntime>, Status> {
         require_control_plane(&req)?;
-        let r = req.into_inner();
         self.state
             .hypervisor()
-            .migrate_out(
-                &r.vm_id,
-                &r.uri,
-                r.max_bandwidth_bytes_per_s,
-                r.downtime_limit_ms,
-                r.auto_converge,
-                &r.tls_hostname,
-            )
+            .migrate_out(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+    }
+
+    async fn migrate_tune(
+        &self,
+        req: Request<MigrateTuneRequest>,
+    ) -> Result<Response<MigrationStatusReply>, Status> {
+        require_control_plane(&req)?;
+        self.state
+            .hypervisor()
+            .migrate_tune(req.into_inner())
             .await
             .map(Response::new)
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))

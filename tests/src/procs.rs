@@ -279,8 +279,10 @@ impl Env {
     /// A lab with `hosts` namespaces and a control plane on a fresh database whose
     /// gRPC listens on the fabric. `cp_args` are extra control-plane flags.
     pub async fn new(hosts: u8, cp_args: &[&str]) -> Self {
+        // FERRY_TEST_KEEP=1 keeps each test's directory (logs, state) for a look.
         let dir = tempfile::Builder::new()
             .prefix("ferry-test-")
+            .disable_cleanup(std::env::var_os("FERRY_TEST_KEEP").is_some())
             .tempdir()
             .expect("tempdir");
         let db = TestDb::new().await;

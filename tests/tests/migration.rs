@@ -210,6 +210,20 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
     assert_eq!(api.ok(&format!("/vms/{id}")).await["host_id"], a.as_str());
     assert_eq!(qemus(&id).len(), 1);
     assert_eq!(qemus(&id)[0].1, netns_of(&env, 0));
+    // Really back: the same boot answers from host-a with its memory intact (a QEMU
+    // that arrived by migration once reports that incoming move as `completed`; it
+    // must not pass for the outgoing one).
+    let back = ferry_tests::vmtest::guest_status(&ip).await;
+    assert_eq!(back["boot_id"], before["boot_id"]);
+    assert_eq!(back["integrity_errors"], 0, "{back}");
+    assert!(
+        back["uptime_s"].as_f64() > after["uptime_s"].as_f64(),
+        "{back}"
+    );
+    assert!(
+        !summary.contains(" 0 passes"),
+        "the memory really moved: {summary}"
+    );
 }
 
 #[tokio::test]
@@ -366,4 +380,133 @@ async fn incompatible_destinations_are_refused_with_reasons() {
         0
     );
     assert_eq!(qemus(&id).len(), 1);
+}
+
+/// Sets the guest's memory dirtier (MiB/s over a working set) and waits until the
+/// guest reports it dirtying.
+async fn dirty(ip: &str, mbps: u64, wss_mib: u64) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{ip}/dirty?mbps={mbps}&wss_mib={wss_mib}"))
+        .send()
+        .await
+        .expect("POST /dirty");
+    assert!(r.status().is_success(), "{r:?}");
+    wait_for("the guest to dirty memory", T, || {
+        let ip = ip.to_string();
+        async move {
+            let s = reqwest::get(format!("http://{ip}/status"))
+                .await
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()?;
+            (s["dirty_mbps"].as_f64()? > mbps as f64 / 2.0).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Shapes host `i`'s fabric link (where migration streams go) to `rate`.
+fn shape(env: &ferry_tests::procs::Env, i: u8, rate: &str) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.lab.ns(i),
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+        ])
+        .args([
+            "root", "tbf", "rate", rate, "burst", "512kb", "latency", "50ms",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The messages of the migration's `migration.strategy` events.
+async fn strategy_events(api: &ferry_tests::rest::Api, mid: &str) -> Vec<String> {
+    let evs = api.ok("/events?limit=500").await;
+    evs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "migration.strategy" && e["data"]["migration_id"] == mid)
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Migrates while the echo client talks; checks everything the tests promise and
+/// returns the finished migration.
+async fn move_while_talking(lab: &GuestLab, policy: Value) -> Value {
+    let GuestLab {
+        env,
+        api,
+        id,
+        ip,
+        b,
+    } = lab;
+    let before = ferry_tests::vmtest::guest_status(ip).await;
+    let client = EchoClient::start(ip).await;
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": b, "policy": policy}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let m = wait_migration(api, r.body["id"].as_str().unwrap()).await;
+    let (messages, gap) = client.finish().await;
+    eprintln!(
+        "{}: longest client gap {gap:?} over {messages} messages",
+        m["result"]["strategy"]
+    );
+    assert_eq!(m["state"], "completed", "{m}");
+    assert_eq!(api.ok(&format!("/vms/{id}")).await["host_id"], b.as_str());
+    let copies = qemus(id);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].1, netns_of(env, 1));
+    let after = ferry_tests::vmtest::guest_status(ip).await;
+    assert_eq!(after["boot_id"], before["boot_id"]);
+    assert_eq!(after["integrity_errors"], 0, "{after}");
+    assert!(after["pages_verified"].as_u64() > before["pages_verified"].as_u64());
+    m
+}
+
+#[tokio::test]
+async fn a_guest_dirtying_below_the_link_moves_by_precopy() {
+    let lab = two_hosts_and_guest("busy", 2, 256, &[], vec![]).await;
+    dirty(&lab.ip, 48, 64).await;
+    let m = move_while_talking(&lab, json!({})).await;
+    assert_eq!(m["result"]["strategy"], "precopy", "{m}");
+    assert!(m["result"]["iterations"].as_u64().unwrap() >= 2, "{m}");
+}
+
+#[tokio::test]
+async fn a_guest_dirtying_faster_than_a_shaped_link_completes_in_auto() {
+    let lab = two_hosts_and_guest("storm", 3, 256, &[], vec![]).await;
+    // 200 Mbit/s is 25 MB/s; the guest dirties 64 MiB/s: pre-copy alone never ends.
+    shape(&lab.env, 0, "200mbit");
+    dirty(&lab.ip, 64, 96).await;
+    let m = move_while_talking(&lab, json!({})).await;
+    let strategy = m["result"]["strategy"].as_str().unwrap();
+    assert!(strategy.ends_with("+postcopy"), "{m}");
+    let notes = strategy_events(&lab.api, m["id"].as_str().unwrap()).await;
+    assert!(
+        notes.iter().any(|n| n.contains("switching to post-copy")),
+        "the decision is recorded: {notes:?}"
+    );
+    // Within twice the memory's time on the link (plus the first pass's start).
+    let t_phys_ms = 256.0 * 1048576.0 / 25e6 * 1000.0;
+    assert!(
+        (m["result"]["total_ms"].as_u64().unwrap() as f64) < 2.0 * t_phys_ms + 2000.0,
+        "{m}"
+    );
 }

@@ -23,10 +23,13 @@ use ferry_api::migration::{MigrationProgress, MigrationResult, MigrationState};
 use ferry_api::vm::MigrationPolicy;
 use ferry_api::{HostId, MigrationId, SagaId, VmId};
 use ferry_proto::v1::agent_client::AgentClient;
-use ferry_proto::v1::{MigrateInRequest, MigrateOutRequest, VmRef};
+use ferry_proto::v1::{
+    MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest, VmRef,
+};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
+use super::escalation::{Action, Escalator, Plan, Sample};
 use crate::app::App;
 use crate::db::events::NewEvent;
 
@@ -51,6 +54,8 @@ enum Transfer {
     Completed(MigrationResult),
     Cancelled,
     Failed(String),
+    /// Failed after post-copy began: the VM's state is split between the hosts.
+    FailedInPostcopy(String),
 }
 
 struct Run<'a> {
@@ -146,48 +151,43 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
         let mut dest = r.agent(p.destination).await?;
-        let uri = dest
-            .migrate_in(MigrateInRequest {
-                spec: Some(spec.clone()),
-                listen_ip: String::new(),
-                tls: r.app.config.migration_transport == "tls",
-            })
+        let plan = Plan::new(&p.policy);
+        let request = MigrateInRequest {
+            spec: Some(spec.clone()),
+            listen_ip: String::new(),
+            tls: r.app.config.migration_transport == "tls",
+            postcopy: plan.postcopy,
+            channels: plan.channels,
+        };
+        let reply = dest
+            .migrate_in(request.clone())
             .await
             .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
-            .into_inner()
-            .uri;
+            .into_inner();
         if r.app.config.replay_steps {
-            let again = {
-                let u = dest
-                    .migrate_in(MigrateInRequest {
-                        spec: Some(spec),
-                        listen_ip: String::new(),
-                        tls: r.app.config.migration_transport == "tls",
-                    })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
-                    .into_inner()
-                    .uri;
-                u
-            };
+            let again = dest
+                .migrate_in(request)
+                .await
+                .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
+                .into_inner();
             anyhow::ensure!(
-                again == uri,
-                "replayed destination_start answered {again}, not {uri}"
+                again == reply,
+                "replayed destination_start answered {again:?}, not {reply:?}"
             );
         }
-        anyhow::Ok(uri)
+        anyhow::Ok(reply)
     }
     .await;
-    let started = started.and_then(|uri| {
+    let started = started.and_then(|reply| {
         if r.fault("destination_start") {
             anyhow::bail!("injected failure after destination_start")
         }
-        Ok(uri)
+        Ok(reply)
     });
-    let uri = match started {
-        Ok(uri) => {
+    let incoming = match started {
+        Ok(reply) => {
             r.event("destination_start", "succeeded").await;
-            uri
+            reply
         }
         Err(e) => {
             r.event("destination_start", "failed").await;
@@ -207,7 +207,7 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
         format!("migration of {} started (pre-copy)", p.vm_name),
     )
     .await;
-    let outcome = transfer(&r, &uri, t0).await;
+    let outcome = transfer(&r, &incoming, t0).await;
     match outcome {
         Transfer::Completed(result) => {
             // Point of no return.
@@ -223,29 +223,57 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
             r.event("transfer", "failed").await;
             unwind(&r, true, MigrationState::Failed, &e).await;
         }
+        Transfer::FailedInPostcopy(e) => {
+            // Neither copy is whole: nothing may be discarded or resumed blindly.
+            r.event("transfer", "failed").await;
+            let _ = app
+                .db
+                .migration_finish(id, MigrationState::Failed, None, Some(&e))
+                .await;
+            let _ = app.db.saga_set_state(saga, "failed").await;
+            let ev = NewEvent::warning(
+                "migration.failed",
+                format!(
+                    "migration of {} failed in post-copy ({e}); the VM is paused on both hosts and needs an operator",
+                    p.vm_name
+                ),
+            )
+            .vm(p.vm)
+            .data(serde_json::json!({"migration_id": p.migration}));
+            app.events.record(ev).await;
+        }
     }
 }
 
 /// Starts the source's `migrate` and follows it until it completes, fails or is
 /// cancelled, recording honest progress (the percentage never goes backwards).
-async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
+async fn transfer(r: &Run<'_>, incoming: &MigrateInReply, t0: Instant) -> Transfer {
     let p = r.p;
     let mut source = match r.agent(p.source).await {
         Ok(c) => c,
         Err(e) => return Transfer::Failed(format!("source unreachable: {e:#}")),
     };
+    let mut esc = Escalator::new(Plan::new(&p.policy));
     let bw = u64::from(p.policy.max_bandwidth_mbps) * 1_000_000 / 8;
     let request = MigrateOutRequest {
         vm_id: p.vm.to_string(),
-        uri: uri.to_string(),
+        uri: incoming.uri.clone(),
         max_bandwidth_bytes_per_s: bw,
-        downtime_limit_ms: p.policy.max_downtime_ms,
-        auto_converge: p.policy.allow_throttle,
+        downtime_limit_ms: esc.plan.downtime_ms,
+        auto_converge: esc.plan.auto_converge,
         tls_hostname: if r.app.config.migration_transport == "tls" {
             crate::ca::host_dns_name(&p.destination)
         } else {
             String::new()
         },
+        postcopy: esc.plan.postcopy,
+        channels: esc.plan.channels,
+        frames_address: if r.app.config.frame_relay == "on" {
+            incoming.frames_address.clone()
+        } else {
+            String::new()
+        },
+        frames_token: incoming.frames_token.clone(),
     };
     let times = if r.app.config.replay_steps { 2 } else { 1 };
     for _ in 0..times {
@@ -253,17 +281,19 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
             return Transfer::Failed(format!("source: {}", s.message()));
         }
     }
+    let started = Instant::now();
     let mut progress = MigrationProgress::default();
     let mut unreachable_since: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut last_advance = (Instant::now(), 0u64);
     let stall = Duration::from_secs(10);
     loop {
-        if r.app
-            .db
-            .migration_cancel_requested(p.migration)
-            .await
-            .unwrap_or(false)
+        if !esc.postcopy_started
+            && r.app
+                .db
+                .migration_cancel_requested(p.migration)
+                .await
+                .unwrap_or(false)
         {
             return Transfer::Cancelled;
         }
@@ -285,7 +315,7 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
             }
             Err(s) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > SOURCE_GRACE {
+                if since.elapsed() > SOURCE_GRACE && !esc.postcopy_started {
                     return Transfer::Failed(format!("source agent unreachable: {}", s.message()));
                 }
                 tracing::warn!(vm = %p.vm, "source status: {}; asking again", s.message());
@@ -298,9 +328,14 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
         };
         // A destination whose agent stopped heartbeating cannot be trusted to take
         // over: give up while the source still runs the VM.
-        if let Ok(Some(dest)) = r.app.db.host_fetch(p.destination).await {
-            if dest.state == ferry_api::host::HostState::Disconnected {
-                return Transfer::Failed(format!("destination host {} disconnected", dest.name));
+        if !esc.postcopy_started {
+            if let Ok(Some(dest)) = r.app.db.host_fetch(p.destination).await {
+                if dest.state == ferry_api::host::HostState::Disconnected {
+                    return Transfer::Failed(format!(
+                        "destination host {} disconnected",
+                        dest.name
+                    ));
+                }
             }
         }
         let page = st.page_size.max(4096);
@@ -338,12 +373,14 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
                     downtime_ms: st.downtime_ms,
                     transferred_bytes: st.transferred_bytes,
                     iterations: st.iteration,
-                    strategy: if p.policy.allow_throttle {
-                        "precopy+auto-converge".into()
-                    } else {
-                        "precopy".into()
-                    },
+                    strategy: esc.plan.strategy(esc.postcopy_started, esc.throttled),
                 });
+            }
+            "failed" | "cancelled" if esc.postcopy_started => {
+                return Transfer::FailedInPostcopy(format!(
+                    "QEMU: migration {}: {}",
+                    st.status, st.error
+                ));
             }
             "failed" | "cancelled" => {
                 return Transfer::Failed(format!("QEMU: migration {}: {}", st.status, st.error));
@@ -357,8 +394,94 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
             .await;
         if st.transferred_bytes > last_advance.1 {
             last_advance = (Instant::now(), st.transferred_bytes);
-        } else if last_advance.0.elapsed() > stall {
+        }
+        let stalled = last_advance.0.elapsed() > stall;
+        if stalled && !esc.plan.postcopy && !esc.postcopy_started {
             return Transfer::Failed(format!("no progress for {} s (stalled)", stall.as_secs()));
+        }
+        let sample = Sample {
+            iteration: st.iteration,
+            remaining_bytes: st.remaining_bytes,
+            total_bytes: st.total_bytes,
+            dirty_bps: progress.dirty_rate_bps,
+            bandwidth_bps: bandwidth,
+            throttle_pct: st.throttle_pct,
+            elapsed: started.elapsed(),
+            stalled,
+        };
+        if st.status == "active" {
+            for action in esc.observe(&sample) {
+                match action {
+                    Action::Note(msg) => {
+                        r.note("migration.strategy", format!("{}: {msg}", p.vm_name))
+                            .await
+                    }
+                    Action::Downtime(ms, msg) => {
+                        r.note("migration.strategy", format!("{}: {msg}", p.vm_name))
+                            .await;
+                        if let Err(s) = source
+                            .migrate_tune(MigrateTuneRequest {
+                                vm_id: p.vm.to_string(),
+                                downtime_limit_ms: ms,
+                                start_postcopy: false,
+                            })
+                            .await
+                        {
+                            tracing::warn!(vm = %p.vm, "raise downtime target: {}", s.message());
+                        }
+                    }
+                    Action::Postcopy(why) => {
+                        // Past this the destination holds the VM: no more cancel (the
+                        // state change closes the door; a cancel that slipped in first
+                        // is honoured instead).
+                        let _ = r
+                            .app
+                            .db
+                            .migration_set_state(
+                                p.migration,
+                                MigrationState::SwitchingOver,
+                                "postcopy",
+                            )
+                            .await;
+                        if r.app
+                            .db
+                            .migration_cancel_requested(p.migration)
+                            .await
+                            .unwrap_or(false)
+                        {
+                            return Transfer::Cancelled;
+                        }
+                        r.event("switchover", "started").await;
+                        r.note(
+                            "migration.strategy",
+                            format!("{}: switching to post-copy: {why}", p.vm_name),
+                        )
+                        .await;
+                        if let Err(s) = source
+                            .migrate_tune(MigrateTuneRequest {
+                                vm_id: p.vm.to_string(),
+                                downtime_limit_ms: 0,
+                                start_postcopy: true,
+                            })
+                            .await
+                        {
+                            // QEMU refused the switch: pre-copy goes on, and may still
+                            // end either way.
+                            tracing::warn!(vm = %p.vm, "start post-copy: {}", s.message());
+                            esc.postcopy_started = false;
+                            let _ = r
+                                .app
+                                .db
+                                .migration_set_state(
+                                    p.migration,
+                                    MigrationState::Transferring,
+                                    "precopy",
+                                )
+                                .await;
+                        }
+                    }
+                }
+            }
         }
         if last_event.elapsed() >= Duration::from_secs(1) {
             last_event = Instant::now();
@@ -376,7 +499,30 @@ async fn transfer(r: &Run<'_>, uri: &str, t0: Instant) -> Transfer {
             .data(serde_json::json!({"migration_id": p.migration, "progress": progress}));
             r.app.events.record(ev).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Post-copy: the destination runs the VM but pulls pages from the source until
+/// QEMU reports `completed`; the source must live until then.
+async fn wait_postcopy_done(r: &Run<'_>) {
+    let p = r.p;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while Instant::now() < deadline {
+        if let Ok(mut src) = r.agent(p.source).await {
+            match src
+                .migration_status(VmRef {
+                    vm_id: p.vm.to_string(),
+                })
+                .await
+            {
+                Ok(st) if st.get_ref().status.starts_with("postcopy") => {}
+                Ok(_) => return,
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => return,
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -398,6 +544,7 @@ async fn forward(r: &Run<'_>, result: Option<MigrationResult>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     r.event("commit", "succeeded").await;
+    wait_postcopy_done(r).await;
     r.event("source_cleanup", "started").await;
     match r.agent(p.source).await {
         Ok(mut src) => {
@@ -517,7 +664,12 @@ async fn cancel_on_source(r: &Run<'_>) -> bool {
                 .await
             {
                 Ok(_) => return false,
-                Err(s) if s.message().contains("already completed") => return true,
+                Err(s)
+                    if s.message().contains("already completed")
+                        || s.message().contains("post-copy") =>
+                {
+                    return true
+                }
                 Err(s) if s.code() != tonic::Code::Unavailable => {
                     // Not a connectivity problem (e.g. nothing to cancel): ask QEMU
                     // whether the state made it across.
@@ -559,7 +711,8 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
                     })
                     .await
                 {
-                    past_no_return = st.into_inner().status == "completed";
+                    let st = st.into_inner().status;
+                    past_no_return = st == "completed" || st.starts_with("postcopy");
                 }
             }
         }

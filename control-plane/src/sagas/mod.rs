@@ -3,4 +3,5 @@
 //! the point of no return has an undo; a recovery pass at start-up finishes or
 //! unwinds what a previous control plane left running.
 
+pub mod escalation;
 pub mod migrate;

@@ -10,7 +10,10 @@ pub mod sim;
 use std::time::Duration;
 
 use anyhow::bail;
-use ferry_proto::v1::{CpuFacts, MemoryFacts, MigrationStatusReply, VmRuntime, VmSpec};
+use ferry_proto::v1::{
+    CpuFacts, MemoryFacts, MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest,
+    MigrationStatusReply, VmRuntime, VmSpec,
+};
 use tokio::sync::broadcast;
 
 /// The accelerator a backend uses, and why it chose it.
@@ -48,31 +51,20 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Runtime changes, each with a new generation.
     fn vm_events(&self) -> broadcast::Receiver<VmRuntime>;
 
-    /// Live migration, destination side: wait for the VM's state on `listen_ip`
-    /// (over TLS with `tls`);
-    /// returns the URI the source sends to.
-    async fn migrate_in(&self, spec: VmSpec, listen_ip: &str, tls: bool) -> anyhow::Result<String> {
-        let _ = (spec, listen_ip, tls);
+    /// Live migration, destination side: start the waiting copy and listen on
+    /// `req.listen_ip`; returns the URI the source sends to and the frame sink.
+    async fn migrate_in(&self, req: MigrateInRequest) -> anyhow::Result<MigrateInReply> {
+        let _ = req;
         bail!("this backend cannot live-migrate yet")
     }
     /// Source side: start sending (over TLS to `tls_hostname` unless it is empty).
-    async fn migrate_out(
-        &self,
-        vm_id: &str,
-        uri: &str,
-        max_bandwidth: u64,
-        downtime_limit_ms: u32,
-        auto_converge: bool,
-        tls_hostname: &str,
-    ) -> anyhow::Result<VmRuntime> {
-        let _ = (
-            vm_id,
-            uri,
-            max_bandwidth,
-            downtime_limit_ms,
-            auto_converge,
-            tls_hostname,
-        );
+    async fn migrate_out(&self, req: MigrateOutRequest) -> anyhow::Result<VmRuntime> {
+        let _ = req;
+        bail!("this backend cannot live-migrate yet")
+    }
+    /// Source side: change a running migration (downtime target, post-copy).
+    async fn migrate_tune(&self, req: MigrateTuneRequest) -> anyhow::Result<MigrationStatusReply> {
+        let _ = req;
         bail!("this backend cannot live-migrate yet")
     }
     async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {

@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ferry_proto::v1::{CpuFacts, MemoryFacts, MigrationStatusReply, VmRuntime, VmSpec};
+use ferry_proto::v1::{
+    CpuFacts, MemoryFacts, MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest,
+    MigrationStatusReply, VmRuntime, VmSpec,
+};
 use tokio::sync::broadcast;
 
 use super::{AccelChoice, Hypervisor};
@@ -155,29 +158,16 @@ impl Hypervisor for QemuBackend {
         self.vms.subscribe()
     }
 
-    async fn migrate_in(&self, spec: VmSpec, listen_ip: &str, tls: bool) -> anyhow::Result<String> {
-        self.vms.migrate_in(spec, listen_ip, tls).await
+    async fn migrate_in(&self, req: MigrateInRequest) -> anyhow::Result<MigrateInReply> {
+        self.vms.migrate_in(req).await
     }
 
-    async fn migrate_out(
-        &self,
-        vm_id: &str,
-        uri: &str,
-        max_bandwidth: u64,
-        downtime_limit_ms: u32,
-        auto_converge: bool,
-        tls_hostname: &str,
-    ) -> anyhow::Result<VmRuntime> {
-        self.vms
-            .migrate_out(
-                vm_id,
-                uri,
-                max_bandwidth,
-                downtime_limit_ms,
-                auto_converge,
-                tls_hostname,
-            )
-            .await
+    async fn migrate_out(&self, req: MigrateOutRequest) -> anyhow::Result<VmRuntime> {
+        self.vms.migrate_out(req).await
+    }
+
+    async fn migrate_tune(&self, req: MigrateTuneRequest) -> anyhow::Result<MigrationStatusReply> {
+        self.vms.migrate_tune(req).await
     }
 
     async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {

@@ -9,10 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ferry_proto::v1::{MigrationStatusReply, VmRuntime, VmSpec};
+use ferry_proto::v1::{
+    MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply,
+    VmRuntime,
+};
 use serde_json::json;
 
 use super::{PowerState, QemuVms};
+
+/// Marks (in the VM's directory, so it outlives an agent restart) that this QEMU
+/// has sent its state away. Without it `query-migrate` describes whatever migration
+/// QEMU knows, and a QEMU that *arrived* by migration reports that incoming one as
+/// `completed` — which must never pass for an outgoing move that finished.
+pub const OUTGOING: &str = "outgoing-migration";
 
 /// The QOM id of the TLS credentials object in each QEMU.
 const TLS_OBJECT: &str = "ferry-tls";
@@ -68,33 +77,27 @@ impl QemuVms {
         qmp.with_context(|| format!("VM {vm_id} is not running here"))
     }
 
-    /// Destination: starts the waiting QEMU and returns the URI to send to.
+    /// Destination: starts the waiting QEMU, its frame sink, and returns where the
+    /// source sends the state and the frames.
     pub async fn migrate_in(
         self: &Arc<Self>,
-        spec: VmSpec,
-        listen_ip: &str,
-        tls: bool,
-    ) -> anyhow::Result<String> {
+        req: MigrateInRequest,
+    ) -> anyhow::Result<MigrateInReply> {
+        let spec = req.spec.clone().context("spec is required")?;
         let h = self.handle(&spec);
         let _op = h.op.lock().await;
         // Asked again (a replayed saga step): the same waiting QEMU, the same URI.
-        if let Some(uri) = h.live.lock().ok().and_then(|l| l.incoming_uri.clone()) {
-            if h.live
-                .lock()
-                .map(|l| l.state == PowerState::Paused)
-                .unwrap_or(false)
-            {
-                return Ok(uri);
+        {
+            let l = h.live.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(reply), PowerState::Paused) = (&l.incoming, l.state) {
+                return Ok(reply.clone());
+            }
+            if l.state != PowerState::Stopped {
+                bail!("VM {} already runs on this host", spec.vm_id);
             }
         }
-        if h.live
-            .lock()
-            .map(|l| l.state != PowerState::Stopped)
-            .unwrap_or(true)
-        {
-            bail!("VM {} already runs on this host", spec.vm_id);
-        }
         self.start_qemu(&h, &spec, true).await?;
+        let listen_ip = req.listen_ip.as_str();
         let port = std::net::TcpListener::bind((listen_ip, 0))
             .and_then(|l| l.local_addr())
             .with_context(|| format!("no free port on {listen_ip}"))?
@@ -106,33 +109,42 @@ impl QemuVms {
             .ok()
             .and_then(|l| l.qmp.clone())
             .context("no QMP")?;
-        qmp.execute(
-            "migrate-set-capabilities",
-            json!({"capabilities": [{"capability": "events", "state": true}]}),
-        )
-        .await?;
-        if tls {
+        set_capabilities(&qmp, false, req.postcopy, req.channels).await?;
+        if req.tls {
             self.tls_object(&qmp, "server").await?;
             qmp.execute("migrate-set-parameters", json!({"tls-creds": TLS_OBJECT}))
                 .await?;
         }
         qmp.execute("migrate-incoming", json!({"uri": uri})).await?;
+        let taps = (0..spec.nics.len())
+            .map(|i| crate::netdev::tap_name(&spec.vm_id, i))
+            .collect();
+        let sink = match crate::frames::Sink::start(listen_ip, taps) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::warn!(vm = %spec.vm_id, "no frame relay for this move: {e:#}");
+                None
+            }
+        };
+        let reply = MigrateInReply {
+            uri,
+            frames_address: sink.as_ref().map(|s| s.address.clone()).unwrap_or_default(),
+            frames_token: sink.as_ref().map(|s| s.token.clone()).unwrap_or_default(),
+        };
         if let Ok(mut l) = h.live.lock() {
-            l.incoming_uri = Some(uri.clone());
+            l.incoming = Some(reply.clone());
+            l.sink = sink;
         }
-        Ok(uri)
+        Ok(reply)
     }
 
-    /// Source: starts sending the VM's state.
+    /// Source: starts sending the VM's state (and relaying its frames once it
+    /// pauses).
     pub async fn migrate_out(
         self: &Arc<Self>,
-        vm_id: &str,
-        uri: &str,
-        max_bandwidth: u64,
-        downtime_limit_ms: u32,
-        auto_converge: bool,
-        tls_hostname: &str,
+        req: MigrateOutRequest,
     ) -> anyhow::Result<VmRuntime> {
+        let vm_id = req.vm_id.as_str();
         let h = self
             .get(vm_id)
             .with_context(|| format!("VM {vm_id} is not on this host"))?;
@@ -140,49 +152,106 @@ impl QemuVms {
         let qmp = self.qmp_of(vm_id)?;
         // Asked again (a replayed saga step): a migration already under way or done
         // is that migration, not a new one.
+        let marker = h.dir.join(OUTGOING);
         let st = qmp.execute("query-migrate", json!({})).await?;
-        if matches!(
-            st["status"].as_str(),
-            Some("setup" | "active" | "pre-switchover" | "device" | "completed")
-        ) {
+        if marker.exists()
+            && matches!(
+                st["status"].as_str(),
+                Some(
+                    "setup"
+                        | "active"
+                        | "pre-switchover"
+                        | "device"
+                        | "completed"
+                        | "postcopy-active"
+                        | "postcopy-paused"
+                        | "postcopy-recover"
+                )
+            )
+        {
             return Ok(self.runtime(&h));
         }
-        qmp.execute(
-            "migrate-set-capabilities",
-            json!({"capabilities": [
-                {"capability": "events", "state": true},
-                {"capability": "auto-converge", "state": auto_converge},
-            ]}),
-        )
-        .await?;
+        set_capabilities(&qmp, req.auto_converge, req.postcopy, req.channels).await?;
         // No cap: as fast as the link goes (QEMU's default caps it at 128 MiB/s).
-        let bandwidth = if max_bandwidth == 0 {
+        let bandwidth = if req.max_bandwidth_bytes_per_s == 0 {
             64u64 << 30
         } else {
-            max_bandwidth
+            req.max_bandwidth_bytes_per_s
         };
         qmp.execute(
             "migrate-set-parameters",
-            json!({"max-bandwidth": bandwidth, "downtime-limit": downtime_limit_ms.max(1)}),
+            json!({"max-bandwidth": bandwidth, "downtime-limit": req.downtime_limit_ms.max(1)}),
         )
         .await?;
-        if tls_hostname.is_empty() {
+        if req.tls_hostname.is_empty() {
             qmp.execute("migrate-set-parameters", json!({"tls-creds": ""}))
                 .await?;
         } else {
             self.tls_object(&qmp, "client").await?;
             qmp.execute(
                 "migrate-set-parameters",
-                json!({"tls-creds": TLS_OBJECT, "tls-hostname": tls_hostname}),
+                json!({"tls-creds": TLS_OBJECT, "tls-hostname": req.tls_hostname}),
             )
             .await?;
         }
-        qmp.execute("migrate", json!({"uri": uri})).await?;
+        if !req.frames_address.is_empty() {
+            let spec = h.spec.lock().map(|s| s.clone()).unwrap_or_default();
+            let taps = spec
+                .nics
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (crate::netdev::tap_name(vm_id, i), n.mac.clone()))
+                .collect();
+            match crate::frames::Relay::start(&req.frames_address, &req.frames_token, taps) {
+                Ok(r) => {
+                    if let Ok(mut l) = h.live.lock() {
+                        if let Some(old) = l.relay.replace(r) {
+                            old.stop();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(vm = %vm_id, "no frame relay for this move: {e:#}"),
+            }
+        }
+        std::fs::write(&marker, &req.uri)?;
+        qmp.execute("migrate", json!({"uri": req.uri})).await?;
         Ok(self.runtime(&h))
+    }
+
+    /// Source: escalates a running migration — a new downtime target, or the move
+    /// to post-copy (the VM then runs on the destination and pulls what it lacks).
+    pub async fn migrate_tune(
+        &self,
+        req: MigrateTuneRequest,
+    ) -> anyhow::Result<MigrationStatusReply> {
+        let qmp = self.qmp_of(&req.vm_id)?;
+        if req.downtime_limit_ms > 0 {
+            qmp.execute(
+                "migrate-set-parameters",
+                json!({"downtime-limit": req.downtime_limit_ms}),
+            )
+            .await?;
+        }
+        if req.start_postcopy {
+            let st = self.migration_status(&req.vm_id).await?;
+            if !st.status.starts_with("postcopy") && st.status != "completed" {
+                qmp.execute("migrate-start-postcopy", json!({})).await?;
+            }
+        }
+        self.migration_status(&req.vm_id).await
     }
 
     /// Source: `query-migrate`.
     pub async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
+        let h = self
+            .get(vm_id)
+            .with_context(|| format!("VM {vm_id} is not on this host"))?;
+        if !h.dir.join(OUTGOING).exists() {
+            return Ok(MigrationStatusReply {
+                status: "none".into(),
+                ..Default::default()
+            });
+        }
         let v = self
             .qmp_of(vm_id)?
             .execute("query-migrate", json!({}))
@@ -212,6 +281,10 @@ impl QemuVms {
             .get(vm_id)
             .with_context(|| format!("VM {vm_id} is not on this host"))?;
         let qmp = self.qmp_of(vm_id)?;
+        let now = self.migration_status(vm_id).await?.status;
+        if now.starts_with("postcopy") {
+            bail!("the migration is in post-copy: the VM runs on the destination; it cannot be cancelled");
+        }
         qmp.execute("migrate_cancel", json!({})).await?;
         for _ in 0..200 {
             let st = self.migration_status(vm_id).await?.status;
@@ -223,6 +296,7 @@ impl QemuVms {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = std::fs::remove_file(h.dir.join(OUTGOING));
         if qmp.status().await? != "running" {
             qmp.execute("cont", json!({})).await?;
             self.set_state(&h, PowerState::Running, "running (migration cancelled)");
@@ -280,4 +354,32 @@ impl QemuVms {
         }
         bail!("the dirty rate was not measured in time")
     }
+}
+
+/// The migration capabilities both sides must agree on (and the source's throttle).
+async fn set_capabilities(
+    qmp: &crate::qmp::Qmp,
+    auto_converge: bool,
+    postcopy: bool,
+    channels: u32,
+) -> anyhow::Result<()> {
+    let multifd = channels > 1;
+    qmp.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [
+            {"capability": "events", "state": true},
+            {"capability": "auto-converge", "state": auto_converge},
+            {"capability": "postcopy-ram", "state": postcopy},
+            {"capability": "multifd", "state": multifd},
+        ]}),
+    )
+    .await?;
+    if multifd {
+        qmp.execute(
+            "migrate-set-parameters",
+            json!({"multifd-channels": channels.min(16)}),
+        )
+        .await?;
+    }
+    Ok(())
 }

@@ -1,0 +1,370 @@
+//! How a migration is configured from its policy, and how `auto` escalates
+//! while it runs, from the progress QEMU measures:
+//!
+//! 1. pre-copy at full link speed, aiming at a tight downtime ([`TIGHT_DOWNTIME_MS`])
+//!    so the final pause is short whenever the guest allows it;
+//! 2. a pass that still leaves more than that target can send in one pause doubles
+//!    the target, up to the policy's `max_downtime_ms`;
+//! 3. throttling: with `allow_throttle`, QEMU's auto-converge is armed from the
+//!    start and engages by itself when a pass dirties more than half of what it
+//!    sent (QEMU 7.2 has no dirty-limit without KVM's dirty ring; auto-converge is
+//!    the throttle available everywhere); each change is recorded;
+//! 4. post-copy: when pre-copy has not converged after 1.5 × the time the VM's
+//!    memory takes to cross the link (a pass left about as much as the one
+//!    before), or in any case after 3 ×, or the guest dirties faster than the link
+//!    and cannot be throttled, or progress stalls, the VM switches to the
+//!    destination and pulls the pages it still lacks. Past that moment the
+//!    destination holds the VM: it is the saga's point of no return.
+//!
+//! `precopy` stops at step 3 (a stall aborts, the VM stays on its source);
+//! `postcopy` switches after the first full pass. Parallel channels (multifd)
+//! cannot be combined with post-copy in QEMU 7.2, so `auto` uses one channel unless
+//! the policy asks for more — then it gives up step 4, and says so.
+
+use std::time::Duration;
+
+use ferry_api::vm::{MigrationMode, MigrationPolicy};
+
+/// The downtime a move aims at before anything forces it higher.
+pub const TIGHT_DOWNTIME_MS: u32 = 30;
+
+/// How QEMU is set up for the move.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub postcopy: bool,
+    pub auto_converge: bool,
+    pub channels: u32,
+    pub downtime_ms: u32,
+    pub max_downtime_ms: u32,
+    pub mode: MigrationMode,
+}
+
+impl Plan {
+    pub fn new(policy: &MigrationPolicy) -> Self {
+        let channels = u32::from(policy.parallel_channels.max(1));
+        let postcopy = match policy.mode {
+            MigrationMode::Precopy => false,
+            MigrationMode::Postcopy => true,
+            MigrationMode::Auto => channels == 1,
+        };
+        Plan {
+            postcopy,
+            auto_converge: policy.allow_throttle && policy.mode != MigrationMode::Postcopy,
+            channels: if postcopy { 1 } else { channels },
+            downtime_ms: policy.max_downtime_ms.clamp(1, TIGHT_DOWNTIME_MS),
+            max_downtime_ms: policy.max_downtime_ms.max(1),
+            mode: policy.mode,
+        }
+    }
+
+    /// The strategy's name, as results and events show it.
+    pub fn strategy(&self, postcopy_started: bool, throttled: bool) -> String {
+        let mut s = String::from("precopy");
+        if self.channels > 1 {
+            s.push_str(&format!("+multifd({})", self.channels));
+        }
+        if throttled {
+            s.push_str("+auto-converge");
+        }
+        if postcopy_started {
+            s.push_str("+postcopy");
+        }
+        s
+    }
+}
+
+/// What QEMU measured at one look.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub iteration: u64,
+    pub remaining_bytes: u64,
+    pub total_bytes: u64,
+    pub dirty_bps: u64,
+    pub bandwidth_bps: u64,
+    pub throttle_pct: u32,
+    pub elapsed: Duration,
+    /// No progress for the stall window.
+    pub stalled: bool,
+}
+
+impl Sample {
+    /// What the link carries during the downtime target `ms`.
+    fn fits(&self, ms: u32) -> f64 {
+        self.bandwidth_bps as f64 * f64::from(ms) / 1000.0
+    }
+}
+
+/// One decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Downtime(u32, String),
+    Postcopy(String),
+    Note(String),
+}
+
+/// Follows one move and decides its escalations.
+#[derive(Debug)]
+pub struct Escalator {
+    pub plan: Plan,
+    pub postcopy_started: bool,
+    pub throttled: bool,
+    last_iteration: u64,
+    last_throttle: u32,
+    best_bandwidth: u64,
+    /// What was left at the start of the previous and of the current pass.
+    left: (Option<u64>, Option<u64>),
+}
+
+impl Escalator {
+    pub fn new(plan: Plan) -> Self {
+        Self {
+            plan,
+            postcopy_started: false,
+            throttled: false,
+            last_iteration: 0,
+            last_throttle: 0,
+            best_bandwidth: 0,
+            left: (None, None),
+        }
+    }
+
+    /// The decisions `s` calls for (each taken once).
+    pub fn observe(&mut self, s: &Sample) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.postcopy_started {
+            return out;
+        }
+        self.best_bandwidth = self.best_bandwidth.max(s.bandwidth_bps);
+        if s.throttle_pct != self.last_throttle {
+            if s.throttle_pct > 0 {
+                self.throttled = true;
+                out.push(Action::Note(format!(
+                    "the guest dirties memory faster than pre-copy gains on it: QEMU throttles its vCPUs to {}% (auto-converge)",
+                    s.throttle_pct
+                )));
+            }
+            self.last_throttle = s.throttle_pct;
+        }
+        let new_pass = s.iteration > self.last_iteration;
+        self.last_iteration = s.iteration;
+        if new_pass && s.iteration >= 2 {
+            self.left = (self.left.1, Some(s.remaining_bytes));
+        }
+        // Converging: the last pass left clearly less than the one before.
+        let converging = match self.left {
+            (Some(before), Some(now)) => (now as f64) < 0.8 * before as f64,
+            _ => true,
+        };
+        let mib = |b: u64| b >> 20;
+        // Post-copy by policy: after the first full pass.
+        if self.plan.mode == MigrationMode::Postcopy && s.iteration >= 2 {
+            return self.postcopy(
+                out,
+                "the policy asks for post-copy after the first pass".into(),
+            );
+        }
+        // The memory's time on the link, from the best bandwidth seen.
+        let t_link =
+            Duration::from_secs_f64(s.total_bytes as f64 / self.best_bandwidth.max(1) as f64);
+        if self.plan.postcopy {
+            if s.stalled {
+                return self.postcopy(out, "pre-copy stalled".into());
+            }
+            let overrun = if s.elapsed > t_link.mul_f64(3.0) {
+                Some(3.0)
+            } else if s.elapsed > t_link.mul_f64(1.5) && !converging {
+                Some(1.5)
+            } else {
+                None
+            };
+            if let (true, Some(k)) = (s.iteration >= 2, overrun) {
+                return self.postcopy(
+                    out,
+                    format!(
+                        "pre-copy has not converged in {:.1} s, over {k}× the {:.1} s the memory takes on the link ({} MiB still dirty)",
+                        s.elapsed.as_secs_f64(),
+                        t_link.as_secs_f64(),
+                        mib(s.remaining_bytes)
+                    ),
+                );
+            }
+            if s.iteration >= 2
+                && !self.plan.auto_converge
+                && s.dirty_bps >= s.bandwidth_bps
+                && s.bandwidth_bps > 0
+            {
+                return self.postcopy(
+                    out,
+                    format!(
+                        "the guest dirties {} MiB/s, more than the link's {} MiB/s, and may not be throttled",
+                        mib(s.dirty_bps),
+                        mib(s.bandwidth_bps)
+                    ),
+                );
+            }
+        }
+        // A pass that still leaves more than the target can send in one pause:
+        // double the target, up to the policy's ceiling.
+        if new_pass
+            && s.iteration >= 3
+            && self.plan.downtime_ms < self.plan.max_downtime_ms
+            && s.remaining_bytes as f64 > s.fits(self.plan.downtime_ms)
+        {
+            let next = (self.plan.downtime_ms * 2).min(self.plan.max_downtime_ms);
+            out.push(Action::Downtime(
+                next,
+                format!(
+                    "pass {} still leaves {} MiB: downtime target raised from {} to {} ms",
+                    s.iteration,
+                    mib(s.remaining_bytes),
+                    self.plan.downtime_ms,
+                    next
+                ),
+            ));
+            self.plan.downtime_ms = next;
+        }
+        out
+    }
+
+    fn postcopy(&mut self, mut out: Vec<Action>, why: String) -> Vec<Action> {
+        self.postcopy_started = true;
+        out.push(Action::Postcopy(why));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(mode: MigrationMode, throttle: bool, channels: u8) -> MigrationPolicy {
+        MigrationPolicy {
+            mode,
+            allow_throttle: throttle,
+            parallel_channels: channels,
+            ..MigrationPolicy::default()
+        }
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn plans() {
+        let auto = Plan::new(&MigrationPolicy::default());
+        assert!(auto.postcopy && auto.auto_converge);
+        assert_eq!(
+            (auto.channels, auto.downtime_ms, auto.max_downtime_ms),
+            (1, 30, 300)
+        );
+        let multi = Plan::new(&policy(MigrationMode::Auto, true, 4));
+        assert!(
+            !multi.postcopy,
+            "multifd and post-copy do not mix in QEMU 7.2"
+        );
+        assert_eq!(multi.channels, 4);
+        let pre = Plan::new(&policy(MigrationMode::Precopy, false, 0));
+        assert!(!pre.postcopy && !pre.auto_converge);
+        let post = Plan::new(&policy(MigrationMode::Postcopy, true, 4));
+        assert!(post.postcopy && post.channels == 1 && !post.auto_converge);
+        let tight = Plan::new(&MigrationPolicy {
+            max_downtime_ms: 10,
+            ..MigrationPolicy::default()
+        });
+        assert_eq!(tight.downtime_ms, 10);
+    }
+
+    fn sample(iteration: u64, remaining: u64, elapsed_ms: u64) -> Sample {
+        Sample {
+            iteration,
+            remaining_bytes: remaining,
+            total_bytes: 512 * MIB,
+            dirty_bps: 0,
+            bandwidth_bps: 512 * MIB, // the memory takes 1 s on the link
+            throttle_pct: 0,
+            elapsed: Duration::from_millis(elapsed_ms),
+            stalled: false,
+        }
+    }
+
+    #[test]
+    fn an_idle_guest_is_left_alone() {
+        let mut e = Escalator::new(Plan::new(&MigrationPolicy::default()));
+        assert!(e.observe(&sample(1, 200 * MIB, 500)).is_empty());
+        assert!(e.observe(&sample(2, MIB, 1000)).is_empty());
+    }
+
+    #[test]
+    fn the_downtime_target_doubles_up_to_the_ceiling() {
+        let mut e = Escalator::new(Plan::new(&MigrationPolicy::default()));
+        e.observe(&sample(2, 100 * MIB, 900));
+        let a = e.observe(&sample(3, 100 * MIB, 1000));
+        assert!(matches!(a[..], [Action::Downtime(60, _)]), "{a:?}");
+        e.observe(&sample(3, 100 * MIB, 1050)); // same pass: nothing new
+        assert_eq!(e.plan.downtime_ms, 60);
+        for (i, it) in (4..10).enumerate() {
+            e.observe(&sample(it, 200 * MIB, 1100 + i as u64));
+        }
+        assert_eq!(e.plan.downtime_ms, 300, "capped at the policy's max");
+    }
+
+    #[test]
+    fn auto_switches_to_postcopy_when_precopy_overruns() {
+        let mut e = Escalator::new(Plan::new(&MigrationPolicy::default()));
+        assert!(e.observe(&sample(2, 300 * MIB, 1200)).is_empty());
+        // Still converging (each pass leaves much less): left alone at 1.5×...
+        let mut c = Escalator::new(Plan::new(&MigrationPolicy::default()));
+        c.observe(&sample(2, 300 * MIB, 1200));
+        let a = c.observe(&sample(3, 100 * MIB, 1600));
+        assert!(!a.iter().any(|x| matches!(x, Action::Postcopy(_))), "{a:?}");
+        // ...but not forever: at 3× it switches anyway.
+        let a = c.observe(&sample(4, 60 * MIB, 3100));
+        assert!(a.iter().any(|x| matches!(x, Action::Postcopy(_))), "{a:?}");
+        // Not converging: switches at 1.5×.
+        let a = e.observe(&sample(3, 300 * MIB, 1600));
+        assert!(a.iter().any(|x| matches!(x, Action::Postcopy(_))), "{a:?}");
+        assert!(e.observe(&sample(4, 300 * MIB, 3000)).is_empty(), "once");
+        assert_eq!(
+            e.plan.strategy(e.postcopy_started, e.throttled),
+            "precopy+postcopy"
+        );
+    }
+
+    #[test]
+    fn auto_without_throttle_switches_when_dirtying_beats_the_link() {
+        let mut e = Escalator::new(Plan::new(&policy(MigrationMode::Auto, false, 0)));
+        let mut s = sample(2, 300 * MIB, 1100);
+        s.dirty_bps = 600 * MIB;
+        let a = e.observe(&s);
+        assert!(matches!(a[..], [Action::Postcopy(_)]), "{a:?}");
+    }
+
+    #[test]
+    fn a_stall_escalates_in_auto_and_is_left_to_the_saga_in_precopy() {
+        let mut s = sample(1, 300 * MIB, 100);
+        s.stalled = true;
+        let mut auto = Escalator::new(Plan::new(&MigrationPolicy::default()));
+        assert!(matches!(auto.observe(&s)[..], [Action::Postcopy(_)]));
+        let mut pre = Escalator::new(Plan::new(&policy(MigrationMode::Precopy, true, 0)));
+        assert!(pre.observe(&s).is_empty());
+    }
+
+    #[test]
+    fn throttling_is_recorded_and_named() {
+        let mut e = Escalator::new(Plan::new(&policy(MigrationMode::Precopy, true, 0)));
+        let mut s = sample(3, 10 * MIB, 500);
+        s.throttle_pct = 20;
+        assert!(matches!(e.observe(&s)[0], Action::Note(_)));
+        assert!(e.observe(&s).is_empty(), "unchanged: nothing new");
+        assert_eq!(e.plan.strategy(false, e.throttled), "precopy+auto-converge");
+    }
+
+    #[test]
+    fn postcopy_mode_switches_after_the_first_pass() {
+        let mut e = Escalator::new(Plan::new(&policy(MigrationMode::Postcopy, true, 0)));
+        assert!(e.observe(&sample(1, 300 * MIB, 100)).is_empty());
+        assert!(matches!(
+            e.observe(&sample(2, 300 * MIB, 900))[..],
+            [Action::Postcopy(_)]
+        ));
+    }
+}

@@ -1,0 +1,476 @@
+//! The frame relay that makes a switchover lose no packet.
+//!
+//! From the moment the source QEMU pauses for the switchover until the fabric has
+//! learned the VM's new port, frames addressed to the VM still reach the source
+//! host's tap, where nobody reads them: QEMU stops reading taps while the VM is
+//! stopped and the tap is destroyed with it. A peer's TCP then waits out its
+//! 200 ms minimum retransmission timeout — the client-visible gap that dwarfs
+//! QEMU's own downtime.
+//!
+//! So the source agent captures what the bridge sends into the VM's taps
+//! (AF_PACKET, through `pnet_datalink`) from the start of the migration, keeps a
+//! few milliseconds of it, and once the VM pauses forwards those frames and every
+//! later one to the destination agent, which writes them into the new taps. The
+//! destination's QEMU reads its taps only once the VM runs, so the frames wait in
+//! the tap's queue and reach the guest, in order, the instant it resumes.
+//!
+//! The link between the agents is a plain TCP connection on the migration
+//! network, opened by the source to the address the destination returned from
+//! `MigrateIn` and authenticated by the one-time token that came with it: the
+//! frames are guest traffic that crossed the same segment in the clear anyway.
+//! Frames the guest itself sent are never forwarded. A few frames from just before
+//! the pause may be delivered twice (the margin covers the instant between QEMU
+//! stopping and the agent hearing of it); TCP discards such duplicates.
+//!
+//! Wire format, after the token line: `[nic: u8][len: u16 BE][frame]`.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use pnet_datalink::{Channel, Config, DataLinkReceiver, DataLinkSender};
+
+/// How far before QEMU's stop (by its event's timestamp) captured frames are
+/// still forwarded.
+const MARGIN: Duration = Duration::from_millis(1);
+/// How much capture is kept while the VM runs: more than the delay before the
+/// agent hears of the stop.
+const HISTORY: Duration = Duration::from_millis(500);
+/// How long a sink waits for its source to connect.
+const ACCEPT_WINDOW: Duration = Duration::from_secs(600);
+
+fn open(tap: &str) -> anyhow::Result<(Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>)> {
+    let iface = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == tap)
+        .with_context(|| format!("no interface {tap}"))?;
+    let config = Config {
+        read_timeout: Some(Duration::from_millis(20)),
+        promiscuous: false,
+        ..Config::default()
+    };
+    match pnet_datalink::channel(&iface, config).with_context(|| format!("AF_PACKET on {tap}"))? {
+        Channel::Ethernet(tx, rx) => Ok((tx, rx)),
+        _ => bail!("{tap}: not an Ethernet channel"),
+    }
+}
+
+fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Destination side: where the source sends the frames it held.
+pub struct Sink {
+    pub address: String,
+    pub token: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sink {
+    /// Listens on `ip` and, once the source connects with the token, writes each
+    /// frame into `taps[nic]`.
+    pub fn start(ip: &str, taps: Vec<String>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((ip, 0)).context("frame sink")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?.to_string();
+        let token = format!("{:032x}", rand::random::<u128>());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (want, halt) = (token.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("frame-sink".into())
+            .spawn(move || {
+                if let Err(e) = sink_loop(listener, &want, &taps, &halt) {
+                    tracing::warn!("frame sink: {e:#}");
+                }
+            })?;
+        Ok(Self {
+            address,
+            token,
+            stop,
+        })
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn sink_loop(
+    listener: TcpListener,
+    token: &str,
+    taps: &[String],
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + ACCEPT_WINDOW;
+    let mut conn = loop {
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            return Ok(());
+        }
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    drop(listener);
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut line = [0u8; 33];
+    read_full(&mut conn, &mut line, stop)?;
+    if &line[..32] != token.as_bytes() || line[32] != b'\n' {
+        bail!("a connection without the token was refused");
+    }
+    let mut senders: Vec<Option<Box<dyn DataLinkSender>>> = taps
+        .iter()
+        .map(|t| match open(t) {
+            Ok((tx, _rx)) => Some(tx),
+            Err(e) => {
+                tracing::warn!("frame sink: {e:#}");
+                None
+            }
+        })
+        .collect();
+    let (mut n, mut buf) = (0u64, vec![0u8; 65536]);
+    loop {
+        let mut head = [0u8; 3];
+        if !read_full(&mut conn, &mut head, stop)? {
+            break;
+        }
+        let len = u16::from_be_bytes([head[1], head[2]]) as usize;
+        if !read_full(&mut conn, &mut buf[..len], stop)? {
+            break;
+        }
+        if let Some(Some(tx)) = senders.get_mut(head[0] as usize) {
+            fix_checksums(&mut buf[..len]);
+            if let Some(Err(e)) = tx.send_to(&buf[..len], None) {
+                tracing::debug!("frame into tap: {e}");
+            } else {
+                n += 1;
+            }
+        }
+    }
+    tracing::info!(
+        frames = n,
+        "frame relay closed; frames delivered into the taps"
+    );
+    Ok(())
+}
+
+/// Fills `buf`; false on a clean end of stream (or a stop) before any byte.
+fn read_full(conn: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool) -> anyhow::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match conn.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => bail!("the relay closed mid-frame"),
+            Ok(k) => got += k,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Source side: captures what reaches the VM's taps and, once the VM pauses,
+/// forwards it to the destination's sink.
+pub struct Relay {
+    paused_at: Mutex<Option<SystemTime>>,
+    stop: AtomicBool,
+}
+
+impl Relay {
+    /// Starts capturing on `taps` (with the guest's own MAC on each, whose frames
+    /// are not forwarded) for the sink at `address`.
+    pub fn start(
+        address: &str,
+        token: &str,
+        taps: Vec<(String, String)>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let relay = Arc::new(Self {
+            paused_at: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let conn = Arc::new(Mutex::new(None::<TcpStream>));
+        // Connected now, so the pause costs no handshake (or, failing that, at the
+        // first frame to forward).
+        if let Err(e) = forward(&conn, address, token, 0, &[]) {
+            tracing::warn!("frame relay: {e:#}");
+        }
+        let target = (address.to_string(), token.to_string());
+        for (nic, (tap, mac)) in taps.into_iter().enumerate() {
+            let (_tx, rx) = open(&tap)?;
+            let guest = parse_mac(&mac);
+            let (me, conn, target) = (relay.clone(), conn.clone(), target.clone());
+            std::thread::Builder::new()
+                .name(format!("relay-{tap}"))
+                .spawn(move || me.capture(nic as u8, rx, guest, &conn, &target))?;
+        }
+        Ok(relay)
+    }
+
+    /// The VM paused at `at` (QEMU's timestamp): forward what arrived since.
+    pub fn paused(&self, at: SystemTime) {
+        let mut p = self.paused_at.lock().unwrap_or_else(|e| e.into_inner());
+        p.get_or_insert(at);
+    }
+
+    /// The VM runs again here (the migration was cancelled): stop forwarding.
+    pub fn resumed(&self) {
+        *self.paused_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn capture(
+        &self,
+        nic: u8,
+        mut rx: Box<dyn DataLinkReceiver>,
+        guest: Option<[u8; 6]>,
+        conn: &Mutex<Option<TcpStream>>,
+        (address, token): &(String, String),
+    ) {
+        let mut recent: VecDeque<(SystemTime, Vec<u8>)> = VecDeque::new();
+        let mut forwarded = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            let frame = match rx.next() {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => &[][..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => &[][..],
+                Err(_) => break, // the tap is gone
+            };
+            let now = SystemTime::now();
+            if frame.len() >= 14 && Some(&frame[6..12]) != guest.as_ref().map(|m| &m[..]) {
+                recent.push_back((now, frame.to_vec()));
+            }
+            let paused = *self.paused_at.lock().unwrap_or_else(|e| e.into_inner());
+            match paused {
+                None => {
+                    while recent
+                        .front()
+                        .is_some_and(|(t, _)| now.duration_since(*t).unwrap_or_default() > HISTORY)
+                    {
+                        recent.pop_front();
+                    }
+                }
+                Some(at) => {
+                    let send: Vec<_> = recent
+                        .drain(..)
+                        .filter(|(t, _)| *t + MARGIN >= at)
+                        .map(|(_, f)| f)
+                        .collect();
+                    if !send.is_empty() {
+                        match forward(conn, address, token, nic, &send) {
+                            Ok(()) => forwarded += send.len() as u64,
+                            Err(e) => tracing::warn!("frame relay: {e:#}"),
+                        }
+                    }
+                }
+            }
+        }
+        if forwarded > 0 {
+            tracing::info!(nic, frames = forwarded, "frames relayed to the destination");
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn forward(
+    conn: &Mutex<Option<TcpStream>>,
+    address: &str,
+    token: &str,
+    nic: u8,
+    frames: &[Vec<u8>],
+) -> anyhow::Result<()> {
+    let mut guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        let c = TcpStream::connect_timeout(
+            &address.parse().context("sink address")?,
+            Duration::from_secs(2),
+        )
+        .with_context(|| format!("connect to the frame sink {address}"))?;
+        c.set_nodelay(true)?;
+        (&c).write_all(format!("{token}\n").as_bytes())?;
+        *guard = Some(c);
+    }
+    let c = guard.as_mut().context("no connection")?;
+    let mut out = Vec::new();
+    for f in frames {
+        let len = f.len().min(u16::MAX as usize);
+        out.push(nic);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.extend_from_slice(&f[..len]);
+    }
+    c.write_all(&out)?;
+    Ok(())
+}
+
+/// Completes the TCP/UDP checksum of an IPv4 or IPv6 frame. Frames captured on
+/// their way into a tap often carry only a partial checksum (the kernel offloads
+/// the rest to whoever reads the tap, here the guest's virtio-net); written into
+/// another tap as they are, the guest would drop them as corrupt.
+pub fn fix_checksums(frame: &mut [u8]) {
+    let mut l3 = 14;
+    let mut ethertype = match frame.get(12..14) {
+        Some(t) => u16::from_be_bytes([t[0], t[1]]),
+        None => return,
+    };
+    if ethertype == 0x8100 {
+        ethertype = match frame.get(16..18) {
+            Some(t) => u16::from_be_bytes([t[0], t[1]]),
+            None => return,
+        };
+        l3 = 18;
+    }
+    // (protocol, start of the L4 header, L4 length, pseudo-header sum)
+    let (proto, l4, l4_len, mut sum) = match ethertype {
+        0x0800 => {
+            let Some(ip) = frame.get(l3..l3 + 20) else {
+                return;
+            };
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let fragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+            if ihl < 20 || total < ihl || fragmented || frame.len() < l3 + total {
+                return;
+            }
+            let mut sum = 0u32;
+            for w in ip[12..20].chunks(2) {
+                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+            }
+            let len = total - ihl;
+            sum += u32::from(ip[9]) + len as u32;
+            (ip[9], l3 + ihl, len, sum)
+        }
+        0x86dd => {
+            let Some(ip) = frame.get(l3..l3 + 40) else {
+                return;
+            };
+            let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if frame.len() < l3 + 40 + len {
+                return;
+            }
+            let mut sum = 0u32;
+            for w in ip[8..40].chunks(2) {
+                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+            }
+            sum += u32::from(ip[6]) + len as u32;
+            (ip[6], l3 + 40, len, sum)
+        }
+        _ => return,
+    };
+    let at = match proto {
+        6 if l4_len >= 20 => 16,
+        17 if l4_len >= 8 => 6,
+        _ => return,
+    };
+    let seg = &mut frame[l4..l4 + l4_len];
+    seg[at] = 0;
+    seg[at + 1] = 0;
+    for w in seg.chunks(2) {
+        let hi = u32::from(w[0]) << 8;
+        sum += hi | w.get(1).map_or(0, |&b| u32::from(b));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut c = !(sum as u16);
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("52:54:00:ab:cd:ef"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef])
+        );
+        assert_eq!(parse_mac("52:54:00:ab:cd"), None);
+        assert_eq!(parse_mac("52:54:00:ab:cd:ef:01"), None);
+        assert_eq!(parse_mac("zz:54:00:ab:cd:ef"), None);
+    }
+
+    #[test]
+    fn checksums_are_completed() {
+        // A TCP segment (10.0.0.1:1234 -> 10.0.0.2:7, payload "hi\n") with the
+        // checksum a sender computed in full; then the same with it zeroed.
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let payload = b"hi\n";
+        let total = 20 + 20 + payload.len();
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&7u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x18;
+        f.extend_from_slice(&tcp);
+        f.extend_from_slice(payload);
+        fix_checksums(&mut f);
+        let good = [f[50], f[51]];
+        assert_ne!(good, [0, 0]);
+        // Verify: the one's-complement sum over pseudo-header and segment is 0xffff.
+        let mut sum = 0u32;
+        for w in f[26..34].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        sum += 6 + 23;
+        for w in f[34..].chunks(2) {
+            sum += (u32::from(w[0]) << 8) | w.get(1).map_or(0, |&b| u32::from(b));
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+        // A partial checksum (what offload leaves) is completed the same way.
+        f[50] = 0x12;
+        f[51] = 0x34;
+        fix_checksums(&mut f);
+        assert_eq!([f[50], f[51]], good);
+        // Too short or not IP: left alone, no panic.
+        let mut short = f[..30].to_vec();
+        fix_checksums(&mut short);
+        let mut arp = f.clone();
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        fix_checksums(&mut arp);
+        assert_eq!(arp[50..52], good);
+    }
+}
