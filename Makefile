@@ -4,7 +4,7 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests fmt lint
+.PHONY: help deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration fmt lint
 
 help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
@@ -13,6 +13,7 @@ help:
 	@echo "make guest       build the test guest image into target/guest"
 	@echo "make bench-scale control-plane scale benchmark (sim hosts), writes bench/results/scale.json"
 	@echo "make bench-guests guest boot time, QEMU RSS, guests per host, writes bench/results/guests.json"
+	@echo "make bench-migration Ferry vs raw QEMU live migration, writes bench/results/migration.json"
 
 deps:
 	@./deploy/install-deps.sh
@@ -52,6 +53,9 @@ bench-scale: build
 
 bench-guests: build guest
 	./target/release/ferry-bench-guests --out bench/results/guests.json; ./deploy/test-pg-stop.sh
+
+bench-migration: build guest
+	./target/release/ferry-bench-migration --out bench/results/migration.json; ./deploy/test-pg-stop.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -483,7 +483,9 @@ async fn move_while_talking(lab: &GuestLab, policy: Value) -> Value {
 #[tokio::test]
 async fn a_guest_dirtying_below_the_link_moves_by_precopy() {
     let lab = two_hosts_and_guest("busy", 2, 256, &[], vec![]).await;
-    dirty(&lab.ip, 48, 64).await;
+    // Well below the link even when parallel tests leave it CPU-bound (~60 MB/s
+    // measured then): pre-copy converges and `auto` has nothing to escalate.
+    dirty(&lab.ip, 16, 32).await;
     let m = move_while_talking(&lab, json!({})).await;
     assert_eq!(m["result"]["strategy"], "precopy", "{m}");
     assert!(m["result"]["iterations"].as_u64().unwrap() >= 2, "{m}");

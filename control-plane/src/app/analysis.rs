@@ -28,6 +28,17 @@ pub struct LinkCache {
     links: Mutex<HashMap<(HostId, HostId), (u64, Instant)>>,
 }
 
+/// The least bandwidth each concurrent migration keeps, bytes/s (200 Mbit/s).
+const MIN_SHARE: u64 = 25_000_000;
+
+/// How many migrations may share a link of `bandwidth` bytes/s: each keeps at
+/// least [`MIN_SHARE`]; at most 4 below 2 Gbit/s and 8 above, like vMotion's 4 per
+/// host on 1 GbE and 8 on 10 GbE.
+pub fn budget_for(bandwidth: u64) -> u32 {
+    let cap = if bandwidth < 250_000_000 { 4 } else { 8 };
+    ((bandwidth / MIN_SHARE) as u32).clamp(1, cap)
+}
+
 /// The pre-copy model (see the module doc). `bandwidth` and `dirty` in bytes/s.
 pub fn predict_precopy(
     memory: u64,
@@ -126,6 +137,21 @@ impl App {
         Ok(bw)
     }
 
+    /// The migration budget of each of `src` and `dst`: the configured one, or
+    /// sized from the measured bandwidth between them (4 when it cannot be measured).
+    pub async fn migration_budget(&self, src: HostId, dst: HostId) -> u32 {
+        if self.config.host_migration_budget > 0 {
+            return self.config.host_migration_budget;
+        }
+        match self.link_bandwidth(src, dst).await {
+            Ok(bw) => budget_for(bw),
+            Err(e) => {
+                tracing::warn!(%src, %dst, "no bandwidth for the budget ({e:#}); using 4");
+                4
+            }
+        }
+    }
+
     /// Samples the VM's dirty rate on its source and predicts the move.
     pub async fn predict(
         &self,
@@ -159,6 +185,15 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budgets_follow_the_link() {
+        assert_eq!(budget_for(119_000_000), 4, "1 GbE: 4, like vMotion");
+        assert_eq!(budget_for(1_190_000_000), 8, "10 GbE: 8");
+        assert_eq!(budget_for(25_000_000), 1, "200 Mbit/s: one at a time");
+        assert_eq!(budget_for(60_000_000), 2, "each keeps 200 Mbit/s");
+        assert_eq!(budget_for(0), 1, "never zero");
+    }
 
     #[test]
     fn model() {

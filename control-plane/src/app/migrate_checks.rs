@@ -170,7 +170,7 @@ impl App {
             self.db.migration_active_on_host(dest.id).await?,
         );
         // Over budget is no refusal: the migration waits, queued, for a slot.
-        let budget = i64::from(self.config.host_migration_budget);
+        let budget = i64::from(self.migration_budget(source.id, dest.id).await);
         let busy = src_busy.max(dst_busy);
         out.push(check(
             "concurrency",

@@ -112,6 +112,7 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
     };
     let id = p.migration;
     // Queued until both hosts have a slot, in order of arrival.
+    let budget = app.migration_budget(p.source, p.destination).await;
     loop {
         if app.db.migration_cancel_requested(id).await.unwrap_or(false) {
             let _ = app
@@ -126,11 +127,7 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
             .await;
             return;
         }
-        match app
-            .db
-            .migration_try_start(id, app.config.host_migration_budget.max(1))
-            .await
-        {
+        match app.db.migration_try_start(id, budget).await {
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => tracing::warn!(migration = %id, "queue: {e}"),

@@ -1,0 +1,667 @@
+//! `ferry-bench-migration`: Ferry's live migration side by side with raw QEMU
+//! `migrate` (QEMU's default settings) on the same guest image, the same two lab
+//! host namespaces and the same path, in one run.
+//!
+//! For each path (unshaped; `tc tbf` at 1 Gbit/s on both hosts' fabric links),
+//! each guest size and each dirty rate (idle; about a third of the link; above the
+//! link), it migrates while a client sends a numbered line to the guest's echo
+//! port every 10 ms, and records: total time, QEMU's downtime, the longest gap the
+//! client saw, bytes sent, passes, and total ÷ T_phys, where T_phys is the guest's
+//! RAM divided by the raw TCP throughput measured on the same path in the same
+//! run (by this program, between the two host namespaces). For Ferry it also
+//! records the control plane's overhead: API call to VM running on the
+//! destination, minus QEMU's own total time.
+//!
+//! Raw QEMU runs its guests itself (`ip netns exec`, a tap on the agent's VM
+//! bridge) and gives up, cancelling, after max(4 × T_phys, 30 s): with its
+//! defaults it does not finish a guest that dirties faster than the link.
+//!
+//! Internal modes (run inside a host namespace by this program): `--tcp-sink
+//! ADDR` and `--tcp-probe ADDR`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ferry_tests::procs::{AgentOptions, Env};
+use ferry_tests::vmtest::boot_guest;
+use ferry_tests::{guest, wait_for};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+#[derive(Parser)]
+struct Args {
+    /// Guest sizes, MiB.
+    #[arg(long, value_delimiter = ',', default_value = "512,2048")]
+    sizes: Vec<u64>,
+    /// Paths: `unshaped`, `1gbit`.
+    #[arg(long, value_delimiter = ',', default_value = "unshaped,1gbit")]
+    paths: Vec<String>,
+    /// Migrations per idle and light-dirty case (for the gap's p50/p99).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Ferry's migration transport (`tls`, the default, or `tcp`).
+    #[arg(long, default_value = "tls")]
+    transport: String,
+    #[arg(long, default_value = "bench/results/migration.json")]
+    out: PathBuf,
+    #[arg(long, hide = true)]
+    tcp_sink: Option<String>,
+    #[arg(long, hide = true)]
+    tcp_probe: Option<String>,
+}
+
+const PROBE_BYTES: usize = 256 << 20;
+const T: Duration = Duration::from_secs(120);
+
+#[derive(Serialize, Clone)]
+struct Row {
+    who: String,
+    path: String,
+    memory_mib: u64,
+    dirty: String,
+    /// What the guest reported dirtying, MiB/s.
+    dirty_mibps: f64,
+    completed: bool,
+    total_ms: u64,
+    qemu_downtime_ms: u64,
+    client_gap_ms: f64,
+    client_lost: u64,
+    connection_held: bool,
+    bytes: u64,
+    iterations: u64,
+    strategy: String,
+    t_phys_ms: f64,
+    total_over_t_phys: f64,
+    /// Ferry only: API call to running on the destination, minus QEMU's total.
+    overhead_ms: Option<i64>,
+}
+
+// ---------------------------------------------------------------- link probe
+
+fn tcp_sink(addr: &str) -> anyhow::Result<()> {
+    let l = std::net::TcpListener::bind(addr)?;
+    println!("listening");
+    std::io::stdout().flush()?;
+    let (mut c, _) = l.accept()?;
+    let mut buf = vec![0u8; 1 << 20];
+    while c.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
+fn tcp_probe(addr: &str) -> anyhow::Result<()> {
+    let mut c = std::net::TcpStream::connect(addr)?;
+    let buf = vec![0x5au8; 1 << 20];
+    let t0 = Instant::now();
+    for _ in 0..PROBE_BYTES / buf.len() {
+        c.write_all(&buf)?;
+    }
+    c.shutdown(std::net::Shutdown::Write)?;
+    let mut end = [0u8; 1];
+    let _ = c.read(&mut end);
+    println!("{}", PROBE_BYTES as f64 / t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Raw TCP throughput from host 0 to host 1, bytes/s.
+fn measure_link(env: &Env) -> anyhow::Result<f64> {
+    let me = std::env::current_exe()?;
+    let addr = format!("{}:47999", env.lab.host_ip(1));
+    let mut sink = env
+        .lab
+        .command(1, &me)
+        .args(["--tcp-sink", &addr])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut first = [0u8; 9];
+    sink.stdout.as_mut().unwrap().read_exact(&mut first)?;
+    let out = env
+        .lab
+        .command(0, &me)
+        .args(["--tcp-probe", &addr])
+        .output()?;
+    let _ = sink.wait();
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+fn shape(env: &Env, on: bool) {
+    for i in 0..2 {
+        let ns = env.lab.ns(i);
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns, "tc", "qdisc"]);
+        if on {
+            c.args(["add", "dev", "eth0", "root", "tbf", "rate", "1gbit"])
+                .args(["burst", "512kb", "latency", "50ms"]);
+        } else {
+            c.args(["del", "dev", "eth0", "root"]);
+        }
+        let _ = c.stderr(Stdio::null()).status();
+    }
+}
+
+// ---------------------------------------------------------------- the client
+
+struct Echo {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<(f64, u64, bool)>,
+}
+
+impl Echo {
+    async fn start(ip: &str) -> anyhow::Result<Self> {
+        let s = tokio::net::TcpStream::connect((ip, 7)).await?;
+        s.set_nodelay(true)?;
+        let (r, mut w) = s.into_split();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut lines = BufReader::new(r).lines();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let (mut sent, mut got, mut gap) = (0u64, 0u64, Duration::ZERO);
+            let mut last = Instant::now();
+            let mut held = true;
+            let mut ending: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = tick.tick(), if ending.is_none() => {
+                        if w.write_all(format!("{sent}\n").as_bytes()).await.is_err() { held = false; break; }
+                        sent += 1;
+                    }
+                    _ = stopped.changed(), if ending.is_none() => { ending = Some(Instant::now()); }
+                    l = lines.next_line() => match l {
+                        Ok(Some(_)) => {
+                            gap = gap.max(last.elapsed());
+                            last = Instant::now();
+                            got += 1;
+                            if ending.is_some() && got >= sent { break; }
+                        }
+                        _ => { held = false; break; }
+                    },
+                    _ = tokio::time::sleep(Duration::from_secs(5)), if ending.is_some() => break,
+                }
+            }
+            (gap.as_secs_f64() * 1000.0, sent.saturating_sub(got), held)
+        });
+        Ok(Self { stop, task })
+    }
+
+    async fn finish(self) -> (f64, u64, bool) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or((f64::NAN, 0, false))
+    }
+}
+
+async fn status(ip: &str) -> Option<Value> {
+    reqwest::Client::new()
+        .get(format!("http://{ip}/status"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Sets the guest's dirtier and returns what it reports doing, MiB/s.
+async fn set_dirty(ip: &str, mibps: u64, wss: u64) -> f64 {
+    let _ = reqwest::Client::new()
+        .post(format!("http://{ip}/dirty?mbps={mibps}&wss_mib={wss}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    match status(ip).await {
+        Some(s) => s["dirty_mbps"].as_f64().unwrap_or(0.0),
+        None => 0.0,
+    }
+}
+
+// ---------------------------------------------------------------- raw QEMU
+
+struct RawVm {
+    child: Child,
+    qmp: std::sync::Arc<ferry_agent::qmp::Qmp>,
+    ns: String,
+    tap: String,
+    dir: PathBuf,
+}
+
+impl RawVm {
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        env: &Env,
+        host: u8,
+        name: &str,
+        mib: u64,
+        ip: &str,
+        mac: &str,
+        incoming: Option<&str>,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let (kernel, initrd) = guest::image();
+        let ns = env.lab.ns(host);
+        let tap = format!("rq{name}");
+        let _ = Command::new("ip")
+            .args(["-n", &ns, "link", "del", &tap])
+            .stderr(Stdio::null())
+            .status();
+        for args in [
+            vec!["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"],
+            vec!["link", "set", &tap, "master", "fbr-vmnet"],
+            vec!["link", "set", &tap, "up"],
+        ] {
+            let ok = Command::new("ip").args(["-n", &ns]).args(&args).status()?;
+            anyhow::ensure!(ok.success(), "ip {args:?} in {ns}");
+        }
+        let vmdir = dir.join(format!("{name}-{host}"));
+        std::fs::create_dir_all(&vmdir)?;
+        let qmp_path = vmdir.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp_path);
+        let mut c = env.lab.command(host, Path::new("qemu-system-x86_64"));
+        c.args(["-machine", "q35,accel=tcg", "-cpu", "qemu64", "-smp", "1"])
+            // One page over, as Ferry does under TCG: QEMU 7.2 loses writes during
+            // migration otherwise (see the agent's `memory_arg`).
+            .args(["-m", &format!("{}K", mib * 1024 + 4)])
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", &format!("console=ttyS0 quiet ferry.ip={ip}/24")])
+            .arg("-serial")
+            .arg(format!("file:{}", vmdir.join("console.log").display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            ])
+            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(uri) = incoming {
+            c.args(["-incoming", uri]);
+        }
+        let child = c.spawn()?;
+        let (qmp, _events) =
+            ferry_agent::qmp::Qmp::connect(&qmp_path, Duration::from_secs(30)).await?;
+        Ok(Self {
+            child,
+            qmp,
+            ns,
+            tap,
+            dir: vmdir,
+        })
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["-n", &self.ns, "link", "del", &self.tap])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------- runs
+
+struct Case<'a> {
+    path: &'a str,
+    mib: u64,
+    dirty: &'a str,
+    dirty_mibps: f64,
+    link: f64,
+}
+
+impl Case<'_> {
+    fn t_phys_ms(&self) -> f64 {
+        (self.mib << 20) as f64 / self.link * 1000.0
+    }
+
+    fn row(&self, who: &str) -> Row {
+        Row {
+            who: who.into(),
+            path: self.path.into(),
+            memory_mib: self.mib,
+            dirty: self.dirty.into(),
+            dirty_mibps: self.dirty_mibps,
+            completed: false,
+            total_ms: 0,
+            qemu_downtime_ms: 0,
+            client_gap_ms: f64::NAN,
+            client_lost: 0,
+            connection_held: false,
+            bytes: 0,
+            iterations: 0,
+            strategy: String::new(),
+            t_phys_ms: self.t_phys_ms(),
+            total_over_t_phys: f64::NAN,
+            overhead_ms: None,
+        }
+    }
+}
+
+async fn ferry_move(env: &Env, case: &Case<'_>, id: &str, ip: &str, to: &str) -> Row {
+    let api = env.api();
+    let mut row = case.row("ferry");
+    let Ok(echo) = Echo::start(ip).await else {
+        return row;
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": to}),
+        )
+        .await;
+    let mid = r.body["id"].as_str().unwrap_or_default().to_string();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let m = loop {
+        let m = api.ok(&format!("/migrations/{mid}")).await;
+        if matches!(
+            m["state"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) || Instant::now() > deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let api_ms = t0.elapsed().as_millis() as i64;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (gap, lost, held) = echo.finish().await;
+    let res = &m["result"];
+    row.completed = m["state"] == "completed";
+    row.total_ms = res["total_ms"].as_u64().unwrap_or(0);
+    row.qemu_downtime_ms = res["downtime_ms"].as_u64().unwrap_or(0);
+    row.bytes = res["transferred_bytes"].as_u64().unwrap_or(0);
+    row.iterations = res["iterations"].as_u64().unwrap_or(0);
+    row.strategy = res["strategy"].as_str().unwrap_or("-").to_string();
+    row.client_gap_ms = gap;
+    row.client_lost = lost;
+    row.connection_held = held;
+    row.total_over_t_phys = row.total_ms as f64 / row.t_phys_ms;
+    row.overhead_ms = Some(api_ms - row.total_ms as i64);
+    row
+}
+
+/// One raw QEMU migration of the guest in `src` to host `to`; returns the row and
+/// the VM that holds the guest afterwards.
+async fn raw_move(
+    env: &Env,
+    case: &Case<'_>,
+    src: RawVm,
+    to: u8,
+    ip: &str,
+    mac: &str,
+    dir: &Path,
+) -> (Row, RawVm) {
+    let mut row = case.row("qemu");
+    let uri = format!("tcp:{}:47100", env.lab.host_ip(to));
+    let dst = match RawVm::start(env, to, "bench", case.mib, ip, mac, Some(&uri), dir).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("raw destination: {e:#}");
+            return (row, src);
+        }
+    };
+    let Ok(echo) = Echo::start(ip).await else {
+        dst.stop();
+        return (row, src);
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let limit = Duration::from_secs_f64((case.t_phys_ms() * 4.0 / 1000.0).max(30.0));
+    let _ = src.qmp.execute("migrate", json!({"uri": uri})).await;
+    let t0 = Instant::now();
+    let st = loop {
+        let st = src
+            .qmp
+            .execute("query-migrate", json!({}))
+            .await
+            .unwrap_or(Value::Null);
+        let s = st["status"].as_str().unwrap_or("none");
+        if matches!(s, "completed" | "failed" | "cancelled") || st.is_null() {
+            break st;
+        }
+        if t0.elapsed() > limit {
+            let _ = src.qmp.execute("migrate_cancel", json!({})).await;
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (gap, lost, held) = echo.finish().await;
+    row.completed = st["status"] == "completed";
+    let ram = &st["ram"];
+    row.total_ms = st["total-time"]
+        .as_u64()
+        .unwrap_or(t0.elapsed().as_millis() as u64);
+    row.qemu_downtime_ms = st["downtime"].as_u64().unwrap_or(0);
+    row.bytes = ram["transferred"].as_u64().unwrap_or(0);
+    row.iterations = ram["dirty-sync-count"].as_u64().unwrap_or(0);
+    row.strategy = if row.completed {
+        "qemu defaults".into()
+    } else {
+        format!("did not finish in {:.0} s", limit.as_secs_f64())
+    };
+    row.client_gap_ms = gap;
+    row.client_lost = lost;
+    row.connection_held = held;
+    row.total_over_t_phys = row.total_ms as f64 / row.t_phys_ms;
+    if row.completed {
+        src.stop();
+        (row, dst)
+    } else {
+        dst.stop();
+        let _ = src.qmp.execute("cont", json!({})).await;
+        (row, src)
+    }
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "{:<6} {:<8} {:>5} {:<6} {:>7.0} {:>4} {:>8} {:>6} {:>8.0} {:>5} {:>8} {:>4} {:>6.2} {:>9} {}",
+        r.who,
+        r.path,
+        r.memory_mib,
+        r.dirty,
+        r.dirty_mibps,
+        if r.completed { "yes" } else { "NO" },
+        r.total_ms,
+        r.qemu_downtime_ms,
+        r.client_gap_ms,
+        r.client_lost,
+        r.bytes >> 20,
+        r.iterations,
+        r.total_over_t_phys,
+        r.overhead_ms.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
+        r.strategy
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(a) = &args.tcp_sink {
+        return tcp_sink(a);
+    }
+    if let Some(a) = &args.tcp_probe {
+        return tcp_probe(a);
+    }
+    if std::env::var_os("FERRY_BIN_DIR").is_none() {
+        let dir = std::env::current_exe()?
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        std::env::set_var("FERRY_BIN_DIR", dir);
+    }
+    let mut env = Env::new(2, &["--migration-transport", &args.transport]).await;
+    env.start_agent(0, &AgentOptions::qemu("host-a"));
+    env.start_agent(1, &AgentOptions::qemu("host-b"));
+    let a = env.wait_host_state("host-a", "connected", T).await;
+    let b = env.wait_host_state("host-b", "connected", T).await;
+    let hosts = [
+        a["id"].as_str().unwrap_or_default().to_string(),
+        b["id"].as_str().unwrap_or_default().to_string(),
+    ];
+    let api = env.api();
+    let scratch = tempfile::tempdir()?;
+    println!(
+        "== Ferry ({}) vs raw QEMU (defaults, plain TCP) live migration, two lab hosts ({}), guest image {}",
+        args.transport,
+        a["accel"].as_str().unwrap_or("?"),
+        guest::image().0.display()
+    );
+    println!(
+        "{:<6} {:<8} {:>5} {:<6} {:>7} {:>4} {:>8} {:>6} {:>8} {:>5} {:>8} {:>4} {:>6} {:>9} strategy",
+        "who", "path", "MiB", "dirty", "MiB/s", "done", "total_ms", "qemu_dt", "gap_ms", "lost", "sent_MiB", "pass", "/Tphys", "cp_ovh_ms"
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut links = serde_json::Map::new();
+    let mut n = 0u8;
+    for path in &args.paths {
+        shape(&env, path == "1gbit");
+        let link = measure_link(&env)?;
+        links.insert(path.clone(), json!(link));
+        println!(
+            "-- {path}: raw TCP {:.0} MB/s between the hosts",
+            link / 1e6
+        );
+        let link_mibps = link / 1048576.0;
+        for &mib in &args.sizes {
+            let wss = (mib / 2).min(512);
+            let dirties = [
+                ("idle", 0u64),
+                ("third", (link_mibps / 3.0) as u64),
+                ("above", (link_mibps * 1.5) as u64),
+            ];
+            // Ferry.
+            n += 1;
+            let ip = env.lab.guest_ip(n);
+            let name = format!("bench{n}");
+            let id = boot_guest(&env, &name, &hosts[0], mib, &ip).await;
+            let mut at = 0usize;
+            for (dirty, rate) in dirties {
+                let dirty_mibps = set_dirty(&ip, rate, wss).await;
+                let case = Case {
+                    path,
+                    mib,
+                    dirty,
+                    dirty_mibps,
+                    link,
+                };
+                let reps = if dirty == "above" { 1 } else { args.repeats };
+                for _ in 0..reps {
+                    let row = ferry_move(&env, &case, &id, &ip, &hosts[1 - at]).await;
+                    if row.completed {
+                        at = 1 - at;
+                    }
+                    print_row(&row);
+                    rows.push(row);
+                }
+            }
+            let _ = api
+                .post(&format!("/vms/{id}/power"), &json!({"action": "off"}))
+                .await;
+            let _ = wait_for("the guest to stop", T, || {
+                let (api, id) = (api.clone(), id.clone());
+                async move {
+                    (api.ok(&format!("/vms/{id}")).await["power_state"] == "stopped").then_some(())
+                }
+            })
+            .await;
+            let _ = api.delete(&format!("/vms/{id}")).await;
+
+            // Raw QEMU, same image, same path.
+            n += 1;
+            let ip = env.lab.guest_ip(n);
+            let mac = format!("52:54:00:fe:00:{n:02x}");
+            let mut vm =
+                RawVm::start(&env, 0, "bench", mib, &ip, &mac, None, scratch.path()).await?;
+            let mut at = 0u8;
+            wait_for("the raw guest to serve /status", T, || {
+                let ip = ip.clone();
+                async move { status(&ip).await.map(|_| ()) }
+            })
+            .await;
+            for (dirty, rate) in dirties {
+                let dirty_mibps = set_dirty(&ip, rate, wss).await;
+                let case = Case {
+                    path,
+                    mib,
+                    dirty,
+                    dirty_mibps,
+                    link,
+                };
+                let reps = if dirty == "above" { 1 } else { args.repeats };
+                for _ in 0..reps {
+                    let (row, holder) =
+                        raw_move(&env, &case, vm, 1 - at, &ip, &mac, scratch.path()).await;
+                    let done = row.completed;
+                    if done {
+                        at = 1 - at;
+                    }
+                    vm = holder;
+                    print_row(&row);
+                    rows.push(row);
+                    if !done {
+                        break; // once is enough to know it does not finish
+                    }
+                }
+            }
+            vm.stop();
+        }
+        shape(&env, false);
+    }
+
+    // Summary: the targets of the migration issue.
+    let gaps = |who: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r.who == who && r.dirty != "above" && r.completed)
+            .map(|r| r.client_gap_ms)
+            .collect()
+    };
+    let overheads: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.overhead_ms.filter(|_| r.completed).map(|o| o as f64))
+        .collect();
+    let summary = json!({
+        "ferry_gap_ms_p50": pct(&gaps("ferry"), 0.5),
+        "ferry_gap_ms_p99": pct(&gaps("ferry"), 0.99),
+        "qemu_gap_ms_p50": pct(&gaps("qemu"), 0.5),
+        "qemu_gap_ms_p99": pct(&gaps("qemu"), 0.99),
+        "ferry_overhead_ms_p50": pct(&overheads, 0.5),
+        "ferry_all_completed": rows.iter().filter(|r| r.who == "ferry").all(|r| r.completed),
+        "qemu_not_finished": rows.iter().filter(|r| r.who == "qemu" && !r.completed).count(),
+    });
+    println!("== summary (idle and light-dirty moves): {summary}");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&json!({
+            "accel": a["accel"],
+            "ferry_transport": args.transport,
+            "links_bytes_per_s": links,
+            "summary": summary,
+            "rows": rows,
+        }))?,
+    )?;
+    println!("wrote {}", args.out.display());
+    drop(env);
+    Ok(())
+}
