@@ -46,6 +46,10 @@ down() {
   set +e
   for i in $(seq 1 9); do
     ip netns list 2>/dev/null | grep -qw "ferry-h$i" && kill_ns "ferry-h$i"
+    # A namespace still pinned by a dying process keeps its veths; their root
+    # ends go explicitly (deleting one end of a veth removes both).
+    ip link del "ferry-h${i}a" 2>/dev/null
+    ip link del "ferry-h${i}c" 2>/dev/null
   done
   if [ -f "$LAB/cp.pid" ]; then
     local pid; pid=$(cat "$LAB/cp.pid")
@@ -119,9 +123,13 @@ up() {
   done
 
   export FERRY_URL=http://$HTTP FERRY_TOKEN_FILE=$LAB/cp/admin.token
+  # Connected, and with their facts in (a host is connected from its join; its
+  # first report, with CPU, memory and networks, follows a moment later).
   for _ in $(seq 1 150); do
-    n=$("$BIN/ferryctl" hosts -o json 2>/dev/null | grep -c '"state": "connected"' || true)
-    [ "$n" -ge "$HOSTS" ] && break
+    hosts=$("$BIN/ferryctl" hosts -o json 2>/dev/null || true)
+    n=$(echo "$hosts" | grep -c '"state": "connected"' || true)
+    f=$(echo "$hosts" | grep -c '"total_mib": [1-9]' || true)
+    [ "$n" -ge "$HOSTS" ] && [ "$f" -ge "$HOSTS" ] && break
     sleep 0.2
   done
   echo

@@ -22,6 +22,8 @@
 //! the pause may be delivered twice (the margin covers the instant between QEMU
 //! stopping and the agent hearing of it); TCP discards such duplicates.
 //!
+//! Captured GSO super-frames are cut to the tap's MTU before they are written.
+//!
 //! Wire format, after the token line: `[nic: u8][len: u16 BE][frame]`.
 
 use std::collections::VecDeque;
@@ -143,6 +145,15 @@ fn sink_loop(
             }
         })
         .collect();
+    let mtus: Vec<usize> = taps
+        .iter()
+        .map(|t| {
+            std::fs::read_to_string(format!("/sys/class/net/{t}/mtu"))
+                .ok()
+                .and_then(|m| m.trim().parse().ok())
+                .unwrap_or(1500)
+        })
+        .collect();
     let (mut n, mut buf) = (0u64, vec![0u8; 65536]);
     loop {
         let mut head = [0u8; 3];
@@ -154,11 +165,14 @@ fn sink_loop(
             break;
         }
         if let Some(Some(tx)) = senders.get_mut(head[0] as usize) {
-            fix_checksums(&mut buf[..len]);
-            if let Some(Err(e)) = tx.send_to(&buf[..len], None) {
-                tracing::debug!("frame into tap: {e}");
-            } else {
-                n += 1;
+            let mtu = mtus.get(head[0] as usize).copied().unwrap_or(1500);
+            for mut frame in segment(&buf[..len], mtu) {
+                fix_checksums(&mut frame);
+                if let Some(Err(e)) = tx.send_to(&frame, None) {
+                    tracing::debug!("frame into tap: {e}");
+                } else {
+                    n += 1;
+                }
             }
         }
     }
@@ -333,6 +347,96 @@ fn forward(
     Ok(())
 }
 
+/// Splits a TCP segment larger than the tap's MTU into MTU-sized ones. What the
+/// bridge sends into a tap may be one GSO super-frame (up to 64 KiB) that the tap
+/// would hand the guest with an offload header; written back through AF_PACKET it
+/// must fit the MTU, so it is cut the way the NIC would have (sequence numbers, IP
+/// ids and lengths adjusted; FIN and PSH on the last piece only, CWR on the first).
+/// Anything else is returned whole. Checksums are left to [`fix_checksums`].
+pub fn segment(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+    let whole = || vec![frame.to_vec()];
+    let Some(t) = frame.get(12..14) else {
+        return whole();
+    };
+    let (l3, ethertype) = match u16::from_be_bytes([t[0], t[1]]) {
+        0x8100 => match frame.get(16..18) {
+            Some(t) => (18, u16::from_be_bytes([t[0], t[1]])),
+            None => return whole(),
+        },
+        e => (14, e),
+    };
+    if frame.len() <= l3 + mtu {
+        return whole();
+    }
+    // (IP header length, L4 protocol, L3 packet length)
+    let (ip_len, proto, total) = match ethertype {
+        0x0800 => {
+            let Some(ip) = frame.get(l3..l3 + 20) else {
+                return whole();
+            };
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            (ihl, ip[9], usize::from(u16::from_be_bytes([ip[2], ip[3]])))
+        }
+        0x86dd => {
+            let Some(ip) = frame.get(l3..l3 + 40) else {
+                return whole();
+            };
+            (40, ip[6], 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])))
+        }
+        _ => return whole(),
+    };
+    let l4 = l3 + ip_len;
+    if proto != 6 || frame.len() < l3 + total || frame.len() < l4 + 20 {
+        return whole();
+    }
+    let tcp_len = usize::from(frame[l4 + 12] >> 4) * 4;
+    let data = l4 + tcp_len;
+    if tcp_len < 20 || data > l3 + total || mtu <= ip_len + tcp_len {
+        return whole();
+    }
+    let mss = mtu - ip_len - tcp_len;
+    let payload = &frame[data..l3 + total];
+    let seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
+    let chunks: Vec<&[u8]> = payload.chunks(mss).collect();
+    let last = chunks.len().saturating_sub(1);
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = frame[..data].to_vec();
+            f.extend_from_slice(chunk);
+            let l3_len = ip_len + tcp_len + chunk.len();
+            if ethertype == 0x0800 {
+                f[l3 + 2..l3 + 4].copy_from_slice(&(l3_len as u16).to_be_bytes());
+                let id = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]).wrapping_add(i as u16);
+                f[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+                f[l3 + 10] = 0;
+                f[l3 + 11] = 0;
+                let mut sum = 0u32;
+                for w in f[l3..l3 + ip_len].chunks(2) {
+                    sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+                }
+                while sum >> 16 != 0 {
+                    sum = (sum & 0xffff) + (sum >> 16);
+                }
+                f[l3 + 10..l3 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            } else {
+                let plen = (tcp_len + chunk.len()) as u16;
+                f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
+            }
+            let s = seq.wrapping_add((i * mss) as u32);
+            f[l4 + 4..l4 + 8].copy_from_slice(&s.to_be_bytes());
+            if i != last {
+                f[l4 + 13] &= !0x09; // FIN, PSH
+            }
+            if i != 0 {
+                f[l4 + 13] &= !0x80; // CWR
+            }
+            f
+        })
+        .collect()
+}
+
 /// Completes the TCP/UDP checksum of an IPv4 or IPv6 frame. Frames captured on
 /// their way into a tap often carry only a partial checksum (the kernel offloads
 /// the rest to whoever reads the tap, here the guest's virtio-net); written into
@@ -422,6 +526,62 @@ mod tests {
         assert_eq!(parse_mac("52:54:00:ab:cd"), None);
         assert_eq!(parse_mac("52:54:00:ab:cd:ef:01"), None);
         assert_eq!(parse_mac("zz:54:00:ab:cd:ef"), None);
+    }
+
+    /// An Ethernet + IPv4 + TCP frame from 10.0.0.1:1234 to 10.0.0.2:7.
+    fn tcp_frame(payload: &[u8], flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let total = 20 + 20 + payload.len();
+        let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&7u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = flags;
+        f.extend_from_slice(&tcp);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn super_frames_are_cut_to_the_mtu() {
+        let payload: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+        let big = tcp_frame(&payload, 0x19); // FIN PSH ACK
+        let parts = segment(&big, 1500);
+        assert_eq!(parts.len(), 3, "1460 + 1460 + 1080");
+        let mut joined = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.len() <= 14 + 1500);
+            let total = usize::from(u16::from_be_bytes([p[16], p[17]]));
+            assert_eq!(total, p.len() - 14);
+            let seq = u32::from_be_bytes([p[38], p[39], p[40], p[41]]);
+            assert_eq!(seq, 1000 + (i * 1460) as u32);
+            let flags = p[47];
+            assert_eq!(flags & 0x10, 0x10, "ACK kept");
+            assert_eq!(flags & 0x09 != 0, i == 2, "FIN/PSH only on the last");
+            // The IP header checksum verifies.
+            let mut sum = 0u32;
+            for w in p[14..34].chunks(2) {
+                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+            }
+            while sum >> 16 != 0 {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            assert_eq!(sum, 0xffff);
+            joined.extend_from_slice(&p[54..]);
+        }
+        assert_eq!(joined, payload, "the bytes, in order, none lost");
+        // Small frames and non-TCP pass whole.
+        let small = tcp_frame(b"hi", 0x18);
+        assert_eq!(segment(&small, 1500), vec![small.clone()]);
+        let mut udp = big.clone();
+        udp[23] = 17;
+        assert_eq!(segment(&udp, 1500).len(), 1);
+        assert_eq!(segment(&big[..20], 1500).len(), 1);
     }
 
     #[test]
