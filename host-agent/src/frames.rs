@@ -53,6 +53,9 @@ fn open(tap: &str) -> anyhow::Result<(Box<dyn DataLinkSender>, Box<dyn DataLinkR
     let config = Config {
         read_timeout: Some(Duration::from_millis(20)),
         promiscuous: false,
+        // Whole GSO super-frames (up to 64 KiB), not pnet's default 4 KiB.
+        read_buffer_size: 65536 + 64,
+        write_buffer_size: 65536 + 64,
         ..Config::default()
     };
     match pnet_datalink::channel(&iface, config).with_context(|| format!("AF_PACKET on {tap}"))? {
@@ -169,7 +172,7 @@ fn sink_loop(
             for mut frame in segment(&buf[..len], mtu) {
                 fix_checksums(&mut frame);
                 if let Some(Err(e)) = tx.send_to(&frame, None) {
-                    tracing::debug!("frame into tap: {e}");
+                    tracing::warn!(len = frame.len(), "frame into tap: {e}");
                 } else {
                     n += 1;
                 }
@@ -381,7 +384,11 @@ pub fn segment(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
             let Some(ip) = frame.get(l3..l3 + 40) else {
                 return whole();
             };
-            (40, ip[6], 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])))
+            (
+                40,
+                ip[6],
+                40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+            )
         }
         _ => return whole(),
     };
@@ -533,7 +540,9 @@ mod tests {
         let mut f = vec![0u8; 14];
         f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
         let total = 20 + 20 + payload.len();
-        let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
         ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         f.extend_from_slice(&ip);
         let mut tcp = vec![0u8; 20];

@@ -23,6 +23,12 @@ struct EchoClient {
 
 impl EchoClient {
     async fn start(ip: &str) -> Self {
+        Self::start_padded(ip, 0).await
+    }
+
+    /// Each line carries `pad` more bytes: large writes travel as offloaded
+    /// super-frames, which the switchover's frame relay must cut to the MTU.
+    async fn start_padded(ip: &str, pad: usize) -> Self {
         let stream = tokio::net::TcpStream::connect((ip, 7))
             .await
             .expect("connect echo");
@@ -35,7 +41,7 @@ impl EchoClient {
             let writer = tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop2.load(Ordering::Relaxed) {
-                    w.write_all(format!("{n}\n").as_bytes())
+                    w.write_all(format!("{n}{}\n", "x".repeat(pad)).as_bytes())
                         .await
                         .expect("the connection must not drop");
                     n += 1;
@@ -60,8 +66,8 @@ impl EchoClient {
                 }
                 assert_eq!(
                     line,
-                    expect.to_string(),
-                    "messages come back in order, none lost or duplicated"
+                    format!("{expect}{}", "x".repeat(pad)),
+                    "messages come back in order, whole, none lost or duplicated"
                 );
                 expect += 1;
             }
@@ -445,7 +451,7 @@ async fn strategy_events(api: &ferry_tests::rest::Api, mid: &str) -> Vec<String>
 
 /// Migrates while the echo client talks; checks everything the tests promise and
 /// returns the finished migration.
-async fn move_while_talking(lab: &GuestLab, policy: Value) -> Value {
+async fn move_while_talking(lab: &GuestLab, policy: Value, pad: usize) -> Value {
     let GuestLab {
         env,
         api,
@@ -454,7 +460,7 @@ async fn move_while_talking(lab: &GuestLab, policy: Value) -> Value {
         b,
     } = lab;
     let before = ferry_tests::vmtest::guest_status(ip).await;
-    let client = EchoClient::start(ip).await;
+    let client = EchoClient::start_padded(ip, pad).await;
     let r = api
         .post(
             &format!("/vms/{id}/migrate"),
@@ -486,7 +492,8 @@ async fn a_guest_dirtying_below_the_link_moves_by_precopy() {
     // Well below the link even when parallel tests leave it CPU-bound (~60 MB/s
     // measured then): pre-copy converges and `auto` has nothing to escalate.
     dirty(&lab.ip, 16, 32).await;
-    let m = move_while_talking(&lab, json!({})).await;
+    // 16 KiB lines: a bulk stream into the guest across the switchover.
+    let m = move_while_talking(&lab, json!({}), 16 << 10).await;
     assert_eq!(m["result"]["strategy"], "precopy", "{m}");
     assert!(m["result"]["iterations"].as_u64().unwrap() >= 2, "{m}");
 }
@@ -497,7 +504,7 @@ async fn a_guest_dirtying_faster_than_a_shaped_link_completes_in_auto() {
     // 200 Mbit/s is 25 MB/s; the guest dirties 64 MiB/s: pre-copy alone never ends.
     shape(&lab.env, 0, "200mbit");
     dirty(&lab.ip, 64, 96).await;
-    let m = move_while_talking(&lab, json!({})).await;
+    let m = move_while_talking(&lab, json!({}), 0).await;
     let strategy = m["result"]["strategy"].as_str().unwrap();
     assert!(strategy.ends_with("+postcopy"), "{m}");
     let notes = strategy_events(&lab.api, m["id"].as_str().unwrap()).await;
