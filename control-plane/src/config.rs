@@ -52,6 +52,12 @@ pub struct Config {
     #[arg(long, env = "FERRY_MIGRATION_TRANSPORT", default_value = "tls", value_parser = ["tls", "tcp"])]
     pub migration_transport: String,
 
+    /// A migration whose transfer makes no progress for this long has stalled:
+    /// `auto` and `postcopy` escalate to post-copy, `precopy` gives up (the VM stays
+    /// on its source).
+    #[arg(long, env = "FERRY_MIGRATION_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub migration_stall_timeout: Duration,
+
     /// Hold the frames that reach a VM's old host while it switches hosts and
     /// deliver them on the new one (`on`), or let them drop (`off`, QEMU's own
     /// behaviour: peers then wait out TCP's retransmission timeout).

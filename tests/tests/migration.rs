@@ -452,6 +452,17 @@ async fn strategy_events(api: &ferry_tests::rest::Api, mid: &str) -> Vec<String>
 /// Migrates while the echo client talks; checks everything the tests promise and
 /// returns the finished migration.
 async fn move_while_talking(lab: &GuestLab, policy: Value, pad: usize) -> Value {
+    move_while_talking_via(lab, policy, pad, false).await.0
+}
+
+/// As [`move_while_talking`]; with `ferryctl`, through `ferryctl vm migrate`
+/// (returning also what it printed on stderr: the progress and the decisions).
+async fn move_while_talking_via(
+    lab: &GuestLab,
+    policy: Value,
+    pad: usize,
+    ferryctl: bool,
+) -> (Value, String) {
     let GuestLab {
         env,
         api,
@@ -461,14 +472,34 @@ async fn move_while_talking(lab: &GuestLab, policy: Value, pad: usize) -> Value 
     } = lab;
     let before = ferry_tests::vmtest::guest_status(ip).await;
     let client = EchoClient::start_padded(ip, pad).await;
-    let r = api
-        .post(
-            &format!("/vms/{id}/migrate"),
-            &json!({"destination_host_id": b, "policy": policy}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let m = wait_migration(api, r.body["id"].as_str().unwrap()).await;
+    let mut said = String::new();
+    let m = if ferryctl {
+        assert_eq!(policy, json!({}), "ferryctl runs the VM's own policy here");
+        let (url, token) = (env.cp.http.clone(), env.cp.admin_token());
+        let (id, b) = (id.clone(), b.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(ferry_tests::bin("ferryctl"))
+                .args(["-o", "json", "vm", "migrate", &id, "--to", &b])
+                .env("FERRY_URL", url)
+                .env("FERRY_TOKEN", token)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{said}");
+        serde_json::from_slice::<Value>(&out.stdout).expect("the migration as JSON")
+    } else {
+        let r = api
+            .post(
+                &format!("/vms/{id}/migrate"),
+                &json!({"destination_host_id": b, "policy": policy}),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{r:?}");
+        wait_migration(api, r.body["id"].as_str().unwrap()).await
+    };
     let (messages, gap) = client.finish().await;
     eprintln!(
         "{}: longest client gap {gap:?} over {messages} messages",
@@ -483,7 +514,7 @@ async fn move_while_talking(lab: &GuestLab, policy: Value, pad: usize) -> Value 
     assert_eq!(after["boot_id"], before["boot_id"]);
     assert_eq!(after["integrity_errors"], 0, "{after}");
     assert!(after["pages_verified"].as_u64() > before["pages_verified"].as_u64());
-    m
+    (m, said)
 }
 
 #[tokio::test]
@@ -504,7 +535,11 @@ async fn a_guest_dirtying_faster_than_a_shaped_link_completes_in_auto() {
     // 200 Mbit/s is 25 MB/s; the guest dirties 64 MiB/s: pre-copy alone never ends.
     shape(&lab.env, 0, "200mbit");
     dirty(&lab.ip, 64, 96).await;
-    let m = move_while_talking(&lab, json!({}), 0).await;
+    let (m, said) = move_while_talking_via(&lab, json!({}), 0, true).await;
+    assert!(
+        said.contains("switching to post-copy"),
+        "ferryctl shows the decision as it is taken: {said}"
+    );
     let strategy = m["result"]["strategy"].as_str().unwrap();
     assert!(strategy.ends_with("+postcopy"), "{m}");
     let notes = strategy_events(&lab.api, m["id"].as_str().unwrap()).await;

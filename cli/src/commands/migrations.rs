@@ -118,9 +118,16 @@ pub async fn migrate(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<()> {
         return ctx.print(&m, |m| format!("migration {} {}", m.id, m.state.as_str()));
     }
     let tty = std::io::stderr().is_terminal() && ctx.output == crate::Output::Table;
+    let mut decisions = Decisions::default();
     while !m.state.is_final() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         m = ctx.client.get(&format!("/migrations/{}", m.id)).await?;
+        for line in decisions.new_for(ctx, &m).await {
+            if tty {
+                eprint!("\r\x1b[K");
+            }
+            eprintln!("{line}");
+        }
         if tty {
             let p = &m.progress;
             let filled = (p.percent / 5.0).round() as usize;
@@ -148,6 +155,42 @@ pub async fn migrate(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<()> {
         anyhow::bail!("the migration did not complete");
     }
     Ok(())
+}
+
+/// The strategy decisions (`migration.strategy` events) of a migration as they
+/// come: a raised downtime target, throttling, the switch to post-copy.
+#[derive(Default)]
+struct Decisions {
+    since: i64,
+}
+
+impl Decisions {
+    async fn new_for(&mut self, ctx: &Ctx, m: &Migration) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let page: Page<ferry_api::event::Event> = match ctx
+                .client
+                .get(&format!(
+                    "/events?kind=migration.strategy&since={}&limit=100",
+                    self.since
+                ))
+                .await
+            {
+                Ok(p) => p,
+                Err(_) => return out, // progress matters more than the notes
+            };
+            let n = page.items.len();
+            for e in page.items {
+                self.since = self.since.max(e.seq);
+                if e.data["migration_id"] == m.id.to_string() {
+                    out.push(e.message);
+                }
+            }
+            if n < 100 {
+                return out;
+            }
+        }
+    }
 }
 
 pub async fn run(ctx: &Ctx, cmd: Option<MigrationCmd>) -> anyhow::Result<()> {

@@ -283,7 +283,11 @@ async fn transfer(r: &Run<'_>, incoming: &MigrateInReply, t0: Instant) -> Transf
     let mut unreachable_since: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut last_advance = (Instant::now(), 0u64);
-    let stall = Duration::from_secs(10);
+    let stall = r
+        .app
+        .config
+        .migration_stall_timeout
+        .max(Duration::from_secs(1));
     loop {
         if !esc.postcopy_started
             && r.app
