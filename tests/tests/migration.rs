@@ -554,3 +554,60 @@ async fn a_guest_dirtying_faster_than_a_shaped_link_completes_in_auto() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn post_copy_is_past_the_point_of_no_return() {
+    let lab = two_hosts_and_guest("pulled", 4, 256, &[], vec![]).await;
+    let GuestLab {
+        env,
+        api,
+        id,
+        ip,
+        b,
+    } = &lab;
+    // 100 Mbit/s: the first pass takes seconds, and so does post-copy after it.
+    shape(env, 0, "100mbit");
+    dirty(ip, 16, 64).await;
+    let before = ferry_tests::vmtest::guest_status(ip).await;
+    let client = EchoClient::start(ip).await;
+    let r = api
+        .post(
+            &format!("/vms/{id}/migrate"),
+            &json!({"destination_host_id": b, "policy": {"mode": "postcopy"}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let mid = r.body["id"].as_str().unwrap().to_string();
+    // Post-copy begins after the first pass: the destination runs the VM now.
+    wait_for("post-copy to begin", T, || {
+        let (api, mid) = (api.clone(), mid.clone());
+        async move {
+            let m = api.ok(&format!("/migrations/{mid}")).await;
+            assert_ne!(m["state"], "completed", "post-copy was never seen: {m}");
+            (m["state"] == "switching_over" && m["phase"] == "postcopy").then_some(())
+        }
+    })
+    .await;
+    // No way back from here: cancel is refused, and the move completes.
+    api.post(&format!("/migrations/{mid}/cancel"), &json!({}))
+        .await
+        .assert_problem(409, "migration_not_cancellable");
+    let m = wait_migration(api, &mid).await;
+    assert_eq!(m["state"], "completed", "{m}");
+    assert!(
+        m["result"]["strategy"]
+            .as_str()
+            .unwrap()
+            .ends_with("+postcopy"),
+        "{m}"
+    );
+    let (messages, _) = client.finish().await;
+    assert!(messages > 0);
+    assert_eq!(api.ok(&format!("/vms/{id}")).await["host_id"], b.as_str());
+    let copies = qemus(id);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].1, netns_of(env, 1));
+    let after = ferry_tests::vmtest::guest_status(ip).await;
+    assert_eq!(after["boot_id"], before["boot_id"]);
+    assert_eq!(after["integrity_errors"], 0, "{after}");
+}
