@@ -138,18 +138,29 @@ impl App {
     }
 
     /// The migration budget of each of `src` and `dst`: the configured one, or
-    /// sized from the measured bandwidth between them (4 when it cannot be measured).
+    /// sized from the last bandwidth measured between them. A migration never
+    /// waits for a measurement: with none yet (4, vMotion's 1 GbE figure, until
+    /// then) or an old one, a new one is taken in the background.
     pub async fn migration_budget(&self, src: HostId, dst: HostId) -> u32 {
         if self.config.host_migration_budget > 0 {
             return self.config.host_migration_budget;
         }
-        match self.link_bandwidth(src, dst).await {
-            Ok(bw) => budget_for(bw),
-            Err(e) => {
-                tracing::warn!(%src, %dst, "no bandwidth for the budget ({e:#}); using 4");
-                4
-            }
+        let known = self
+            .links
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(src, dst))
+            .copied();
+        if known.is_none_or(|(_, at)| at.elapsed() >= LINK_TTL) {
+            let app = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = app.link_bandwidth(src, dst).await {
+                    tracing::warn!(%src, %dst, "measure the link for its budget: {e:#}");
+                }
+            });
         }
+        known.map_or(4, |(bw, _)| budget_for(bw))
     }
 
     /// Samples the VM's dirty rate on its source and predicts the move.
