@@ -419,14 +419,8 @@ pub fn segment(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
                 f[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
                 f[l3 + 10] = 0;
                 f[l3 + 11] = 0;
-                let mut sum = 0u32;
-                for w in f[l3..l3 + ip_len].chunks(2) {
-                    sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-                }
-                while sum >> 16 != 0 {
-                    sum = (sum & 0xffff) + (sum >> 16);
-                }
-                f[l3 + 10..l3 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+                let c = !fold(add_words(0, &f[l3..l3 + ip_len]));
+                f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
             } else {
                 let plen = (tcp_len + chunk.len()) as u16;
                 f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
@@ -442,6 +436,22 @@ pub fn segment(frame: &[u8], mtu: usize) -> Vec<Vec<u8>> {
             f
         })
         .collect()
+}
+
+/// Adds `bytes` to a one's-complement sum as big-endian 16-bit words (an odd
+/// last byte is padded with zero), as the Internet checksum does.
+fn add_words(sum: u32, bytes: &[u8]) -> u32 {
+    bytes.chunks(2).fold(sum, |s, w| {
+        s + ((u32::from(w[0]) << 8) | w.get(1).map_or(0, |&b| u32::from(b)))
+    })
+}
+
+/// Folds the carries of a one's-complement sum into 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
 }
 
 /// Completes the TCP/UDP checksum of an IPv4 or IPv6 frame. Frames captured on
@@ -462,7 +472,7 @@ pub fn fix_checksums(frame: &mut [u8]) {
         l3 = 18;
     }
     // (protocol, start of the L4 header, L4 length, pseudo-header sum)
-    let (proto, l4, l4_len, mut sum) = match ethertype {
+    let (proto, l4, l4_len, sum) = match ethertype {
         0x0800 => {
             let Some(ip) = frame.get(l3..l3 + 20) else {
                 return;
@@ -473,12 +483,8 @@ pub fn fix_checksums(frame: &mut [u8]) {
             if ihl < 20 || total < ihl || fragmented || frame.len() < l3 + total {
                 return;
             }
-            let mut sum = 0u32;
-            for w in ip[12..20].chunks(2) {
-                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-            }
             let len = total - ihl;
-            sum += u32::from(ip[9]) + len as u32;
+            let sum = add_words(u32::from(ip[9]) + len as u32, &ip[12..20]);
             (ip[9], l3 + ihl, len, sum)
         }
         0x86dd => {
@@ -489,11 +495,7 @@ pub fn fix_checksums(frame: &mut [u8]) {
             if frame.len() < l3 + 40 + len {
                 return;
             }
-            let mut sum = 0u32;
-            for w in ip[8..40].chunks(2) {
-                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-            }
-            sum += u32::from(ip[6]) + len as u32;
+            let sum = add_words(u32::from(ip[6]) + len as u32, &ip[8..40]);
             (ip[6], l3 + 40, len, sum)
         }
         _ => return,
@@ -506,14 +508,7 @@ pub fn fix_checksums(frame: &mut [u8]) {
     let seg = &mut frame[l4..l4 + l4_len];
     seg[at] = 0;
     seg[at + 1] = 0;
-    for w in seg.chunks(2) {
-        let hi = u32::from(w[0]) << 8;
-        sum += hi | w.get(1).map_or(0, |&b| u32::from(b));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let mut c = !(sum as u16);
+    let mut c = !fold(add_words(sum, seg));
     if proto == 17 && c == 0 {
         c = 0xffff;
     }
@@ -573,14 +568,7 @@ mod tests {
             assert_eq!(flags & 0x10, 0x10, "ACK kept");
             assert_eq!(flags & 0x09 != 0, i == 2, "FIN/PSH only on the last");
             // The IP header checksum verifies.
-            let mut sum = 0u32;
-            for w in p[14..34].chunks(2) {
-                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-            }
-            while sum >> 16 != 0 {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            assert_eq!(sum, 0xffff);
+            assert_eq!(fold(add_words(0, &p[14..34])), 0xffff);
             joined.extend_from_slice(&p[54..]);
         }
         assert_eq!(joined, payload, "the bytes, in order, none lost");
@@ -617,18 +605,8 @@ mod tests {
         let good = [f[50], f[51]];
         assert_ne!(good, [0, 0]);
         // Verify: the one's-complement sum over pseudo-header and segment is 0xffff.
-        let mut sum = 0u32;
-        for w in f[26..34].chunks(2) {
-            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-        }
-        sum += 6 + 23;
-        for w in f[34..].chunks(2) {
-            sum += (u32::from(w[0]) << 8) | w.get(1).map_or(0, |&b| u32::from(b));
-        }
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        assert_eq!(sum, 0xffff);
+        let sum = add_words(add_words(6 + 23, &f[26..34]), &f[34..]);
+        assert_eq!(fold(sum), 0xffff);
         // A partial checksum (what offload leaves) is completed the same way.
         f[50] = 0x12;
         f[51] = 0x34;
