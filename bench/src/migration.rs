@@ -25,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use ferry_agent::qemu_vm::{memory_arg, needs_tcg_dirty_padding};
 use ferry_tests::procs::{AgentOptions, Env};
 use ferry_tests::vmtest::boot_guest;
 use ferry_tests::{guest, wait_for};
@@ -81,6 +82,21 @@ struct Row {
 }
 
 // ---------------------------------------------------------------- link probe
+
+/// The first line of `qemu-system-x86_64 --version`.
+fn qemu_version() -> String {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
 
 fn tcp_sink(addr: &str) -> anyhow::Result<()> {
     let l = std::net::TcpListener::bind(addr)?;
@@ -261,9 +277,12 @@ impl RawVm {
         let _ = std::fs::remove_file(&qmp_path);
         let mut c = env.lab.command(host, Path::new("qemu-system-x86_64"));
         c.args(["-machine", "q35,accel=tcg", "-cpu", "qemu64", "-smp", "1"])
-            // One page over, as Ferry does under TCG: QEMU 7.2 loses writes during
-            // migration otherwise (see the agent's `memory_arg`).
-            .args(["-m", &format!("{}K", mib * 1024 + 4)])
+            // One page over where Ferry does it: QEMU before 9.0 loses writes when it
+            // migrates a TCG guest otherwise (see the agent's `memory_arg`).
+            .args([
+                "-m",
+                &memory_arg(mib, needs_tcg_dirty_padding(&qemu_version(), "tcg")),
+            ])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .arg("-kernel")
             .arg(&kernel)
@@ -520,9 +539,10 @@ async fn main() -> anyhow::Result<()> {
     let api = env.api();
     let scratch = tempfile::tempdir()?;
     println!(
-        "== Ferry ({}) vs raw QEMU (defaults, plain TCP) live migration, two lab hosts ({}), guest image {}",
+        "== Ferry ({}) vs raw QEMU (defaults, plain TCP) live migration, two lab hosts ({}, {}), guest image {}",
         args.transport,
         a["accel"].as_str().unwrap_or("?"),
+        qemu_version(),
         guest::image().0.display()
     );
     println!(
@@ -655,6 +675,7 @@ async fn main() -> anyhow::Result<()> {
         &args.out,
         serde_json::to_string_pretty(&json!({
             "accel": a["accel"],
+            "qemu": qemu_version(),
             "ferry_transport": args.transport,
             "links_bytes_per_s": links,
             "summary": summary,

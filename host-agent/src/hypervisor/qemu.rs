@@ -81,6 +81,10 @@ impl QemuBackend {
         let mut vms = QemuVms::new(binary, accel.accel, run_dir, datastores, networks)?;
         if let Some(v) = Arc::get_mut(&mut vms) {
             v.shutdown_timeout = shutdown_timeout;
+            v.pad_tcg_memory = crate::qemu_vm::needs_tcg_dirty_padding(&version, accel.accel);
+            if v.pad_tcg_memory {
+                tracing::warn!(%version, "this QEMU loses guest writes when it migrates a TCG guest (fixed in 9.0): TCG guests get one page more RAM, which avoids it at the cost of a short stall when a move starts");
+            }
         }
         Ok(Self {
             binary: binary.to_string(),
@@ -191,12 +195,22 @@ impl Hypervisor for QemuBackend {
 
 /// Model names from `qemu-system-x86_64 -cpu help` (`x86 Skylake-Client  Intel ...`).
 pub fn parse_cpu_models(help: &str) -> Vec<String> {
-    let mut models: Vec<String> = help
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("x86 "))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(String::from)
-        .collect();
+    // QEMU 7.2 prints `x86 qemu64  QEMU Virtual CPU version 2.5+` lines; QEMU 9 and
+    // later print `Available CPUs:` and then `  qemu64  (alias …)` lines, up to a
+    // blank line and the `Recognized CPUID flags:` section.
+    let mut models: Vec<String> = Vec::new();
+    let mut in_list = false;
+    for line in help.lines() {
+        if let Some(rest) = line.trim().strip_prefix("x86 ") {
+            models.extend(rest.split_whitespace().next().map(String::from));
+        } else if line.trim_end() == "Available CPUs:" {
+            in_list = true;
+        } else if line.trim().is_empty() || !line.starts_with(' ') {
+            in_list = false;
+        } else if in_list {
+            models.extend(line.split_whitespace().next().map(String::from));
+        }
+    }
     models.sort();
     models.dedup();
     models
@@ -269,6 +283,22 @@ mod tests {
             parse_cpu_models(help),
             vec!["486", "Skylake-Client-v1", "qemu64"]
         );
+        // QEMU 10's layout.
+        let help = "Available CPUs:\n  486                   (alias configured by machine type)\n  \
+                    Broadwell-IBRS        (alias of Broadwell-v3)\n  qemu64-v1             QEMU Virtual CPU version 2.5+\n  \
+                    qemu64                (alias configured by machine type)\n\nRecognized CPUID flags:\n  3dnow 3dnowext abm\n";
+        assert_eq!(
+            parse_cpu_models(help),
+            vec!["486", "Broadwell-IBRS", "qemu64", "qemu64-v1"]
+        );
+        let real = std::process::Command::new("qemu-system-x86_64")
+            .args(["-cpu", "help"])
+            .output();
+        if let Ok(out) = real {
+            let models = parse_cpu_models(&String::from_utf8_lossy(&out.stdout));
+            assert!(models.iter().any(|m| m == "qemu64"), "{models:?}");
+            assert!(!models.iter().any(|m| m == "3dnow"), "{models:?}");
+        }
     }
 
     #[test]
