@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use ferry_agent::qemu_vm::{memory_arg, needs_tcg_dirty_padding};
 use ferry_tests::procs::{AgentOptions, Env};
@@ -47,6 +48,12 @@ struct Args {
     /// Ferry's migration transport (`tls`, the default, or `tcp`).
     #[arg(long, default_value = "tls")]
     transport: String,
+    /// A migration policy for Ferry's moves, as JSON (default: the VM's, `auto`).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Skip raw QEMU (to compare Ferry's settings alone).
+    #[arg(long)]
+    no_raw: bool,
     #[arg(long, default_value = "bench/results/migration.json")]
     out: PathBuf,
     #[arg(long, hide = true)]
@@ -178,6 +185,7 @@ impl Echo {
             let mut last = Instant::now();
             let mut held = true;
             let mut ending: Option<Instant> = None;
+            let trace = std::env::var_os("FERRY_BENCH_TRACE").is_some();
             loop {
                 tokio::select! {
                     _ = tick.tick(), if ending.is_none() => {
@@ -187,6 +195,9 @@ impl Echo {
                     _ = stopped.changed(), if ending.is_none() => { ending = Some(Instant::now()); }
                     l = lines.next_line() => match l {
                         Ok(Some(_)) => {
+                            if trace && last.elapsed() > Duration::from_millis(30) {
+                                eprintln!("  echo gap {:>4} ms ending at {}", last.elapsed().as_millis(), chrono_now());
+                            }
                             gap = gap.max(last.elapsed());
                             last = Instant::now();
                             got += 1;
@@ -206,6 +217,21 @@ impl Echo {
         let _ = self.stop.send(true);
         self.task.await.unwrap_or((f64::NAN, 0, false))
     }
+}
+
+/// Wall-clock time of day, UTC, to the microsecond (to line up with agent logs).
+fn chrono_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = d.as_secs() % 86400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    )
 }
 
 async fn status(ip: &str) -> Option<Value> {
@@ -363,7 +389,14 @@ impl Case<'_> {
     }
 }
 
-async fn ferry_move(env: &Env, case: &Case<'_>, id: &str, ip: &str, to: &str) -> Row {
+async fn ferry_move(
+    env: &Env,
+    case: &Case<'_>,
+    id: &str,
+    ip: &str,
+    to: &str,
+    policy: Option<&Value>,
+) -> Row {
     let api = env.api();
     let mut row = case.row("ferry");
     let Ok(echo) = Echo::start(ip).await else {
@@ -371,12 +404,11 @@ async fn ferry_move(env: &Env, case: &Case<'_>, id: &str, ip: &str, to: &str) ->
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
-    let r = api
-        .post(
-            &format!("/vms/{id}/migrate"),
-            &json!({"destination_host_id": to}),
-        )
-        .await;
+    let mut body = json!({"destination_host_id": to});
+    if let Some(p) = policy {
+        body["policy"] = p.clone();
+    }
+    let r = api.post(&format!("/vms/{id}/migrate"), &body).await;
     let mid = r.body["id"].as_str().unwrap_or_default().to_string();
     let deadline = Instant::now() + Duration::from_secs(600);
     let m = loop {
@@ -527,6 +559,10 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_default();
         std::env::set_var("FERRY_BIN_DIR", dir);
     }
+    let policy: Option<Value> = match &args.policy {
+        Some(p) => Some(serde_json::from_str(p).context("--policy is not JSON")?),
+        None => None,
+    };
     let mut env = Env::new(2, &["--migration-transport", &args.transport]).await;
     env.start_agent(0, &AgentOptions::qemu("host-a"));
     env.start_agent(1, &AgentOptions::qemu("host-b"));
@@ -585,7 +621,8 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let reps = if dirty == "above" { 1 } else { args.repeats };
                 for _ in 0..reps {
-                    let row = ferry_move(&env, &case, &id, &ip, &hosts[1 - at]).await;
+                    let row =
+                        ferry_move(&env, &case, &id, &ip, &hosts[1 - at], policy.as_ref()).await;
                     if row.completed {
                         at = 1 - at;
                     }
@@ -606,6 +643,9 @@ async fn main() -> anyhow::Result<()> {
             let _ = api.delete(&format!("/vms/{id}")).await;
 
             // Raw QEMU, same image, same path.
+            if args.no_raw {
+                continue;
+            }
             n += 1;
             let ip = env.lab.guest_ip(n);
             let mac = format!("52:54:00:fe:00:{n:02x}");

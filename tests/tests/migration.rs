@@ -524,8 +524,39 @@ async fn a_guest_dirtying_below_the_link_moves_by_precopy() {
     // measured then): pre-copy converges and `auto` has nothing to escalate.
     dirty(&lab.ip, 16, 32).await;
     // 16 KiB lines: a bulk stream into the guest across the switchover.
+    // The check measures the link, so `auto` knows it when it picks its channels.
+    let check = lab
+        .api
+        .post(
+            &format!("/vms/{}/migrate/check", lab.id),
+            &json!({"destination_host_id": lab.b}),
+        )
+        .await;
+    let cores = lab.api.ok(&format!("/hosts/{}", lab.b)).await["cpu"]["cores"]
+        .as_u64()
+        .unwrap();
+    let link = check.body["prediction"]["bandwidth_bps"].as_f64().unwrap();
     let m = move_while_talking(&lab, json!({}), 16 << 10).await;
-    assert_eq!(m["result"]["strategy"], "precopy", "{m}");
+    // Pre-copy alone, over one channel or — where one cannot fill the link —
+    // several: the decision and its reason are recorded, and the migration's
+    // policy says how many it used.
+    let channels = m["policy"]["parallel_channels"].as_u64().unwrap();
+    let strategy = m["result"]["strategy"].as_str().unwrap();
+    let notes = strategy_events(&lab.api, m["id"].as_str().unwrap()).await;
+    let n = cores.clamp(1, 4);
+    if link >= 312.5e6 && n > 1 {
+        assert_eq!(channels, n, "{cores} cores, a {link} B/s link: {m}");
+        assert_eq!(strategy, format!("precopy+multifd({n})"), "{m}");
+        let said = format!("{n} multifd channels");
+        assert!(notes.iter().any(|x| x.contains(&said)), "{notes:?}");
+    } else {
+        assert_eq!(channels, 1, "a {link} B/s link: {m}");
+        assert_eq!(strategy, "precopy", "{m}");
+        assert!(
+            notes.iter().any(|n| n.contains("one migration channel")),
+            "{notes:?}"
+        );
+    }
     assert!(m["result"]["iterations"].as_u64().unwrap() >= 2, "{m}");
 }
 

@@ -137,6 +137,17 @@ impl App {
         Ok(bw)
     }
 
+    /// The last bandwidth measured from `src` to `dst`, however old, without
+    /// waiting for a new one.
+    pub fn known_link_bandwidth(&self, src: HostId, dst: HostId) -> Option<u64> {
+        self.links
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(src, dst))
+            .map(|(bw, _)| *bw)
+    }
+
     /// The migration budget of each of `src` and `dst`: the configured one, or
     /// sized from the last bandwidth measured between them. A migration never
     /// waits for a measurement: with none yet (4, vMotion's 1 GbE figure, until

@@ -8,6 +8,7 @@ use super::App;
 use crate::db::events::NewEvent;
 use crate::db::migrations::NewMigration;
 use crate::error::{is_unique_violation, ApiError, ApiResult};
+use crate::sagas::escalation::choose_channels;
 use crate::sagas::migrate;
 
 impl App {
@@ -67,13 +68,22 @@ impl App {
         };
         let id = MigrationId::new();
         let saga = SagaId::new();
+        // The number of channels is decided once, here, and kept with the saga, so
+        // that every step, a replay and a recovery all see the same.
+        let mut policy = prep.policy.clone();
+        let (channels, channels_why) = choose_channels(
+            &policy,
+            self.known_link_bandwidth(prep.source.id, dest.id),
+            prep.source.cpu.cores.min(dest.cpu.cores),
+        );
+        policy.parallel_channels = channels;
         let params = migrate::Params {
             migration: id,
             vm,
             vm_name: prep.vm.name.clone(),
             source: prep.source.id,
             destination: dest.id,
-            policy: prep.policy.clone(),
+            policy: policy.clone(),
         };
         self.db
             .saga_insert(
@@ -87,7 +97,7 @@ impl App {
             vm,
             source: prep.source.id,
             destination: dest.id,
-            policy: &prep.policy,
+            policy: &policy,
             prediction: None,
             saga,
         };
@@ -110,6 +120,16 @@ impl App {
                         "migrate {} from {} to {}",
                         prep.vm.name, prep.source.name, dest.name
                     ),
+                )
+                .vm(vm)
+                .data(serde_json::json!({"migration_id": id})),
+            )
+            .await;
+        self.events
+            .record(
+                NewEvent::info(
+                    "migration.strategy",
+                    format!("{}: {channels_why}", prep.vm.name),
                 )
                 .vm(vm)
                 .data(serde_json::json!({"migration_id": id})),

@@ -7,7 +7,7 @@
 //!    the target, up to the policy's `max_downtime_ms`;
 //! 3. throttling: with `allow_throttle`, QEMU's auto-converge is armed from the
 //!    start and engages by itself when a pass dirties more than half of what it
-//!    sent (QEMU 7.2 has no dirty-limit without KVM's dirty ring; auto-converge is
+//!    sent (dirty-limit needs KVM's dirty ring, absent under TCG and in QEMU 7.2; auto-converge is
 //!    the throttle available everywhere); each change is recorded;
 //! 4. post-copy: when pre-copy has not converged after 1.5 × the time the VM's
 //!    memory takes to cross the link (a pass left about as much as the one
@@ -18,15 +18,69 @@
 //!
 //! `precopy` stops at step 3 (a stall aborts, the VM stays on its source);
 //! `postcopy` switches after the first full pass. Parallel channels (multifd)
-//! cannot be combined with post-copy in QEMU 7.2, so `auto` uses one channel unless
-//! the policy asks for more — then it gives up step 4, and says so.
+//! cannot be combined with post-copy (QEMU 7.2 to 10.0 refuse: "Postcopy is not
+//! yet compatible with multifd"). With `parallel_channels: 0` Ferry decides
+//! ([`choose_channels`]): several channels where one cannot fill the measured link
+//! and throttling may stand in for post-copy, else one; `auto` with several gives
+//! up step 4, and says so.
 
 use std::time::Duration;
 
 use ferry_api::vm::{MigrationMode, MigrationPolicy};
 
-/// The downtime a move aims at before anything forces it higher.
-pub const TIGHT_DOWNTIME_MS: u32 = 30;
+/// The downtime a move aims at before anything forces it higher. QEMU's switchover
+/// adds device state and the drain of what is still in flight on top: with 10 ms
+/// an idle 512 MiB TCG guest on a 1 Gbit/s link paused 29–68 ms (with 30 ms,
+/// 36–51 ms, and a guest dirtying a third of the link 112–150 ms against 49–53).
+pub const TIGHT_DOWNTIME_MS: u32 = 10;
+
+/// The link speed from which one migration channel no longer fills the link and
+/// `auto` spreads the move over multifd channels: 2.5 Gbit/s. One channel fills
+/// 1 GbE anywhere; here one TLS channel of a TCG guest's QEMU moved 150–270 MB/s
+/// on a 1.8–2.1 GB/s path, and two moved an idle 512 MiB guest in 2.0–2.4 s and a
+/// guest dirtying 190 MiB/s in 2.9–3.2 s against 5.7–6.8 s with one.
+pub const MULTIFD_MIN_LINK_BPS: u64 = 312_500_000;
+
+/// How many migration channels a move uses, and why: what the policy asks, or —
+/// with `parallel_channels: 0` — Ferry's choice from the measured link (`link_bps`)
+/// and the fewer cores of the two hosts. Multifd excludes post-copy, so `auto` uses
+/// it only where throttling may stand in for post-copy as the way to converge.
+pub fn choose_channels(
+    policy: &MigrationPolicy,
+    link_bps: Option<u64>,
+    cores: u32,
+) -> (u8, String) {
+    if policy.parallel_channels > 0 {
+        let n = policy.parallel_channels;
+        return (n, format!("{n} migration channel(s), as the policy asks"));
+    }
+    let one = |why: String| (1, format!("one migration channel: {why}"));
+    if policy.mode == MigrationMode::Postcopy {
+        return one("post-copy cannot be combined with multifd".into());
+    }
+    if policy.mode == MigrationMode::Auto && !policy.allow_throttle {
+        return one("without throttling, post-copy is what makes `auto` converge, and it cannot be combined with multifd".into());
+    }
+    let Some(link) = link_bps else {
+        return one("the link between the hosts is not measured yet".into());
+    };
+    let cap = u64::from(policy.max_bandwidth_mbps) * 1_000_000 / 8;
+    let usable = if cap > 0 { link.min(cap) } else { link };
+    if usable < MULTIFD_MIN_LINK_BPS {
+        return one(format!("one fills {} MB/s", usable / 1_000_000));
+    }
+    let n = cores.clamp(1, 4) as u8;
+    if n < 2 {
+        return one("a host has a single core".into());
+    }
+    (
+        n,
+        format!(
+            "{n} multifd channels: the link carries {} MB/s, more than one channel moves; auto-converge, not post-copy, is then the way to converge",
+            usable / 1_000_000
+        ),
+    )
+}
 
 /// How QEMU is set up for the move.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,12 +303,43 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
+    fn channels() {
+        let auto = MigrationPolicy::default();
+        let fast = Some(2_000_000_000);
+        assert_eq!(choose_channels(&auto, fast, 2).0, 2);
+        assert_eq!(choose_channels(&auto, fast, 16).0, 4);
+        assert_eq!(choose_channels(&auto, fast, 1).0, 1);
+        assert_eq!(choose_channels(&auto, Some(120_000_000), 8).0, 1, "1 GbE");
+        assert_eq!(choose_channels(&auto, None, 8).0, 1, "not measured");
+        let capped = MigrationPolicy {
+            max_bandwidth_mbps: 1000,
+            ..MigrationPolicy::default()
+        };
+        assert_eq!(choose_channels(&capped, fast, 8).0, 1);
+        let no_throttle = MigrationPolicy {
+            allow_throttle: false,
+            ..MigrationPolicy::default()
+        };
+        assert_eq!(choose_channels(&no_throttle, fast, 8).0, 1);
+        assert_eq!(
+            choose_channels(&policy(MigrationMode::Postcopy, true, 0), fast, 8).0,
+            1
+        );
+        assert_eq!(
+            choose_channels(&policy(MigrationMode::Precopy, false, 0), fast, 8).0,
+            4
+        );
+        let (n, why) = choose_channels(&policy(MigrationMode::Auto, true, 3), None, 1);
+        assert_eq!(n, 3, "{why}");
+    }
+
+    #[test]
     fn plans() {
         let auto = Plan::new(&MigrationPolicy::default());
         assert!(auto.postcopy && auto.auto_converge);
         assert_eq!(
             (auto.channels, auto.downtime_ms, auto.max_downtime_ms),
-            (1, 30, 300)
+            (1, TIGHT_DOWNTIME_MS, 300)
         );
         let multi = Plan::new(&policy(MigrationMode::Auto, true, 4));
         assert!(
@@ -267,10 +352,10 @@ mod tests {
         let post = Plan::new(&policy(MigrationMode::Postcopy, true, 4));
         assert!(post.postcopy && post.channels == 1 && !post.auto_converge);
         let tight = Plan::new(&MigrationPolicy {
-            max_downtime_ms: 10,
+            max_downtime_ms: 5,
             ..MigrationPolicy::default()
         });
-        assert_eq!(tight.downtime_ms, 10);
+        assert_eq!(tight.downtime_ms, 5);
     }
 
     fn sample(iteration: u64, remaining: u64, elapsed_ms: u64) -> Sample {
@@ -298,10 +383,13 @@ mod tests {
         let mut e = Escalator::new(Plan::new(&MigrationPolicy::default()));
         e.observe(&sample(2, 100 * MIB, 900));
         let a = e.observe(&sample(3, 100 * MIB, 1000));
-        assert!(matches!(a[..], [Action::Downtime(60, _)]), "{a:?}");
+        assert!(
+            matches!(a[..], [Action::Downtime(d, _)] if d == 2 * TIGHT_DOWNTIME_MS),
+            "{a:?}"
+        );
         e.observe(&sample(3, 100 * MIB, 1050)); // same pass: nothing new
-        assert_eq!(e.plan.downtime_ms, 60);
-        for (i, it) in (4..10).enumerate() {
+        assert_eq!(e.plan.downtime_ms, 2 * TIGHT_DOWNTIME_MS);
+        for (i, it) in (4..12).enumerate() {
             e.observe(&sample(it, 200 * MIB, 1100 + i as u64));
         }
         assert_eq!(e.plan.downtime_ms, 300, "capped at the policy's max");
