@@ -10,9 +10,10 @@ codename=$(. /etc/os-release 2>/dev/null; echo "${VERSION_CODENAME:-}")
 
 # QEMU before 9.0 loses guest writes when it live-migrates a TCG guest (the agent
 # works around it at a cost, a stall of ~0.5 s per 512 MiB when a move starts: see
-# host-agent/src/qemu_vm.rs `memory_arg`), and its TCG downtime is 20-50 ms where
-# QEMU 10 takes 2-7 ms. Debian 12 ships 7.2 and bookworm-backports carries 10.0, so
-# on Debian 12 Ferry installs that one. FERRY_SYSTEM_QEMU=1 keeps the distribution's.
+# host-agent/src/qemu_vm.rs `memory_arg`), and Ferry's TCG moves pause shorter on
+# QEMU 10 (an idle guest on the unshaped lab path: median 6-12 ms against 21 ms on
+# 7.2). Debian 12 ships 7.2 and bookworm-backports carries 10.0, so on Debian 12
+# Ferry installs that one. FERRY_SYSTEM_QEMU=1 keeps the distribution's.
 qemu_was=$(qemu_major)
 backports=
 if [ -z "${FERRY_SYSTEM_QEMU:-}" ] && [ "$codename" = bookworm ] && [ "${qemu_was:-0}" -lt 9 ]; then

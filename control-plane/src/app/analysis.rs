@@ -138,13 +138,13 @@ impl App {
     }
 
     /// The last bandwidth measured from `src` to `dst`, however old, without
-    /// waiting for a new one.
+    /// waiting for a new one; failing that, the other way (links are symmetric far
+    /// more often than not, and a VM moved back meets the link it came over).
     pub fn known_link_bandwidth(&self, src: HostId, dst: HostId) -> Option<u64> {
-        self.links
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let links = self.links.links.lock().unwrap_or_else(|p| p.into_inner());
+        links
             .get(&(src, dst))
+            .or_else(|| links.get(&(dst, src)))
             .map(|(bw, _)| *bw)
     }
 
