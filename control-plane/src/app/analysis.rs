@@ -26,6 +26,8 @@ const PROBE_BYTES: u64 = 64 << 20;
 #[derive(Debug, Default)]
 pub struct LinkCache {
     links: Mutex<HashMap<(HostId, HostId), (u64, Instant)>>,
+    /// One probe at a time: two at once would each measure half the link.
+    probing: tokio::sync::Mutex<()>,
 }
 
 /// The least bandwidth each concurrent migration keeps, bytes/s (200 Mbit/s).
@@ -93,16 +95,22 @@ pub fn predict_precopy(
 impl App {
     /// The bandwidth from `src` to `dst` in bytes/s, measured by the agents.
     pub async fn link_bandwidth(&self, src: HostId, dst: HostId) -> anyhow::Result<u64> {
-        if let Some((bw, at)) = self
-            .links
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(src, dst))
-        {
-            if at.elapsed() < LINK_TTL {
-                return Ok(*bw);
-            }
+        let fresh = || {
+            self.links
+                .links
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(src, dst))
+                .filter(|(_, at)| at.elapsed() < LINK_TTL)
+                .map(|(bw, _)| *bw)
+        };
+        if let Some(bw) = fresh() {
+            return Ok(bw);
+        }
+        let _probing = self.links.probing.lock().await;
+        // Whoever held the probe before may have just measured this very link.
+        if let Some(bw) = fresh() {
+            return Ok(bw);
         }
         let addr_of = |h: Option<ferry_api::host::Host>| {
             h.map(|h| h.address)
