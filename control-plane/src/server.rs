@@ -104,6 +104,7 @@ async fn serve(
         .identity(Identity::from_pem(&own.cert_pem, &own.key_pem))
         .client_ca_root(Certificate::from_pem(app.ca.cert_pem()))
         .client_auth_optional(true);
+    let _ = std::fs::remove_file(config.data_dir.join(LISTEN_FILE));
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?;
@@ -124,6 +125,10 @@ async fn serve(
     let http_addr = http_listener.local_addr()?;
     let http = axum::serve(http_listener, api::router(app.clone()))
         .with_graceful_shutdown(stop.clone().cancelled_owned());
+
+    // Port 0 asks the kernel for a free port; whoever started us learns the ports from
+    // this file (written once both listeners are bound, so its presence means "bound").
+    write_listen_file(&config.data_dir, http_addr, grpc_addr)?;
 
     let liveness = tokio::spawn(monitor::liveness_loop(app.clone(), stop.clone()));
     let reconcile = tokio::spawn(monitor::reconcile_loop(app.clone(), agents, stop.clone()));
@@ -149,6 +154,21 @@ async fn serve(
     let _ = tokio::join!(liveness, reconcile);
     Ok(())
 }
+
+/// `DATA_DIR/listen.json`: the addresses actually bound, written atomically.
+fn write_listen_file(
+    data_dir: &std::path::Path,
+    http: std::net::SocketAddr,
+    grpc: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "http": http.to_string(), "grpc": grpc.to_string() });
+    let tmp = data_dir.join("listen.json.tmp");
+    write_public(&tmp, &body.to_string())?;
+    std::fs::rename(&tmp, data_dir.join(LISTEN_FILE)).context("rename listen.json")
+}
+
+/// The file, in the data directory, naming the bound HTTP and gRPC addresses.
+pub const LISTEN_FILE: &str = "listen.json";
 
 fn write_public(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("write {}", path.display()))

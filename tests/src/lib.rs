@@ -57,14 +57,6 @@ where
     }
 }
 
-/// A free TCP port on `ip` (bound, then released).
-pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// A `/proc/<pid>/status` field in KiB (e.g. `VmRSS`, `VmHWM`); 0 when unknown.
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use crate::netns::Lab;
 use crate::pg::TestDb;
 use crate::rest::Api;
-use crate::{bin, free_port, wait_for};
+use crate::{bin, wait_for};
 
 /// A child process with its log file; killed on drop.
 pub struct Proc {
@@ -128,20 +128,53 @@ pub struct ControlPlane {
 impl ControlPlane {
     pub async fn start(dir: &Path, opts: CpOptions) -> Self {
         let grpc_ip = opts.grpc_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
-        let http_port = free_port("127.0.0.1");
         let data_dir = dir.join("cp");
-        let http = format!("http://127.0.0.1:{http_port}");
-        let grpc = format!("{grpc_ip}:{}", free_port(&grpc_ip));
-        let proc = Self::spawn(&data_dir, &http, &grpc, &opts);
+        // Port 0: the control plane binds free ports itself and names them in
+        // listen.json. (Picking a "free" port here and passing it raced with parallel
+        // tests: one lost the bind while /health was answered by another's process.)
+        let proc = Self::spawn(
+            &data_dir,
+            "http://127.0.0.1:0",
+            &format!("{grpc_ip}:0"),
+            &opts,
+        );
         let mut cp = Self {
             proc,
             data_dir,
-            http,
-            grpc,
+            http: String::new(),
+            grpc: String::new(),
             opts,
         };
+        let (http, grpc) = cp.wait_listening().await;
+        cp.http = format!("http://{http}");
+        cp.grpc = grpc;
         cp.wait_ready().await;
         cp
+    }
+
+    /// Waits for `listen.json` (both listeners bound) and returns (http, grpc).
+    async fn wait_listening(&mut self) -> (String, String) {
+        let path = self.data_dir.join("listen.json");
+        let proc = &mut self.proc;
+        wait_for(
+            "the control plane to bind its listeners",
+            Duration::from_secs(90),
+            || {
+                let exited = proc.exited();
+                let text = std::fs::read_to_string(&path).ok();
+                async move {
+                    if let Some(code) = exited {
+                        panic!("the control plane exited with {code:?} during start-up");
+                    }
+                    let v: serde_json::Value = serde_json::from_str(&text?).ok()?;
+                    Some((
+                        v["http"].as_str()?.to_string(),
+                        v["grpc"].as_str()?.to_string(),
+                    ))
+                }
+            },
+        )
+        .await
     }
 
     fn spawn(data_dir: &Path, http: &str, grpc: &str, opts: &CpOptions) -> Proc {
@@ -171,6 +204,7 @@ impl ControlPlane {
             "control plane still running"
         );
         self.proc = Self::spawn(&self.data_dir, &self.http, &self.grpc, &self.opts);
+        self.wait_listening().await;
         self.wait_ready().await;
     }
 
