@@ -194,6 +194,8 @@ impl ControlPlane {
         }
         cmd.args(&opts.args);
         std::fs::create_dir_all(data_dir).expect("data dir");
+        // A previous run's file would name ports before this process has bound them.
+        let _ = std::fs::remove_file(data_dir.join("listen.json"));
         Proc::spawn("control-plane", cmd, data_dir.with_extension("log"))
     }
 
