@@ -54,13 +54,7 @@ fn median(v: &mut [f64]) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if std::env::var_os("FERRY_BIN_DIR").is_none() {
-        let dir = std::env::current_exe()?
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default();
-        std::env::set_var("FERRY_BIN_DIR", dir);
-    }
+    ferry_tests::bin_dir_defaults_to_own();
     let (kernel, initrd) = guest::image();
     let mut env = Env::new(1, &[]).await;
     env.start_agent(0, &AgentOptions::qemu("host-a"));

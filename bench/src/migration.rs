@@ -552,13 +552,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(a) = &args.tcp_probe {
         return tcp_probe(a);
     }
-    if std::env::var_os("FERRY_BIN_DIR").is_none() {
-        let dir = std::env::current_exe()?
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default();
-        std::env::set_var("FERRY_BIN_DIR", dir);
-    }
+    ferry_tests::bin_dir_defaults_to_own();
     let policy: Option<Value> = match &args.policy {
         Some(p) => Some(serde_json::from_str(p).context("--policy is not JSON")?),
         None => None,

@@ -61,13 +61,7 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if std::env::var_os("FERRY_BIN_DIR").is_none() {
-        let dir = std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .to_path_buf();
-        std::env::set_var("FERRY_BIN_DIR", dir);
-    }
+    ferry_tests::bin_dir_defaults_to_own();
     let dir = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
     println!(
         "== Ferry scale benchmark: {} sim hosts, {} VMs, {} clients",

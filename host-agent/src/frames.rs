@@ -583,24 +583,8 @@ mod tests {
 
     #[test]
     fn checksums_are_completed() {
-        // A TCP segment (10.0.0.1:1234 -> 10.0.0.2:7, payload "hi\n") with the
-        // checksum a sender computed in full; then the same with it zeroed.
-        let mut f = vec![0u8; 14];
-        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        let payload = b"hi\n";
-        let total = 20 + 20 + payload.len();
-        let mut ip = vec![
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ];
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        f.extend_from_slice(&ip);
-        let mut tcp = vec![0u8; 20];
-        tcp[0..2].copy_from_slice(&1234u16.to_be_bytes());
-        tcp[2..4].copy_from_slice(&7u16.to_be_bytes());
-        tcp[12] = 5 << 4;
-        tcp[13] = 0x18;
-        f.extend_from_slice(&tcp);
-        f.extend_from_slice(payload);
+        // A TCP segment (payload "hi\n", PSH ACK) with no checksum: filled in.
+        let mut f = tcp_frame(b"hi\n", 0x18);
         fix_checksums(&mut f);
         let good = [f[50], f[51]];
         assert_ne!(good, [0, 0]);

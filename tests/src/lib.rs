@@ -36,6 +36,19 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// For programs installed beside Ferry's binaries (the benchmarks): unless
+/// `FERRY_BIN_DIR` says otherwise, [`bin`] looks in this program's own directory.
+pub fn bin_dir_defaults_to_own() {
+    if std::env::var_os("FERRY_BIN_DIR").is_none() {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        {
+            std::env::set_var("FERRY_BIN_DIR", dir);
+        }
+    }
+}
+
 /// Polls `cond` until it yields `Some`, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut cond: F) -> T
 where

@@ -159,10 +159,16 @@ pub async fn wait_migration(api: &Api, id: &str) -> Value {
     .await
 }
 
+/// Starts a migration of `vm` with request `body` (202 expected); returns its id.
+pub async fn start_migration(api: &Api, vm: &str, body: &Value) -> String {
+    let r = api.post(&format!("/vms/{vm}/migrate"), body).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    r.body["id"].as_str().expect("migration id").to_string()
+}
+
 /// Starts a migration of `vm` with request `body` (202 expected) and waits for it to
 /// finish; returns the finished migration.
 pub async fn migrate_and_wait(api: &Api, vm: &str, body: &Value) -> Value {
-    let r = api.post(&format!("/vms/{vm}/migrate"), body).await;
-    assert_eq!(r.status, 202, "{r:?}");
-    wait_migration(api, r.body["id"].as_str().unwrap_or_default()).await
+    let mid = start_migration(api, vm, body).await;
+    wait_migration(api, &mid).await
 }

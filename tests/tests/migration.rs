@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_tests::vmtest::{netns_of, qemus, two_hosts_and_guest, wait_migration, GuestLab};
+use ferry_tests::vmtest::{
+    migrate_and_wait, netns_of, qemus, start_migration, two_hosts_and_guest, wait_migration,
+    GuestLab,
+};
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -243,14 +246,12 @@ async fn cancel_during_transfer_keeps_the_vm_on_its_source() {
     } = two_hosts_and_guest("stayer", 1, 256, &[], vec![]).await;
     let client = EchoClient::start(&ip).await;
     // 8 Mbit/s: 256 MiB would take minutes.
-    let r = api
-        .post(
-            &format!("/vms/{id}/migrate"),
-            &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8, "max_downtime_ms": 50}}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let mid = r.body["id"].as_str().unwrap().to_string();
+    let mid = start_migration(
+        &api,
+        &id,
+        &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8, "max_downtime_ms": 50}}),
+    )
+    .await;
     wait_for("the transfer to make progress", T, || {
         let (api, mid) = (api.clone(), mid.clone());
         async move {
@@ -491,14 +492,12 @@ async fn move_while_talking_via(
         assert!(out.status.success(), "{said}");
         serde_json::from_slice::<Value>(&out.stdout).expect("the migration as JSON")
     } else {
-        let r = api
-            .post(
-                &format!("/vms/{id}/migrate"),
-                &json!({"destination_host_id": b, "policy": policy}),
-            )
-            .await;
-        assert_eq!(r.status, 202, "{r:?}");
-        wait_migration(api, r.body["id"].as_str().unwrap()).await
+        migrate_and_wait(
+            api,
+            id,
+            &json!({"destination_host_id": b, "policy": policy}),
+        )
+        .await
     };
     let (messages, gap) = client.finish().await;
     eprintln!(
@@ -624,14 +623,12 @@ async fn post_copy_is_past_the_point_of_no_return() {
     dirty(ip, 16, 64).await;
     let before = ferry_tests::vmtest::guest_status(ip).await;
     let client = EchoClient::start(ip).await;
-    let r = api
-        .post(
-            &format!("/vms/{id}/migrate"),
-            &json!({"destination_host_id": b, "policy": {"mode": "postcopy"}}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let mid = r.body["id"].as_str().unwrap().to_string();
+    let mid = start_migration(
+        api,
+        id,
+        &json!({"destination_host_id": b, "policy": {"mode": "postcopy"}}),
+    )
+    .await;
     // Post-copy begins after the first pass: the destination runs the VM now.
     wait_for("post-copy to begin", T, || {
         let (api, mid) = (api.clone(), mid.clone());

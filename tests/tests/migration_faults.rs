@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ferry_tests::procs::{AgentOptions, Env};
 use ferry_tests::vmtest::{
-    boot_guest, guest_status as serving, migrate_and_wait, netns_of, qemus, two_hosts_and_guest,
-    wait_migration,
+    boot_guest, guest_status as serving, migrate_and_wait, netns_of, qemus, start_migration,
+    two_hosts_and_guest, wait_migration,
 };
 use ferry_tests::wait_for;
 use serde_json::json;
@@ -85,23 +85,7 @@ async fn a_failure_at_each_step_before_switchover_unwinds() {
 #[tokio::test]
 async fn the_control_plane_killed_during_transfer_recovers_to_one_copy() {
     let (mut env, id, ip, b) = lab(&[], 2).await;
-    let api = env.api();
-    let r = api
-        .post(
-            &format!("/vms/{id}/migrate"),
-            &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let mid = r.body["id"].as_str().unwrap().to_string();
-    wait_for("the transfer to make progress", T, || {
-        let (api, mid) = (api.clone(), mid.clone());
-        async move {
-            let m = api.ok(&format!("/migrations/{mid}")).await;
-            (m["progress"]["transferred_bytes"].as_u64()? > 0).then_some(())
-        }
-    })
-    .await;
+    let mid = slow_migration(&env, &id, &b).await;
     assert_eq!(
         qemus(&id).len(),
         2,
@@ -120,14 +104,12 @@ async fn the_control_plane_killed_during_transfer_recovers_to_one_copy() {
 /// Starts a slow migration (8 Mbit/s) of `id` to host-b and waits for progress.
 async fn slow_migration(env: &Env, id: &str, b: &str) -> String {
     let api = env.api();
-    let r = api
-        .post(
-            &format!("/vms/{id}/migrate"),
-            &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let mid = r.body["id"].as_str().unwrap().to_string();
+    let mid = start_migration(
+        &api,
+        id,
+        &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
+    )
+    .await;
     progress_beyond(env, &mid, 0).await;
     mid
 }
@@ -232,14 +214,12 @@ async fn a_migration_beyond_the_budget_waits_queued_and_starts_when_a_slot_frees
         check.body["compatible"], true,
         "over budget is no refusal: {check:?}"
     );
-    let r = api
-        .post(
-            &format!("/vms/{second}/migrate"),
-            &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let m2 = r.body["id"].as_str().unwrap().to_string();
+    let m2 = start_migration(
+        &api,
+        &second,
+        &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
+    )
+    .await;
     // It waits while the first one holds the slot.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let q = api.ok(&format!("/migrations/{m2}")).await;
