@@ -10,6 +10,7 @@ help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
 	@echo "make demo-down   remove what a crashed demo left behind"
 	@echo "make test        run every test (unit, end-to-end on real PostgreSQL, agents in namespaces, QEMU guests)"
+	@echo "make deps        only install what is missing (says what and from where first)"
 	@echo "make guest       build the test guest image into target/guest"
 	@echo "make bench-scale control-plane scale benchmark (sim hosts), writes bench/results/scale.json"
 	@echo "make bench-guests guest boot time, QEMU RSS, guests per host, writes bench/results/guests.json"

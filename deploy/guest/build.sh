@@ -10,24 +10,9 @@ OUT=$ROOT/target/guest
 WORK=$ROOT/target/guest-work
 mkdir -p "$OUT" "$WORK/debs"
 
-pkg_file() { ls "$WORK/debs/$1"_*.deb 2>/dev/null | head -1; }
-fetch() {
-  local pkg=$1
-  if [ -z "$(pkg_file "$pkg")" ]; then
-    (cd "$WORK/debs" && apt-get download "$pkg" >/dev/null 2>&1) || {
-      apt-get update -qq && (cd "$WORK/debs" && apt-get download "$pkg" >/dev/null)
-    }
-  fi
-  pkg_file "$pkg"
-}
-
-kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
-if [ -z "$kpkg" ]; then
-  apt-get update -qq
-  kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
-fi
-kdeb=$(fetch "$kpkg")
-bdeb=$(fetch busybox-static)
+debs=$("$ROOT/deploy/guest/fetch-debs.sh" "$WORK/debs")
+kdeb=${debs%%$'\n'*}
+bdeb=${debs#*$'\n'}
 
 if [ ! -d "$WORK/kernel/boot" ] || [ "$kdeb" -nt "$WORK/kernel/boot" ]; then
   rm -rf "$WORK/kernel" && mkdir -p "$WORK/kernel" && dpkg -x "$kdeb" "$WORK/kernel"
@@ -48,7 +33,7 @@ rm -rf "$rootfs" && mkdir -p "$rootfs"/{bin,dev,proc,sys,tmp,lib/modules}
 cp "$WORK/busybox/bin/busybox" "$rootfs/bin/busybox"
 cp "$guest_bin" "$rootfs/bin/ferry-guest"
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk; do
-  f=$(find "$WORK/kernel/lib/modules" -name "$m.ko*" | head -1)
+  f=$(find "$WORK/kernel/lib/modules" -name "$m.ko*" -print -quit)
   [ -n "$f" ] || continue # built into the kernel
   case "$f" in
     *.xz) xz -dc "$f" >"$rootfs/lib/modules/$m.ko" ;;
@@ -60,5 +45,6 @@ cp "$ROOT/deploy/guest/init" "$rootfs/init"
 chmod +x "$rootfs/init"
 (cd "$rootfs" && find . | "$rootfs/bin/busybox" cpio -o -H newc 2>/dev/null | gzip -6 >"$OUT/initrd.img.tmp")
 mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
-cp "$(ls "$WORK"/kernel/boot/vmlinuz-* | head -1)" "$OUT/vmlinuz"
+vmlinuz=("$WORK"/kernel/boot/vmlinuz-*)
+cp "${vmlinuz[0]}" "$OUT/vmlinuz"
 echo "guest: $OUT/vmlinuz ($(du -h "$OUT/vmlinuz" | cut -f1)), $OUT/initrd.img ($(du -h "$OUT/initrd.img" | cut -f1))"
