@@ -49,8 +49,13 @@ pub struct Config {
 
     /// How migration streams travel between agents: `tls` (x509, the agents'
     /// CA-issued identities, both ends verified) or plain `tcp`.
-    #[arg(long, env = "FERRY_MIGRATION_TRANSPORT", default_value = "tls", value_parser = ["tls", "tcp"])]
-    pub migration_transport: String,
+    #[arg(
+        long,
+        env = "FERRY_MIGRATION_TRANSPORT",
+        value_enum,
+        default_value = "tls"
+    )]
+    pub migration_transport: Transport,
 
     /// A migration whose transfer makes no progress for this long has stalled:
     /// `auto` and `postcopy` escalate to post-copy, `precopy` gives up (the VM stays
@@ -61,8 +66,8 @@ pub struct Config {
     /// Hold the frames that reach a VM's old host while it switches hosts and
     /// deliver them on the new one (`on`), or let them drop (`off`, QEMU's own
     /// behaviour: peers then wait out TCP's retransmission timeout).
-    #[arg(long, env = "FERRY_FRAME_RELAY", default_value = "on", value_parser = ["on", "off"])]
-    pub frame_relay: String,
+    #[arg(long, env = "FERRY_FRAME_RELAY", value_enum, default_value = "on")]
+    pub frame_relay: OnOff,
 
     /// Migrations a host takes part in at once (source or destination); more wait,
     /// `queued`, and start in order as slots free. 0 (the default) sizes it from
@@ -86,6 +91,19 @@ pub struct Config {
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "FERRY_DB_POOL", default_value_t = 32)]
     pub db_pool: u32,
+}
+
+/// How migration streams travel between agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Tls,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// Parses `15s`, `500ms`, `2m` or a bare number of seconds.

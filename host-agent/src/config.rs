@@ -64,6 +64,11 @@ pub struct Config {
     #[arg(long, env = "FERRY_SIM_COUNT", default_value_t = 1)]
     pub count: u32,
 
+    /// The modelled migration link of each simulated host, Mbit/s (sim backend): a
+    /// move between two sim hosts runs at the slower of their two links.
+    #[arg(long, env = "FERRY_SIM_LINK_MBPS", default_value_t = 10_000)]
+    pub sim_link_mbps: u64,
+
     /// Identity (key, certificate) and runtime files.
     #[arg(
         long,

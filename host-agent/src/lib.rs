@@ -6,6 +6,7 @@
 pub mod bandwidth;
 pub mod config;
 pub mod datastores;
+pub mod error;
 pub mod facts;
 pub mod frames;
 pub mod generation;

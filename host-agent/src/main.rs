@@ -92,7 +92,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         };
         let hypervisor = match &qemu {
             Some(q) => q.clone(),
-            None => Arc::new(SimHost::new(i)) as Arc<dyn Hypervisor>,
+            None => Arc::new(SimHost::new(i, config.sim_link_mbps * 1_000_000 / 8))
+                as Arc<dyn Hypervisor>,
         };
         let spec = HostSpec {
             name,

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ferry_proto::v1::{VmRuntime, VmSpec};
+use ferry_proto::errors::ErrorCode;
+use ferry_proto::v1::{PowerAction, VmRuntime, VmSpec, VmState};
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -53,6 +54,14 @@ pub enum PowerState {
 }
 
 impl PowerState {
+    pub fn wire(self) -> VmState {
+        match self {
+            Self::Running => VmState::VmRunning,
+            Self::Paused => VmState::VmPaused,
+            Self::Stopped => VmState::VmStopped,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
@@ -268,7 +277,7 @@ impl QemuVms {
         let live = h.live.lock().unwrap_or_else(|p| p.into_inner());
         VmRuntime {
             vm_id: h.id.clone(),
-            state: live.state.as_str().into(),
+            state: live.state.wire() as i32,
             generation: live.generation,
             pid: live.pid.unwrap_or(0),
             detail: live.detail.clone(),
@@ -612,14 +621,20 @@ impl QemuVms {
     pub async fn power(
         self: &Arc<Self>,
         id: &str,
-        action: &str,
+        action: PowerAction,
         spec: Option<VmSpec>,
         shutdown_timeout: Option<Duration>,
     ) -> anyhow::Result<VmRuntime> {
+        use PowerAction as A;
         let h = match (&spec, self.get(id)) {
             (Some(s), _) => self.handle(s),
             (None, Some(h)) => h,
-            (None, None) => bail!("VM {id} is not defined on this host"),
+            (None, None) => {
+                return Err(crate::error::coded(
+                    ErrorCode::NotFound,
+                    format!("VM {id} is not defined on this host"),
+                ))
+            }
         };
         let _op = h.op.lock().await;
         let state = h
@@ -629,14 +644,14 @@ impl QemuVms {
             .unwrap_or(PowerState::Stopped);
         let qmp = h.live.lock().ok().and_then(|l| l.qmp.clone());
         match (action, state) {
-            ("on", PowerState::Stopped) => {
+            (A::PowerOn, PowerState::Stopped) => {
                 let spec = spec.context("power on needs the VM's spec")?;
                 self.start(&h, &spec).await?;
             }
-            ("on", _) => {}
-            ("off", PowerState::Stopped) | ("shutdown", PowerState::Stopped) => {}
-            ("off", _) => self.force_off(&h).await?,
-            ("shutdown", _) => {
+            (A::PowerOn, _) => {}
+            (A::PowerOff, PowerState::Stopped) | (A::PowerShutdown, PowerState::Stopped) => {}
+            (A::PowerOff, _) => self.force_off(&h).await?,
+            (A::PowerShutdown, _) => {
                 let timeout = shutdown_timeout.unwrap_or(self.shutdown_timeout);
                 if let Some(q) = &qmp {
                     let _ = q.execute("system_powerdown", json!({})).await;
@@ -654,25 +669,33 @@ impl QemuVms {
                     );
                 }
             }
-            ("reset", PowerState::Stopped)
-            | ("pause", PowerState::Stopped)
-            | ("resume", PowerState::Stopped) => {
-                bail!("VM {id} is stopped")
+            (A::PowerReset, PowerState::Stopped)
+            | (A::PowerPause, PowerState::Stopped)
+            | (A::PowerResume, PowerState::Stopped) => {
+                return Err(crate::error::coded(
+                    ErrorCode::WrongState,
+                    format!("VM {id} is stopped"),
+                ))
             }
-            ("reset", _) => {
+            (A::PowerReset, _) => {
                 qmp.context("no QMP")?
                     .execute("system_reset", json!({}))
                     .await?;
             }
-            ("pause", _) => {
+            (A::PowerPause, _) => {
                 qmp.context("no QMP")?.execute("stop", json!({})).await?;
                 self.set_state(&h, PowerState::Paused, "paused");
             }
-            ("resume", _) => {
+            (A::PowerResume, _) => {
                 qmp.context("no QMP")?.execute("cont", json!({})).await?;
                 self.set_state(&h, PowerState::Running, "running");
             }
-            (other, _) => bail!("unknown power action {other:?}"),
+            (A::Unspecified, _) => {
+                return Err(crate::error::coded(
+                    ErrorCode::Invalid,
+                    "no power action given",
+                ))
+            }
         }
         Ok(self.runtime(&h))
     }
@@ -682,7 +705,7 @@ impl QemuVms {
         let Some(h) = self.get(id) else {
             return Ok(VmRuntime {
                 vm_id: id.into(),
-                state: "stopped".into(),
+                state: VmState::VmStopped as i32,
                 ..Default::default()
             });
         };
@@ -691,7 +714,7 @@ impl QemuVms {
             .map(|l| l.state != PowerState::Stopped)
             .unwrap_or(false)
         {
-            self.power(id, "off", None, None).await?;
+            self.power(id, PowerAction::PowerOff, None, None).await?;
         }
         let _op = h.op.lock().await;
         let spec = h.spec.lock().map(|s| s.clone()).unwrap_or_default();
@@ -708,7 +731,7 @@ impl QemuVms {
             .remove(id);
         Ok(VmRuntime {
             vm_id: id.into(),
-            state: "stopped".into(),
+            state: VmState::VmStopped as i32,
             generation: self.generation.next(),
             ..Default::default()
         })
@@ -733,7 +756,7 @@ impl QemuVms {
                 if !known.contains(&uuid) && same_netns(pid) && pid_alive(pid) {
                     out.push(VmRuntime {
                         vm_id: uuid,
-                        state: "unmanaged".into(),
+                        state: VmState::VmUnmanaged as i32,
                         pid,
                         detail: "a QEMU this agent has no record of (left running, not killed)"
                             .into(),
@@ -746,11 +769,14 @@ impl QemuVms {
     }
 
     pub fn console(&self, id: &str, max_bytes: usize) -> anyhow::Result<String> {
-        let h = self
-            .get(id)
-            .with_context(|| format!("VM {id} is not on this host"))?;
+        let h = self.get(id).ok_or_else(|| not_here(id))?;
         let text = std::fs::read(h.dir.join("console.log")).unwrap_or_default();
         let start = text.len().saturating_sub(max_bytes);
         Ok(String::from_utf8_lossy(&text[start..]).into_owned())
     }
+}
+
+/// The VM is not on this host (a typed `NOT_FOUND`).
+fn not_here(id: &str) -> anyhow::Error {
+    crate::error::coded(ErrorCode::NotFound, format!("VM {id} is not on this host"))
 }

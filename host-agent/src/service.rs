@@ -15,6 +15,9 @@ use ferry_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use ferry_proto::errors::{AgentError, ErrorCode};
+
+use crate::error::to_status;
 use crate::identity::{common_name, CONTROL_PLANE_CN};
 use crate::runner::HostState;
 
@@ -59,16 +62,17 @@ impl Agent for AgentService {
         require_control_plane(&req)?;
         let r = req.into_inner();
         if r.vm_id.parse::<uuid::Uuid>().is_err() {
-            return Err(Status::invalid_argument("vm_id is not a UUID"));
+            return Err(AgentError::new(ErrorCode::Invalid, "vm_id is not a UUID").into_status());
         }
+        let action = r.action();
         let timeout =
             (r.shutdown_timeout_s > 0).then(|| Duration::from_secs(r.shutdown_timeout_s.into()));
         self.state
             .hypervisor()
-            .vm_power(&r.vm_id, &r.action, r.spec, timeout)
+            .vm_power(&r.vm_id, action, r.spec, timeout)
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
     async fn vm_delete(&self, req: Request<VmRef>) -> Result<Response<VmRuntime>, Status> {
@@ -79,7 +83,7 @@ impl Agent for AgentService {
             .vm_delete(&id)
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
     async fn vm_list(
@@ -107,7 +111,7 @@ impl Agent for AgentService {
             .hypervisor()
             .vm_console(&r.vm_id, max)
             .map(|text| Response::new(VmConsoleReply { text }))
-            .map_err(|e| Status::not_found(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::NotFound))
     }
 
     async fn migrate_in(
@@ -117,7 +121,7 @@ impl Agent for AgentService {
         require_control_plane(&req)?;
         let mut r = req.into_inner();
         if r.spec.is_none() {
-            return Err(Status::invalid_argument("spec is required"));
+            return Err(AgentError::new(ErrorCode::Invalid, "spec is required").into_status());
         }
         if r.listen_ip.is_empty() {
             r.listen_ip = self.state.address_ip();
@@ -127,7 +131,7 @@ impl Agent for AgentService {
             .migrate_in(r)
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
     async fn migrate_out(
@@ -140,7 +144,7 @@ impl Agent for AgentService {
             .migrate_out(req.into_inner())
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
     async fn migrate_tune(
@@ -153,7 +157,7 @@ impl Agent for AgentService {
             .migrate_tune(req.into_inner())
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
     async fn migration_status(
@@ -167,7 +171,7 @@ impl Agent for AgentService {
             .migration_status(&id)
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
     async fn migrate_cancel(&self, req: Request<VmRef>) -> Result<Response<VmRuntime>, Status> {
@@ -178,7 +182,7 @@ impl Agent for AgentService {
             .migrate_cancel(&id)
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
     async fn vm_discard(&self, req: Request<VmRef>) -> Result<Response<VmRuntime>, Status> {
@@ -189,7 +193,7 @@ impl Agent for AgentService {
             .vm_discard(&id)
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
     async fn sample_dirty_rate(
@@ -204,7 +208,7 @@ impl Agent for AgentService {
             .hypervisor()
             .sample_dirty_rate(&id)
             .await
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))?;
         Ok(Response::new(DirtyRateReply {
             dirty_bytes_per_s: rate,
             calc_time_ms: t0.elapsed().as_millis() as u64,
@@ -216,10 +220,12 @@ impl Agent for AgentService {
         req: Request<BandwidthSinkRequest>,
     ) -> Result<Response<BandwidthSinkReply>, Status> {
         require_control_plane(&req)?;
-        crate::bandwidth::sink(&self.state.address_ip())
+        self.state
+            .hypervisor()
+            .bandwidth_sink(&self.state.address_ip())
             .await
             .map(|address| Response::new(BandwidthSinkReply { address }))
-            .map_err(|e| Status::unavailable(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::Internal))
     }
 
     async fn bandwidth_probe(
@@ -229,7 +235,9 @@ impl Agent for AgentService {
         require_control_plane(&req)?;
         let r = req.into_inner();
         let bytes = r.bytes.clamp(1 << 20, 1 << 30);
-        crate::bandwidth::probe(&r.address, bytes)
+        self.state
+            .hypervisor()
+            .bandwidth_probe(&r.address, bytes)
             .await
             .map(|(bytes, t)| {
                 Response::new(BandwidthProbeReply {
@@ -237,6 +245,6 @@ impl Agent for AgentService {
                     elapsed_us: t.as_micros() as u64,
                 })
             })
-            .map_err(|e| Status::unavailable(format!("{e:#}")))
+            .map_err(|e| to_status(e, ErrorCode::Internal))
     }
 }

@@ -207,10 +207,8 @@ impl Machine {
     }
 
     fn backports_source(&self) -> Option<String> {
-        std::fs::read_to_string(
-            self.path("apt/sources.list.d/ferry-bookworm-backports.sources"),
-        )
-        .ok()
+        std::fs::read_to_string(self.path("apt/sources.list.d/ferry-bookworm-backports.sources"))
+            .ok()
     }
 }
 
@@ -348,9 +346,13 @@ fn postgres_server_binaries_absent_installs_postgresql() {
     std::fs::remove_dir_all(m.path("pg/15")).unwrap();
     let o = m.install(&[]);
     assert_exit(&o, 0);
-    assert_eq!(m.apt_calls(), vec![UPDATE.to_string(), install_plain("postgresql")]);
+    assert_eq!(
+        m.apt_calls(),
+        vec![UPDATE.to_string(), install_plain("postgresql")]
+    );
     assert!(m.path("pg/15/bin/initdb").exists());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("will install postgresql from the distribution (bookworm"));
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .contains("will install postgresql from the distribution (bookworm"));
 }
 
 #[test]
@@ -360,7 +362,10 @@ fn ip_and_tc_absent_ask_for_iproute2_once() {
     m.hide("tc");
     let o = m.install(&[]);
     assert_exit(&o, 0);
-    assert_eq!(m.apt_calls(), vec![UPDATE.to_string(), install_plain("iproute2")]);
+    assert_eq!(
+        m.apt_calls(),
+        vec![UPDATE.to_string(), install_plain("iproute2")]
+    );
 }
 
 #[test]
@@ -398,7 +403,10 @@ fn not_root_with_something_missing_says_so_and_asks_apt_nothing() {
         "{}",
         text(&o)
     );
-    assert!(m.backports_source().is_none(), "wrote apt sources as a user");
+    assert!(
+        m.backports_source().is_none(),
+        "wrote apt sources as a user"
+    );
 }
 
 #[test]
@@ -459,7 +467,8 @@ fn guest_packages_with_empty_apt_lists_update_once_then_fetch() {
         String::from_utf8_lossy(&o.stdout),
         format!(
             "{}\n{}\n",
-            debs.join("linux-image-6.1.0-41-cloud-amd64_1.0_amd64.deb").display(),
+            debs.join("linux-image-6.1.0-41-cloud-amd64_1.0_amd64.deb")
+                .display(),
             debs.join("busybox-static_1.0_amd64.deb").display()
         )
     );

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ferry_api::task::{Task, TaskState};
-use ferry_api::vm::{Boot, PowerAction, PowerState, Vm};
+use ferry_api::vm::{Boot, PowerAction, Vm};
 use ferry_api::{HostId, TaskId, VmId};
 use ferry_proto::v1::{
     VmConsoleRequest, VmDiskSpec, VmNicSpec, VmPowerRequest, VmRef, VmRuntime, VmSpec,
@@ -88,7 +88,7 @@ impl App {
             let rt = client
                 .vm_power(VmPowerRequest {
                     vm_id: vm.id.to_string(),
-                    action: action.as_str().into(),
+                    action: crate::grpc::wire::power_action(action) as i32,
                     spec,
                     shutdown_timeout_s: 0,
                 })
@@ -113,7 +113,8 @@ impl App {
                         "VM {} {}: now {}{}",
                         vm.name,
                         action.as_str(),
-                        rt.state,
+                        crate::grpc::wire::power_state(rt.state())
+                            .map_or("unknown", |s| s.as_str()),
                         detail(&rt.detail)
                     ),
                 )
@@ -204,7 +205,7 @@ impl App {
         let Ok(id) = rt.vm_id.parse::<VmId>() else {
             return Ok(());
         };
-        if rt.state == "unmanaged" {
+        if rt.state() == ferry_proto::v1::VmState::VmUnmanaged {
             self.events
                 .record(
                     NewEvent::warning(
@@ -216,7 +217,7 @@ impl App {
                 .await;
             return Ok(());
         }
-        let Some(state) = PowerState::parse(&rt.state) else {
+        let Some(state) = crate::grpc::wire::power_state(rt.state()) else {
             return Ok(());
         };
         self.db

@@ -4,6 +4,7 @@
 //! `agent_client` is the other direction: the control plane calling agents.
 
 pub mod agent_client;
+pub mod wire;
 
 use ferry_api::HostId;
 use ferry_proto::v1::control_plane_server::ControlPlane;

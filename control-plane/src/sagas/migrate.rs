@@ -31,7 +31,18 @@ use tonic::transport::Channel;
 
 use super::escalation::{Action, Escalator, Plan, Sample};
 use crate::app::App;
+use crate::config::{OnOff, Transport};
 use crate::db::events::NewEvent;
+use ferry_proto::errors::{ErrorCode, Failure};
+use ferry_proto::v1::MigrationStatus as Qs;
+
+/// Past the switchover: the destination runs the VM (post-copy).
+fn in_postcopy(s: Qs) -> bool {
+    matches!(
+        s,
+        Qs::MigrationPostcopyActive | Qs::MigrationPostcopyPaused | Qs::MigrationPostcopyRecover
+    )
+}
 
 pub const KIND: &str = "migrate";
 
@@ -152,7 +163,7 @@ pub async fn run(app: App, saga: SagaId, p: Params) {
         let request = MigrateInRequest {
             spec: Some(spec.clone()),
             listen_ip: String::new(),
-            tls: r.app.config.migration_transport == "tls",
+            tls: r.app.config.migration_transport == Transport::Tls,
             postcopy: plan.postcopy,
             channels: plan.channels,
         };
@@ -258,14 +269,14 @@ async fn transfer(r: &Run<'_>, incoming: &MigrateInReply, t0: Instant) -> Transf
         max_bandwidth_bytes_per_s: bw,
         downtime_limit_ms: esc.plan.downtime_ms,
         auto_converge: esc.plan.auto_converge,
-        tls_hostname: if r.app.config.migration_transport == "tls" {
+        tls_hostname: if r.app.config.migration_transport == Transport::Tls {
             crate::ca::host_dns_name(&p.destination)
         } else {
             String::new()
         },
         postcopy: esc.plan.postcopy,
         channels: esc.plan.channels,
-        frames_address: if r.app.config.frame_relay == "on" {
+        frames_address: if r.app.config.frame_relay == OnOff::On {
             incoming.frames_address.clone()
         } else {
             String::new()
@@ -315,6 +326,16 @@ async fn transfer(r: &Run<'_>, incoming: &MigrateInReply, t0: Instant) -> Transf
                 s.into_inner()
             }
             Err(s) => {
+                let f = Failure::of(&s);
+                if let Some(ErrorCode::NotFound | ErrorCode::WrongState) = f.code() {
+                    // The source's copy is gone or stopped: not a blip to wait out.
+                    let why = format!("the VM stopped on its source during the migration ({f})");
+                    return if esc.postcopy_started {
+                        Transfer::FailedInPostcopy(why)
+                    } else {
+                        Transfer::Failed(why)
+                    };
+                }
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > SOURCE_GRACE && !esc.postcopy_started {
                     return Transfer::Failed(format!("source agent unreachable: {}", s.message()));
@@ -361,8 +382,8 @@ async fn transfer(r: &Run<'_>, incoming: &MigrateInReply, t0: Instant) -> Transf
                 .unwrap_or(0),
             percent: pct.max(progress.percent).min(100.0),
         };
-        match st.status.as_str() {
-            "completed" => {
+        match st.status() {
+            Qs::MigrationCompleted => {
                 progress.percent = 100.0;
                 let _ = r
                     .app
@@ -377,14 +398,19 @@ async fn transfer(r: &Run<'_>, incoming: &MigrateInReply, t0: Instant) -> Transf
                     strategy: esc.plan.strategy(esc.postcopy_started, esc.throttled),
                 });
             }
-            "failed" | "cancelled" if esc.postcopy_started => {
+            Qs::MigrationFailed | Qs::MigrationCancelled if esc.postcopy_started => {
                 return Transfer::FailedInPostcopy(format!(
-                    "QEMU: migration {}: {}",
-                    st.status, st.error
+                    "migration {}: {}",
+                    st.status().as_str_name(),
+                    st.error
                 ));
             }
-            "failed" | "cancelled" => {
-                return Transfer::Failed(format!("QEMU: migration {}: {}", st.status, st.error));
+            Qs::MigrationFailed | Qs::MigrationCancelled => {
+                return Transfer::Failed(format!(
+                    "migration {}: {}",
+                    st.status().as_str_name(),
+                    st.error
+                ));
             }
             _ => {}
         }
@@ -410,7 +436,7 @@ async fn transfer(r: &Run<'_>, incoming: &MigrateInReply, t0: Instant) -> Transf
             elapsed: started.elapsed(),
             stalled,
         };
-        if st.status == "active" {
+        if st.status() == Qs::MigrationActive {
             for action in esc.observe(&sample) {
                 match action {
                     Action::Note(msg) => {
@@ -517,9 +543,9 @@ async fn wait_postcopy_done(r: &Run<'_>) {
                 })
                 .await
             {
-                Ok(st) if st.get_ref().status.starts_with("postcopy") => {}
+                Ok(st) if in_postcopy(st.get_ref().status()) => {}
                 Ok(_) => return,
-                Err(s) if s.code() == tonic::Code::FailedPrecondition => return,
+                Err(s) if Failure::of(&s).code().is_some() => return,
                 Err(_) => {}
             }
         }
@@ -666,18 +692,20 @@ async fn cancel_on_source(r: &Run<'_>) -> bool {
             {
                 Ok(_) => return false,
                 Err(s)
-                    if s.message().contains("already completed")
-                        || s.message().contains("post-copy") =>
+                    if matches!(
+                        Failure::of(&s).code(),
+                        Some(ErrorCode::AlreadyDone | ErrorCode::PastSwitchover)
+                    ) =>
                 {
                     return true
                 }
-                Err(s) if s.code() != tonic::Code::Unavailable => {
+                Err(s) if Failure::of(&s).code().is_some() => {
                     // Not a connectivity problem (e.g. nothing to cancel): ask QEMU
                     // whether the state made it across.
                     tracing::warn!(vm = %p.vm, "cancel on source: {}", s.message());
                     return matches!(
                         src.migration_status(VmRef { vm_id: p.vm.to_string() }).await,
-                        Ok(st) if st.get_ref().status == "completed"
+                        Ok(st) if st.get_ref().status() == Qs::MigrationCompleted
                     );
                 }
                 Err(s) => tracing::warn!(vm = %p.vm, "cancel on source: {}; retrying", s.message()),
@@ -712,8 +740,8 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
                     })
                     .await
                 {
-                    let st = st.into_inner().status;
-                    past_no_return = st == "completed" || st.starts_with("postcopy");
+                    let st = st.into_inner().status();
+                    past_no_return = st == Qs::MigrationCompleted || in_postcopy(st);
                 }
             }
         }

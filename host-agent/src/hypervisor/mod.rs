@@ -6,13 +6,13 @@
 
 pub mod qemu;
 pub mod sim;
+pub mod sim_migration;
 
 use std::time::Duration;
 
-use anyhow::bail;
 use ferry_proto::v1::{
     CpuFacts, MemoryFacts, MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest,
-    MigrationStatusReply, VmRuntime, VmSpec,
+    MigrationStatusReply, PowerAction, VmRuntime, VmSpec,
 };
 use tokio::sync::broadcast;
 
@@ -35,12 +35,12 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// e.g. `QEMU emulator version 7.2.x`.
     fn version(&self) -> String;
 
-    /// `on` (needs `spec`), `off`, `shutdown` (ACPI, then forced after the timeout),
-    /// `reset`, `pause`, `resume`.
+    /// A power operation: `On` needs `spec`; `Shutdown` asks the guest (ACPI) and
+    /// forces it off after the timeout.
     async fn vm_power(
         &self,
         vm_id: &str,
-        action: &str,
+        action: PowerAction,
         spec: Option<VmSpec>,
         shutdown_timeout: Option<Duration>,
     ) -> anyhow::Result<VmRuntime>;
@@ -53,35 +53,27 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// Live migration, destination side: start the waiting copy and listen on
     /// `req.listen_ip`; returns the URI the source sends to and the frame sink.
-    async fn migrate_in(&self, req: MigrateInRequest) -> anyhow::Result<MigrateInReply> {
-        let _ = req;
-        bail!("this backend cannot live-migrate yet")
-    }
+    async fn migrate_in(&self, req: MigrateInRequest) -> anyhow::Result<MigrateInReply>;
     /// Source side: start sending (over TLS to `tls_hostname` unless it is empty).
-    async fn migrate_out(&self, req: MigrateOutRequest) -> anyhow::Result<VmRuntime> {
-        let _ = req;
-        bail!("this backend cannot live-migrate yet")
-    }
+    /// Asked again while that migration is under way or done, it answers for it.
+    async fn migrate_out(&self, req: MigrateOutRequest) -> anyhow::Result<VmRuntime>;
     /// Source side: change a running migration (downtime target, post-copy).
-    async fn migrate_tune(&self, req: MigrateTuneRequest) -> anyhow::Result<MigrationStatusReply> {
-        let _ = req;
-        bail!("this backend cannot live-migrate yet")
-    }
-    async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
-        let _ = vm_id;
-        bail!("this backend cannot live-migrate yet")
-    }
-    async fn migrate_cancel(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
-        let _ = vm_id;
-        bail!("this backend cannot live-migrate yet")
-    }
+    async fn migrate_tune(&self, req: MigrateTuneRequest) -> anyhow::Result<MigrationStatusReply>;
+    /// Source side: the outgoing migration's status (`MIGRATION_NONE` if none).
+    async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply>;
+    /// Source side: cancel before switchover; the VM keeps running here. Fails with
+    /// `ALREADY_DONE` when the migration completed, `PAST_SWITCHOVER` in post-copy.
+    async fn migrate_cancel(&self, vm_id: &str) -> anyhow::Result<VmRuntime>;
     /// The guest's dirty-page rate, in bytes per second, sampled now.
-    async fn sample_dirty_rate(&self, vm_id: &str) -> anyhow::Result<u64> {
-        let _ = vm_id;
-        bail!("this backend cannot sample dirty rates yet")
-    }
+    async fn sample_dirty_rate(&self, vm_id: &str) -> anyhow::Result<u64>;
     /// Stops this host's copy and removes it, keeping the disks.
-    async fn vm_discard(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
-        self.vm_power(vm_id, "off", None, None).await
+    async fn vm_discard(&self, vm_id: &str) -> anyhow::Result<VmRuntime>;
+    /// Bandwidth measurement, destination side: open a sink for one probe.
+    async fn bandwidth_sink(&self, listen_ip: &str) -> anyhow::Result<String> {
+        crate::bandwidth::sink(listen_ip).await
+    }
+    /// Source side: send `bytes` to the sink and time it.
+    async fn bandwidth_probe(&self, address: &str, bytes: u64) -> anyhow::Result<(u64, Duration)> {
+        crate::bandwidth::probe(address, bytes).await
     }
 }

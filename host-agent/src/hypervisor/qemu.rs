@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ferry_proto::v1::{
     CpuFacts, MemoryFacts, MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest,
-    MigrationStatusReply, VmRuntime, VmSpec,
+    MigrationStatusReply, PowerAction, VmRuntime, VmSpec,
 };
 use tokio::sync::broadcast;
 
@@ -139,7 +139,7 @@ impl Hypervisor for QemuBackend {
     async fn vm_power(
         &self,
         vm_id: &str,
-        action: &str,
+        action: PowerAction,
         spec: Option<VmSpec>,
         shutdown_timeout: Option<Duration>,
     ) -> anyhow::Result<VmRuntime> {

@@ -8,14 +8,44 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use ferry_proto::errors::ErrorCode;
 use ferry_proto::v1::{
-    MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply,
-    VmRuntime,
+    MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest, MigrationStatus,
+    MigrationStatusReply, VmRuntime, VmState,
 };
+
+use crate::error::coded;
 use serde_json::json;
 
-use super::{PowerState, QemuVms};
+use super::{not_here, PowerState, QemuVms};
+
+/// QEMU's `query-migrate` status as the wire's enum.
+pub fn status_of(qemu: &str) -> MigrationStatus {
+    use MigrationStatus as S;
+    match qemu {
+        "none" => S::MigrationNone,
+        "setup" => S::MigrationSetup,
+        "active" => S::MigrationActive,
+        "postcopy-active" => S::MigrationPostcopyActive,
+        "postcopy-paused" => S::MigrationPostcopyPaused,
+        "postcopy-recover" | "postcopy-recover-setup" => S::MigrationPostcopyRecover,
+        "device" | "pre-switchover" | "wait-unplug" | "colo" => S::MigrationSwitchingOver,
+        "completed" => S::MigrationCompleted,
+        "cancelling" => S::MigrationCancelling,
+        "cancelled" => S::MigrationCancelled,
+        _ => S::MigrationFailed,
+    }
+}
+
+/// Past the switchover: the destination runs the VM.
+pub fn in_postcopy(s: MigrationStatus) -> bool {
+    use MigrationStatus as S;
+    matches!(
+        s,
+        S::MigrationPostcopyActive | S::MigrationPostcopyPaused | S::MigrationPostcopyRecover
+    )
+}
 
 /// Marks (in the VM's directory, so it outlives an agent restart) that this QEMU
 /// has sent its state away. Without it `query-migrate` describes whatever migration
@@ -70,11 +100,14 @@ impl QemuVms {
     }
 
     fn qmp_of(&self, vm_id: &str) -> anyhow::Result<Arc<crate::qmp::Qmp>> {
-        let h = self
-            .get(vm_id)
-            .with_context(|| format!("VM {vm_id} is not on this host"))?;
+        let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
         let qmp = h.live.lock().ok().and_then(|l| l.qmp.clone());
-        qmp.with_context(|| format!("VM {vm_id} is not running here"))
+        qmp.ok_or_else(|| {
+            coded(
+                ErrorCode::WrongState,
+                format!("VM {vm_id} is not running here"),
+            )
+        })
     }
 
     /// Destination: starts the waiting QEMU, its frame sink, and returns where the
@@ -93,7 +126,10 @@ impl QemuVms {
                 return Ok(reply.clone());
             }
             if l.state != PowerState::Stopped {
-                bail!("VM {} already runs on this host", spec.vm_id);
+                return Err(coded(
+                    ErrorCode::WrongState,
+                    format!("VM {} already runs on this host", spec.vm_id),
+                ));
             }
         }
         self.start_qemu(&h, &spec, true).await?;
@@ -145,9 +181,7 @@ impl QemuVms {
         req: MigrateOutRequest,
     ) -> anyhow::Result<VmRuntime> {
         let vm_id = req.vm_id.as_str();
-        let h = self
-            .get(vm_id)
-            .with_context(|| format!("VM {vm_id} is not on this host"))?;
+        let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
         let _op = h.op.lock().await;
         let qmp = self.qmp_of(vm_id)?;
         // Asked again (a replayed saga step): a migration already under way or done
@@ -233,8 +267,8 @@ impl QemuVms {
             .await?;
         }
         if req.start_postcopy {
-            let st = self.migration_status(&req.vm_id).await?;
-            if !st.status.starts_with("postcopy") && st.status != "completed" {
+            let st = self.migration_status(&req.vm_id).await?.status();
+            if !in_postcopy(st) && st != MigrationStatus::MigrationCompleted {
                 qmp.execute("migrate-start-postcopy", json!({})).await?;
             }
         }
@@ -243,12 +277,10 @@ impl QemuVms {
 
     /// Source: `query-migrate`.
     pub async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
-        let h = self
-            .get(vm_id)
-            .with_context(|| format!("VM {vm_id} is not on this host"))?;
+        let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
         if !h.dir.join(OUTGOING).exists() {
             return Ok(MigrationStatusReply {
-                status: "none".into(),
+                status: MigrationStatus::MigrationNone as i32,
                 ..Default::default()
             });
         }
@@ -259,7 +291,7 @@ impl QemuVms {
         let ram = &v["ram"];
         let u = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
         Ok(MigrationStatusReply {
-            status: v["status"].as_str().unwrap_or("none").to_string(),
+            status: status_of(v["status"].as_str().unwrap_or("none")) as i32,
             transferred_bytes: u(&ram["transferred"]),
             remaining_bytes: u(&ram["remaining"]),
             total_bytes: u(&ram["total"]),
@@ -277,21 +309,29 @@ impl QemuVms {
 
     /// Source: cancels an unfinished migration; the VM keeps (or resumes) running.
     pub async fn migrate_cancel(self: &Arc<Self>, vm_id: &str) -> anyhow::Result<VmRuntime> {
-        let h = self
-            .get(vm_id)
-            .with_context(|| format!("VM {vm_id} is not on this host"))?;
+        use MigrationStatus as S;
+        let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
         let qmp = self.qmp_of(vm_id)?;
-        let now = self.migration_status(vm_id).await?.status;
-        if now.starts_with("postcopy") {
-            bail!("the migration is in post-copy: the VM runs on the destination; it cannot be cancelled");
+        let now = self.migration_status(vm_id).await?.status();
+        if in_postcopy(now) {
+            return Err(coded(
+                ErrorCode::PastSwitchover,
+                "the migration is in post-copy: the VM runs on the destination; it cannot be cancelled",
+            ));
         }
         qmp.execute("migrate_cancel", json!({})).await?;
         for _ in 0..200 {
-            let st = self.migration_status(vm_id).await?.status;
-            if st == "completed" {
-                bail!("the migration had already completed; it cannot be cancelled");
+            let st = self.migration_status(vm_id).await?.status();
+            if st == S::MigrationCompleted {
+                return Err(coded(
+                    ErrorCode::AlreadyDone,
+                    "the migration had already completed; it cannot be cancelled",
+                ));
             }
-            if matches!(st.as_str(), "cancelled" | "failed" | "none") {
+            if matches!(
+                st,
+                S::MigrationCancelled | S::MigrationFailed | S::MigrationNone
+            ) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -309,7 +349,7 @@ impl QemuVms {
         let Some(h) = self.get(vm_id) else {
             return Ok(VmRuntime {
                 vm_id: vm_id.into(),
-                state: "stopped".into(),
+                state: VmState::VmStopped as i32,
                 ..Default::default()
             });
         };
@@ -330,7 +370,7 @@ impl QemuVms {
             .remove(vm_id);
         Ok(VmRuntime {
             vm_id: vm_id.into(),
-            state: "stopped".into(),
+            state: VmState::VmStopped as i32,
             generation: self.generation.next(),
             ..Default::default()
         })
@@ -352,7 +392,10 @@ impl QemuVms {
                 return Ok(v["dirty-rate"].as_u64().unwrap_or(0) << 20);
             }
         }
-        bail!("the dirty rate was not measured in time")
+        Err(coded(
+            ErrorCode::QemuFailed,
+            "the dirty rate was not measured in time",
+        ))
     }
 }
 
