@@ -77,17 +77,6 @@ pub struct Config {
     #[arg(long, env = "FERRY_HOST_MIGRATION_BUDGET", default_value_t = 0)]
     pub host_migration_budget: u32,
 
-    /// Test hook: make the named saga step fail right after its action ran
-    /// (`migrate.destination_start`, `migrate.transfer`), to prove the undo path.
-    #[arg(long, env = "FERRY_FAULT_INJECT", hide = true)]
-    pub fault_inject: Option<String>,
-
-    /// Test hook: run every saga step's action twice, to prove replays are harmless
-    /// (what a control plane that crashed after an action but before recording it
-    /// would do on recovery).
-    #[arg(long, env = "FERRY_REPLAY_STEPS", hide = true)]
-    pub replay_steps: bool,
-
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "FERRY_DB_POOL", default_value_t = 32)]
     pub db_pool: u32,

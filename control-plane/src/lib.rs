@@ -15,6 +15,7 @@ pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod monitor;
+pub mod saga;
 pub mod sagas;
 pub mod secrets;
 pub mod server;

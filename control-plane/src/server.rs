@@ -39,6 +39,18 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_in_process(config, Arc::default(), None, shutdown).await
+}
+
+/// [`run`], for tests that hold the control plane in their own process: the saga
+/// executor's test `hooks`, and the `App` handed to `ready` once it serves (so a
+/// test can call the executor, e.g. `saga::recover_all`, itself).
+pub async fn run_in_process(
+    config: Config,
+    hooks: Arc<crate::saga::Hooks>,
+    ready: Option<tokio::sync::oneshot::Sender<App>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
 
@@ -58,7 +70,7 @@ pub async fn run(
             (Some(pg), opts)
         }
     };
-    let result = serve(&config, opts, shutdown).await;
+    let result = serve(&config, opts, hooks, ready, shutdown).await;
     if let Some(pg) = embedded {
         tracing::info!("stopping embedded PostgreSQL");
         if let Err(e) = tokio::task::spawn_blocking(move || pg.stop()).await? {
@@ -71,6 +83,8 @@ pub async fn run(
 async fn serve(
     config: &Config,
     opts: PgConnectOptions,
+    hooks: Arc<crate::saga::Hooks>,
+    ready: Option<tokio::sync::oneshot::Sender<App>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let db = Db::connect(opts, config.db_pool).await?;
@@ -96,6 +110,7 @@ async fn serve(
         tokens: Arc::default(),
         agents: agents.clone(),
         links: Arc::default(),
+        saga_hooks: hooks,
     };
 
     let stop = CancellationToken::new();
@@ -137,10 +152,14 @@ async fn serve(
     // Finish or unwind what a previous control plane left in flight.
     let recovering = app.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::sagas::migrate::recover(&recovering).await {
+        if let Err(e) = crate::saga::recover_all(&recovering).await {
             tracing::error!("saga recovery failed: {e:#}");
         }
     });
+    if let Some(ready) = ready {
+        // The test that asked may have gone; nothing to tell then.
+        let _ = ready.send(app.clone());
+    }
     let grpc_task = tokio::spawn(grpc);
     let http_task = tokio::spawn(async move { http.await });
     tokio::select! {

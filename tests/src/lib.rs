@@ -8,6 +8,7 @@ pub mod netns;
 pub mod pg;
 pub mod procs;
 pub mod rest;
+pub mod sim;
 pub mod vmtest;
 
 use std::future::Future;

@@ -186,11 +186,12 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
     assert_eq!(
         steps,
         [
+            "queue",
             "destination_start",
             "transfer",
-            "switchover",
             "commit",
-            "source_cleanup"
+            "source_cleanup",
+            "finish"
         ]
     );
     // And it comes back, through ferryctl, which waits and prints a summary.

@@ -1,14 +1,16 @@
-//! The migration saga under failure: a failure injected at each step before the
-//! point of no return, and the control plane killed with SIGKILL during the
-//! transfer and restarted. Every path ends with the VM running on exactly one host
-//! (its source), recorded correctly, and nothing left on the destination.
+//! The migration saga under failure on real guests: the control plane killed with
+//! SIGKILL during the transfer and restarted (the saga resumes), either agent
+//! killed mid-transfer, the budget's queue. Every path ends with the VM running on
+//! exactly one host, recorded correctly, and nothing left on the other. (A failure
+//! at each node, replays and database errors are looped over every node by the
+//! executor's hooks in `sagas.rs`, on the sim backend.)
 
 use std::time::Duration;
 
 use ferry_tests::procs::{AgentOptions, Env};
 use ferry_tests::vmtest::{
-    boot_guest, guest_status as serving, migrate_and_wait, netns_of, qemus, start_migration,
-    two_hosts_and_guest, wait_migration,
+    boot_guest, guest_status as serving, netns_of, qemus, start_migration, two_hosts_and_guest,
+    wait_migration,
 };
 use ferry_tests::wait_for;
 use serde_json::json;
@@ -55,35 +57,7 @@ async fn on_source_only(env: &Env, id: &str, ip: &str) {
 }
 
 #[tokio::test]
-async fn a_failure_at_each_step_before_switchover_unwinds() {
-    for (n, step) in [(0u8, "destination_start"), (1, "transfer")] {
-        let flag = format!("migrate.{step}");
-        let (env, id, ip, b) = lab(&["--fault-inject", &flag], n).await;
-        let api = env.api();
-        let m = migrate_and_wait(&api, &id, &json!({"destination_host_id": b})).await;
-        assert_eq!(m["state"], "failed", "{step}: {m}");
-        assert!(m["error"].as_str().unwrap().contains("injected"), "{m}");
-        on_source_only(&env, &id, &ip).await;
-        // The saga ran the undo of every step it had done.
-        let pool = env.db.pool().await;
-        let undone: Vec<String> = sqlx::query_scalar(
-            "SELECT step FROM saga_events e JOIN migrations m ON m.saga_id = e.saga_id \
-             WHERE event_type = 'undo_finished' ORDER BY seq",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        let expected: &[&str] = if step == "transfer" {
-            &["transfer", "destination_start"]
-        } else {
-            &["destination_start"]
-        };
-        assert_eq!(undone, expected, "{step}");
-    }
-}
-
-#[tokio::test]
-async fn the_control_plane_killed_during_transfer_recovers_to_one_copy() {
+async fn the_control_plane_killed_during_transfer_resumes_the_saga() {
     let (mut env, id, ip, b) = lab(&[], 2).await;
     let mid = slow_migration(&env, &id, &b).await;
     assert_eq!(
@@ -93,11 +67,24 @@ async fn the_control_plane_killed_during_transfer_recovers_to_one_copy() {
     );
 
     env.cp.proc.kill9();
+    // QEMU goes on migrating while no control plane watches.
     env.cp.restart().await;
     let api = env.api();
+    // The new control plane resumed the saga: it follows the same migration on.
+    let sent = api.ok(&format!("/migrations/{mid}")).await["progress"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    progress_beyond(&env, &mid, sent).await;
+    assert_eq!(qemus(&id).len(), 2, "the same two QEMUs");
+    // And it still unwinds cleanly when asked.
+    assert_eq!(
+        api.post(&format!("/migrations/{mid}/cancel"), &json!({}))
+            .await
+            .status,
+        200
+    );
     let m = wait_migration(&api, &mid).await;
-    assert_eq!(m["state"], "failed", "{m}");
-    assert!(m["error"].as_str().unwrap().contains("restarted"), "{m}");
+    assert_eq!(m["state"], "cancelled", "{m}");
     on_source_only(&env, &id, &ip).await;
 }
 
@@ -247,25 +234,4 @@ async fn a_migration_beyond_the_budget_waits_queued_and_starts_when_a_slot_frees
     assert_eq!(wait_migration(&api, &m2).await["state"], "cancelled");
     on_source_only(&env, &first, &ip).await;
     on_source_only(&env, &second, &ip2).await;
-}
-
-#[tokio::test]
-async fn every_step_replayed_twice_is_harmless() {
-    let (env, id, ip, b) = lab(&["--replay-steps"], 7).await;
-    let api = env.api();
-    let m = migrate_and_wait(&api, &id, &json!({"destination_host_id": b})).await;
-    assert_eq!(m["state"], "completed", "{m}");
-    // One copy, on host-b, recorded so, the guest intact.
-    assert_eq!(api.ok(&format!("/vms/{id}")).await["host_id"], b.as_str());
-    let copies = qemus(&id);
-    assert_eq!(copies.len(), 1, "{copies:?}");
-    assert_eq!(copies[0].1, netns_of(&env, 1));
-    assert_eq!(serving(&ip).await["integrity_errors"], 0);
-    assert!(
-        !env.dir
-            .path()
-            .join(format!("agent-host-a/vms/{id}"))
-            .exists(),
-        "the source copy is gone"
-    );
 }

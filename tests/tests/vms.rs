@@ -245,6 +245,8 @@ async fn a_guest_boots_serves_and_power_cycles() {
     assert_eq!(power(&api, &id, "on").await["state"], "succeeded");
     wait_power_state(&api, &id, "running").await;
     assert_ne!(qemu_pid(&id), Some(pid));
+    // Running is QEMU's word; the guest serves once it has booted.
+    guest_status(&ip).await;
     echo_roundtrip(&ip).await;
 
     // Pause and resume.

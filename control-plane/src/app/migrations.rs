@@ -7,6 +7,7 @@ use ferry_api::{MigrationId, SagaId, VmId};
 use super::App;
 use crate::db::events::NewEvent;
 use crate::db::migrations::NewMigration;
+use crate::db::Db;
 use crate::error::{is_unique_violation, ApiError, ApiResult};
 use crate::sagas::escalation::choose_channels;
 use crate::sagas::migrate;
@@ -85,13 +86,6 @@ impl App {
             destination: dest.id,
             policy: policy.clone(),
         };
-        self.db
-            .saga_insert(
-                saga,
-                migrate::KIND,
-                &serde_json::to_value(&params).map_err(anyhow::Error::from)?,
-            )
-            .await?;
         let new = NewMigration {
             id,
             vm,
@@ -101,8 +95,11 @@ impl App {
             prediction: None,
             saga,
         };
-        if let Err(e) = self.db.migration_insert(&new).await {
-            let _ = self.db.saga_set_state(saga, "failed").await;
+        // The saga and the migration are recorded together or not at all.
+        let params_json = serde_json::to_value(&params).map_err(anyhow::Error::from)?;
+        let mut tx = self.db.pool.begin().await?;
+        Db::saga_insert_on(&mut tx, saga, migrate::KIND, &params_json).await?;
+        if let Err(e) = Db::migration_insert_on(&mut tx, &new).await {
             return Err(if is_unique_violation(&e, None) {
                 ApiError::conflict(
                     "migration_in_progress",
@@ -112,6 +109,7 @@ impl App {
                 e.into()
             });
         }
+        tx.commit().await?;
         self.events
             .record(
                 NewEvent::info(

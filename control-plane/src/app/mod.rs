@@ -37,4 +37,6 @@ pub struct App {
     pub agents: AgentConnector,
     /// Measured bandwidth between hosts (analysis before migrations).
     pub links: Arc<analysis::LinkCache>,
+    /// The saga executor's test hooks (none set outside the tests).
+    pub saga_hooks: Arc<crate::saga::Hooks>,
 }

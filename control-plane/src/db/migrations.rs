@@ -67,7 +67,10 @@ pub struct NewMigration<'a> {
 
 impl Db {
     /// Records a migration; fails with a unique violation if the VM already moves.
-    pub async fn migration_insert(&self, m: &NewMigration<'_>) -> sqlx::Result<()> {
+    pub async fn migration_insert_on(
+        conn: &mut sqlx::PgConnection,
+        m: &NewMigration<'_>,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO migrations (id, vm_id, source_host_id, destination_host_id, policy, prediction, saga_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -79,7 +82,7 @@ impl Db {
         .bind(Json(m.policy))
         .bind(m.prediction.map(Json))
         .bind(m.saga.0)
-        .execute(&self.pool)
+        .execute(conn)
         .await?;
         Ok(())
     }
@@ -126,6 +129,16 @@ impl Db {
         state: MigrationState,
         phase: &str,
     ) -> sqlx::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        Self::migration_set_state_on(&mut conn, id, state, phase).await
+    }
+
+    pub async fn migration_set_state_on(
+        conn: &mut sqlx::PgConnection,
+        id: MigrationId,
+        state: MigrationState,
+        phase: &str,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "UPDATE migrations SET state = $2, phase = $3, \
              started_at = COALESCE(started_at, CASE WHEN $2 <> 'queued' THEN now() END) WHERE id = $1",
@@ -133,7 +146,7 @@ impl Db {
         .bind(id.0)
         .bind(state.as_str())
         .bind(phase)
-        .execute(&self.pool)
+        .execute(conn)
         .await?;
         Ok(())
     }
@@ -158,6 +171,17 @@ impl Db {
         result: Option<&MigrationResult>,
         error: Option<&str>,
     ) -> sqlx::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        Self::migration_finish_on(&mut conn, id, state, result, error).await
+    }
+
+    pub async fn migration_finish_on(
+        conn: &mut sqlx::PgConnection,
+        id: MigrationId,
+        state: MigrationState,
+        result: Option<&MigrationResult>,
+        error: Option<&str>,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "UPDATE migrations SET state = $2, phase = $2, result = $3, error = $4, finished_at = now() WHERE id = $1",
         )
@@ -165,7 +189,7 @@ impl Db {
         .bind(state.as_str())
         .bind(result.map(Json))
         .bind(error)
-        .execute(&self.pool)
+        .execute(conn)
         .await?;
         Ok(())
     }
@@ -231,14 +255,18 @@ impl Db {
     }
 
     /// Moves the VM to `host` and marks it running: the migration's commit.
-    pub async fn vm_commit_move(&self, vm: VmId, host: HostId) -> sqlx::Result<()> {
+    pub async fn vm_commit_move_on(
+        conn: &mut sqlx::PgConnection,
+        vm: VmId,
+        host: HostId,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "UPDATE vms SET host_id = $2, power_state = 'running', runtime_generation = 0, updated_at = now() \
              WHERE id = $1",
         )
         .bind(vm.0)
         .bind(host.0)
-        .execute(&self.pool)
+        .execute(conn)
         .await?;
         Ok(())
     }

@@ -1,53 +1,47 @@
-//! The live-migration saga (the vMotion sequence of DESIGN.md):
+//! The live-migration saga (the vMotion sequence of DESIGN.md) on the saga
+//! executor (`crate::saga`):
 //!
 //! ```text
-//!  prepare ──► destination_start ──► transfer ──► switchover ──► commit ──► source_cleanup
-//!                 undo: discard        undo: cancel  │ POINT OF NO RETURN
-//!                 the destination      (source runs) │ QEMU reported `completed`: the
-//!                                                     │ destination holds the whole state
-//!                                                     │ and runs; the source is paused in
-//!                                                     │ `postmigrate`. From here the saga
-//!                                                     │ only goes forward.
+//!  queue ─► destination_start ─► transfer ─► commit ─► source_cleanup ─► finish
+//!  undo:    undo: discard the    undo: cancel │ POINT OF NO RETURN (NO_RETURN = 3)
+//!  record   destination's copy   on the source│ QEMU reported `completed`: the
+//!  the end                       (it runs on) │ destination holds the whole state
+//!                                             │ and runs; the source is paused in
+//!                                             │ `postmigrate`. From here the saga
+//!                                             │ only goes forward.
 //! ```
 //!
 //! The point of no return is QEMU's own: before `completed` the source still runs
 //! the VM (or resumes it on cancel), so unwinding leaves exactly one copy, on the
 //! source; after it only the destination's copy may run, so the saga commits the
-//! move and discards the source. A control plane that restarts finds the saga
-//! unfinished and asks the source's QEMU where it stands: `completed` (or a
-//! recorded `switchover`) → forward; anything else → unwind.
+//! move and discards the source. A cancel that loses the race with completion
+//! (the agent answers `ALREADY_DONE` or `PAST_SWITCHOVER`) sends the saga forward.
+//! A control plane that restarts resumes the saga at its first node without an
+//! outcome: `transfer` asked again finds QEMU's migration where it stands (the
+//! agent answers a replayed `migrate_out` with the migration under way), so the
+//! move goes on, or completes, or fails, as QEMU says.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferry_api::migration::{MigrationProgress, MigrationResult, MigrationState};
+use ferry_api::migration::{MigrationResult, MigrationState};
 use ferry_api::vm::MigrationPolicy;
-use ferry_api::{HostId, MigrationId, SagaId, VmId};
+use ferry_api::{HostId, MigrationId, VmId};
+use ferry_proto::errors::{ErrorCode, Failure};
 use ferry_proto::v1::agent_client::AgentClient;
-use ferry_proto::v1::{
-    MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest, VmRef,
-};
+use ferry_proto::v1::{MigrateInReply, MigrateInRequest, VmRef};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
-use super::escalation::{Action, Escalator, Plan, Sample};
+use super::escalation::Plan;
+use super::migrate_transfer::{cancel_on_source, follow, wait_postcopy_done};
 use crate::app::App;
-use crate::config::{OnOff, Transport};
+use crate::config::Transport;
 use crate::db::events::NewEvent;
-use ferry_proto::errors::{ErrorCode, Failure};
-use ferry_proto::v1::MigrationStatus as Qs;
-
-/// Past the switchover: the destination runs the VM (post-copy).
-fn in_postcopy(s: Qs) -> bool {
-    matches!(
-        s,
-        Qs::MigrationPostcopyActive | Qs::MigrationPostcopyPaused | Qs::MigrationPostcopyRecover
-    )
-}
+use crate::db::Db;
+use crate::saga::{Ctx, Done, Node, NodeError, NodeResult, Outcome, Saga, Undone, Write};
 
 pub const KIND: &str = "migrate";
-
-/// How long the source agent may be unreachable before the transfer is given up.
-const SOURCE_GRACE: Duration = Duration::from_secs(60);
 
 /// The saga's parameters, persisted with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,551 +54,346 @@ pub struct Params {
     pub policy: MigrationPolicy,
 }
 
-/// How the transfer ended.
-enum Transfer {
-    Completed(MigrationResult),
-    Cancelled,
-    Failed(String),
-    /// Failed after post-copy began: the VM's state is split between the hosts.
-    FailedInPostcopy(String),
-}
+/// The migration saga.
+pub struct Migrate;
 
-struct Run<'a> {
-    app: &'a App,
-    saga: SagaId,
-    p: &'a Params,
-}
+pub type MCtx<'a> = Ctx<'a, Migrate>;
 
-impl Run<'_> {
-    async fn event(&self, step: &str, kind: &str) {
-        if let Err(e) = self
-            .app
-            .db
-            .saga_event(self.saga, step, kind, &serde_json::json!({}))
-            .await
-        {
-            tracing::error!(saga = %self.saga, "saga log: {e}");
-        }
+static NODES: [Node<Migrate>; 6] = [
+    Node {
+        name: "queue",
+        action: queue,
+        undo: record_unwound,
+    },
+    Node {
+        name: "destination_start",
+        action: destination_start,
+        undo: discard_destination,
+    },
+    Node {
+        name: "transfer",
+        action: transfer,
+        undo: cancel_transfer,
+    },
+    Node {
+        name: "commit",
+        action: commit,
+        undo: crate::saga::nothing_to_undo,
+    },
+    Node {
+        name: "source_cleanup",
+        action: source_cleanup,
+        undo: crate::saga::nothing_to_undo,
+    },
+    Node {
+        name: "finish",
+        action: finish,
+        undo: crate::saga::nothing_to_undo,
+    },
+];
+
+impl Saga for Migrate {
+    const KIND: &'static str = KIND;
+    const NO_RETURN: usize = 3;
+    type Params = Params;
+
+    fn nodes() -> &'static [Node<Self>] {
+        &NODES
     }
 
-    async fn agent(&self, host: HostId) -> anyhow::Result<AgentClient<Channel>> {
+    fn stuck(ctx: &MCtx<'_>, why: &str) -> Vec<Write> {
+        let (id, why) = (ctx.params.migration, why.to_string());
+        vec![Box::new(move |c| {
+            Box::pin(async move {
+                Db::migration_finish_on(c, id, MigrationState::Failed, None, Some(&why)).await
+            })
+        })]
+    }
+
+    fn after<'a>(app: &'a App, p: &'a Params, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
+        Box::pin(after(app, p, outcome))
+    }
+}
+
+impl MCtx<'_> {
+    pub async fn agent(&self, host: HostId) -> Result<AgentClient<Channel>, Failure> {
         let h = self
             .app
             .db
             .host_fetch(host)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("host {host} is gone"))?;
-        self.app.agents.connect(host, &h.address).await
+            .await
+            .map_err(|e| Failure::Unreachable(format!("database: {e}")))?
+            .ok_or_else(|| Failure::Agent(ErrorCode::NotFound, format!("host {host} is gone")))?;
+        self.app
+            .agents
+            .connect(host, &h.address)
+            .await
+            .map_err(|e| Failure::Unreachable(format!("{e:#}")))
     }
 
-    /// The test hook of `--fault-inject`: true when `step` must fail now.
-    fn fault(&self, step: &str) -> bool {
-        let hit = self.app.config.fault_inject.as_deref() == Some(&format!("{KIND}.{step}"));
-        if hit {
-            tracing::warn!(step, "injected failure");
-        }
-        hit
+    pub async fn note(&self, kind: &'static str, msg: String) {
+        self.event(NewEvent::info(kind, msg)).await
     }
 
-    async fn note(&self, kind: &'static str, msg: String) {
-        let ev = NewEvent::info(kind, msg)
-            .vm(self.p.vm)
-            .data(serde_json::json!({"migration_id": self.p.migration}));
+    pub async fn event(&self, ev: NewEvent) {
+        let ev = ev
+            .vm(self.params.vm)
+            .data(serde_json::json!({"migration_id": self.params.migration}));
         self.app.events.record(ev).await;
     }
-}
 
-/// Runs a new migration saga to its end.
-pub async fn run(app: App, saga: SagaId, p: Params) {
-    let r = Run {
-        app: &app,
-        saga,
-        p: &p,
-    };
-    let id = p.migration;
-    // Queued until both hosts have a slot, in order of arrival.
-    let budget = app.migration_budget(p.source, p.destination).await;
-    loop {
-        if app.db.migration_cancel_requested(id).await.unwrap_or(false) {
-            let _ = app
-                .db
-                .migration_finish(id, MigrationState::Cancelled, None, None)
-                .await;
-            let _ = app.db.saga_set_state(saga, "failed").await;
-            r.note(
-                "migration.cancelled",
-                format!("queued migration of {} cancelled", p.vm_name),
-            )
-            .await;
-            return;
-        }
-        match app.db.migration_try_start(id, budget).await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(migration = %id, "queue: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let t0 = Instant::now();
-
-    // destination_start
-    r.event("destination_start", "started").await;
-    let started = async {
-        let vm = app
-            .vm_get(p.vm)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
-        let spec = app
-            .vm_spec(&vm)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
-        let mut dest = r.agent(p.destination).await?;
-        let plan = Plan::new(&p.policy);
-        let request = MigrateInRequest {
-            spec: Some(spec.clone()),
-            listen_ip: String::new(),
-            tls: r.app.config.migration_transport == Transport::Tls,
-            postcopy: plan.postcopy,
-            channels: plan.channels,
-        };
-        let reply = dest
-            .migrate_in(request.clone())
-            .await
-            .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
-            .into_inner();
-        if r.app.config.replay_steps {
-            let again = dest
-                .migrate_in(request)
-                .await
-                .map_err(|s| anyhow::anyhow!("destination: {}", s.message()))?
-                .into_inner();
-            anyhow::ensure!(
-                again == reply,
-                "replayed destination_start answered {again:?}, not {reply:?}"
-            );
-        }
-        anyhow::Ok(reply)
-    }
-    .await;
-    let started = started.and_then(|reply| {
-        if r.fault("destination_start") {
-            anyhow::bail!("injected failure after destination_start")
-        }
-        Ok(reply)
-    });
-    let incoming = match started {
-        Ok(reply) => {
-            r.event("destination_start", "succeeded").await;
-            reply
-        }
-        Err(e) => {
-            r.event("destination_start", "failed").await;
-            unwind(&r, false, MigrationState::Failed, &format!("{e:#}")).await;
-            return;
-        }
-    };
-
-    // transfer
-    r.event("transfer", "started").await;
-    let _ = app
-        .db
-        .migration_set_state(id, MigrationState::Transferring, "precopy")
-        .await;
-    r.note(
-        "migration.started",
-        format!("migration of {} started (pre-copy)", p.vm_name),
-    )
-    .await;
-    let outcome = transfer(&r, &incoming, t0).await;
-    match outcome {
-        Transfer::Completed(result) => {
-            // Point of no return.
-            r.event("transfer", "succeeded").await;
-            r.event("switchover", "succeeded").await;
-            forward(&r, Some(result)).await;
-        }
-        Transfer::Cancelled => {
-            r.event("transfer", "failed").await;
-            unwind(&r, true, MigrationState::Cancelled, "cancelled").await;
-        }
-        Transfer::Failed(e) => {
-            r.event("transfer", "failed").await;
-            unwind(&r, true, MigrationState::Failed, &e).await;
-        }
-        Transfer::FailedInPostcopy(e) => {
-            // Neither copy is whole: nothing may be discarded or resumed blindly.
-            r.event("transfer", "failed").await;
-            let _ = app
-                .db
-                .migration_finish(id, MigrationState::Failed, None, Some(&e))
-                .await;
-            let _ = app.db.saga_set_state(saga, "failed").await;
-            let ev = NewEvent::warning(
-                "migration.failed",
-                format!(
-                    "migration of {} failed in post-copy ({e}); the VM is paused on both hosts and needs an operator",
-                    p.vm_name
-                ),
-            )
-            .vm(p.vm)
-            .data(serde_json::json!({"migration_id": p.migration}));
-            app.events.record(ev).await;
+    pub fn vm_ref(&self) -> VmRef {
+        VmRef {
+            vm_id: self.params.vm.to_string(),
         }
     }
-}
 
-/// Starts the source's `migrate` and follows it until it completes, fails or is
-/// cancelled, recording honest progress (the percentage never goes backwards).
-async fn transfer(r: &Run<'_>, incoming: &MigrateInReply, t0: Instant) -> Transfer {
-    let p = r.p;
-    let mut source = match r.agent(p.source).await {
-        Ok(c) => c,
-        Err(e) => return Transfer::Failed(format!("source unreachable: {e:#}")),
-    };
-    let mut esc = Escalator::new(Plan::new(&p.policy));
-    let bw = u64::from(p.policy.max_bandwidth_mbps) * 1_000_000 / 8;
-    let request = MigrateOutRequest {
-        vm_id: p.vm.to_string(),
-        uri: incoming.uri.clone(),
-        max_bandwidth_bytes_per_s: bw,
-        downtime_limit_ms: esc.plan.downtime_ms,
-        auto_converge: esc.plan.auto_converge,
-        tls_hostname: if r.app.config.migration_transport == Transport::Tls {
-            crate::ca::host_dns_name(&p.destination)
-        } else {
-            String::new()
-        },
-        postcopy: esc.plan.postcopy,
-        channels: esc.plan.channels,
-        frames_address: if r.app.config.frame_relay == OnOff::On {
-            incoming.frames_address.clone()
-        } else {
-            String::new()
-        },
-        frames_token: incoming.frames_token.clone(),
-    };
-    let times = if r.app.config.replay_steps { 2 } else { 1 };
-    for _ in 0..times {
-        if let Err(s) = source.migrate_out(request.clone()).await {
-            return Transfer::Failed(format!("source: {}", s.message()));
-        }
-    }
-    let started = Instant::now();
-    let mut progress = MigrationProgress::default();
-    let mut unreachable_since: Option<Instant> = None;
-    let mut last_event = Instant::now();
-    let mut last_advance = (Instant::now(), 0u64);
-    let stall = r
-        .app
-        .config
-        .migration_stall_timeout
-        .max(Duration::from_secs(1));
-    loop {
-        if !esc.postcopy_started
-            && r.app
-                .db
-                .migration_cancel_requested(p.migration)
-                .await
-                .unwrap_or(false)
-        {
-            return Transfer::Cancelled;
-        }
-        if r.fault("transfer") {
-            return Transfer::Failed("injected failure during transfer".into());
-        }
-        // QEMU migrates on its own: an agent that restarts (or a blip) does not stop
-        // it, so the source's status is asked again, over a new connection, for a
-        // while before the transfer is given up (and then `unwind` asks once more).
-        let st = match source
-            .migration_status(VmRef {
-                vm_id: p.vm.to_string(),
-            })
-            .await
-        {
-            Ok(s) => {
-                unreachable_since = None;
-                s.into_inner()
-            }
-            Err(s) => {
-                let f = Failure::of(&s);
-                if let Some(ErrorCode::NotFound | ErrorCode::WrongState) = f.code() {
-                    // The source's copy is gone or stopped: not a blip to wait out.
-                    let why = format!("the VM stopped on its source during the migration ({f})");
-                    return if esc.postcopy_started {
-                        Transfer::FailedInPostcopy(why)
-                    } else {
-                        Transfer::Failed(why)
-                    };
-                }
-                let since = *unreachable_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > SOURCE_GRACE && !esc.postcopy_started {
-                    return Transfer::Failed(format!("source agent unreachable: {}", s.message()));
-                }
-                tracing::warn!(vm = %p.vm, "source status: {}; asking again", s.message());
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Ok(c) = r.agent(p.source).await {
-                    source = c;
-                }
-                continue;
-            }
-        };
-        // A destination whose agent stopped heartbeating cannot be trusted to take
-        // over: give up while the source still runs the VM.
-        if !esc.postcopy_started {
-            if let Ok(Some(dest)) = r.app.db.host_fetch(p.destination).await {
-                if dest.state == ferry_api::host::HostState::Disconnected {
-                    return Transfer::Failed(format!(
-                        "destination host {} disconnected",
-                        dest.name
-                    ));
-                }
-            }
-        }
-        let page = st.page_size.max(4096);
-        let pct = if st.total_bytes > 0 {
-            100.0 * (st.total_bytes.saturating_sub(st.remaining_bytes)) as f64
-                / st.total_bytes as f64
-        } else {
-            0.0
-        };
-        let bandwidth = (st.mbps * 1_000_000.0 / 8.0) as u64;
-        progress = MigrationProgress {
-            iteration: st.iteration,
-            transferred_bytes: st.transferred_bytes,
-            remaining_bytes: st.remaining_bytes,
-            total_bytes: st.total_bytes,
-            dirty_rate_bps: st.dirty_pages_rate * page,
-            bandwidth_bps: bandwidth,
-            throttle_pct: st.throttle_pct,
-            expected_downtime_ms: st.expected_downtime_ms,
-            eta_ms: (st.remaining_bytes * 1000)
-                .checked_div(bandwidth)
-                .unwrap_or(0),
-            percent: pct.max(progress.percent).min(100.0),
-        };
-        match st.status() {
-            Qs::MigrationCompleted => {
-                progress.percent = 100.0;
-                let _ = r
-                    .app
-                    .db
-                    .migration_set_progress(p.migration, &progress)
-                    .await;
-                return Transfer::Completed(MigrationResult {
-                    total_ms: st.total_time_ms.max(t0.elapsed().as_millis() as u64),
-                    downtime_ms: st.downtime_ms,
-                    transferred_bytes: st.transferred_bytes,
-                    iterations: st.iteration,
-                    strategy: esc.plan.strategy(esc.postcopy_started, esc.throttled),
-                });
-            }
-            Qs::MigrationFailed | Qs::MigrationCancelled if esc.postcopy_started => {
-                return Transfer::FailedInPostcopy(format!(
-                    "migration {}: {}",
-                    st.status().as_str_name(),
-                    st.error
-                ));
-            }
-            Qs::MigrationFailed | Qs::MigrationCancelled => {
-                return Transfer::Failed(format!(
-                    "migration {}: {}",
-                    st.status().as_str_name(),
-                    st.error
-                ));
-            }
-            _ => {}
-        }
-        let _ = r
+    /// A cancel the user asked for (a database error is an error, not "no").
+    pub async fn cancel_requested(&self) -> NodeResult<bool> {
+        Ok(self
             .app
             .db
-            .migration_set_progress(p.migration, &progress)
-            .await;
-        if st.transferred_bytes > last_advance.1 {
-            last_advance = (Instant::now(), st.transferred_bytes);
+            .migration_cancel_requested(self.params.migration)
+            .await?)
+    }
+}
+
+/// A write of the migration's state, in a node's outcome transaction.
+pub fn set_state(
+    id: MigrationId,
+    state: MigrationState,
+    phase: &'static str,
+) -> impl for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, sqlx::Result<()>> + Send + 'static
+{
+    move |c| Box::pin(Db::migration_set_state_on(c, id, state, phase))
+}
+
+/// Waits, queued, until both hosts have a slot, in order of arrival.
+fn queue<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
+    Box::pin(async move {
+        let p = ctx.params;
+        let budget = ctx.app.migration_budget(p.source, p.destination).await;
+        loop {
+            if ctx.cancel_requested().await? {
+                return Err(NodeError::Cancelled);
+            }
+            let started = ctx
+                .write(
+                    "migration_try_start",
+                    ctx.app.db.migration_try_start(p.migration, budget),
+                )
+                .await?;
+            if started {
+                return Ok(Done::nothing());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let stalled = last_advance.0.elapsed() > stall;
-        if stalled && !esc.plan.postcopy && !esc.postcopy_started {
-            return Transfer::Failed(format!("no progress for {} s (stalled)", stall.as_secs()));
-        }
-        let sample = Sample {
-            iteration: st.iteration,
-            remaining_bytes: st.remaining_bytes,
-            total_bytes: st.total_bytes,
-            dirty_bps: progress.dirty_rate_bps,
-            bandwidth_bps: bandwidth,
-            throttle_pct: st.throttle_pct,
-            elapsed: started.elapsed(),
-            stalled,
+    })
+}
+
+/// The end of an unwound migration: recorded, and said.
+fn record_unwound<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
+    Box::pin(async move {
+        let p = ctx.params;
+        let cancelled = matches!(ctx.cause, Some(NodeError::Cancelled));
+        let why = ctx.cause.map(|c| c.to_string()).unwrap_or_default();
+        let (state, error) = if cancelled {
+            (MigrationState::Cancelled, None)
+        } else {
+            (MigrationState::Failed, Some(why.as_str()))
         };
-        if st.status() == Qs::MigrationActive {
-            for action in esc.observe(&sample) {
-                match action {
-                    Action::Note(msg) => {
-                        r.note("migration.strategy", format!("{}: {msg}", p.vm_name))
-                            .await
-                    }
-                    Action::Downtime(ms, msg) => {
-                        r.note("migration.strategy", format!("{}: {msg}", p.vm_name))
-                            .await;
-                        if let Err(s) = source
-                            .migrate_tune(MigrateTuneRequest {
-                                vm_id: p.vm.to_string(),
-                                downtime_limit_ms: ms,
-                                start_postcopy: false,
-                            })
-                            .await
-                        {
-                            tracing::warn!(vm = %p.vm, "raise downtime target: {}", s.message());
-                        }
-                    }
-                    Action::Postcopy(why) => {
-                        // Past this the destination holds the VM: no more cancel (the
-                        // state change closes the door; a cancel that slipped in first
-                        // is honoured instead).
-                        let _ = r
-                            .app
-                            .db
-                            .migration_set_state(
-                                p.migration,
-                                MigrationState::SwitchingOver,
-                                "postcopy",
-                            )
-                            .await;
-                        if r.app
-                            .db
-                            .migration_cancel_requested(p.migration)
-                            .await
-                            .unwrap_or(false)
-                        {
-                            return Transfer::Cancelled;
-                        }
-                        r.event("switchover", "started").await;
-                        r.note(
-                            "migration.strategy",
-                            format!("{}: switching to post-copy: {why}", p.vm_name),
-                        )
-                        .await;
-                        if let Err(s) = source
-                            .migrate_tune(MigrateTuneRequest {
-                                vm_id: p.vm.to_string(),
-                                downtime_limit_ms: 0,
-                                start_postcopy: true,
-                            })
-                            .await
-                        {
-                            // QEMU refused the switch: pre-copy goes on, and may still
-                            // end either way.
-                            tracing::warn!(vm = %p.vm, "start post-copy: {}", s.message());
-                            esc.postcopy_started = false;
-                            let _ = r
-                                .app
-                                .db
-                                .migration_set_state(
-                                    p.migration,
-                                    MigrationState::Transferring,
-                                    "precopy",
-                                )
-                                .await;
-                        }
-                    }
+        ctx.write(
+            "migration_finish",
+            ctx.app.db.migration_finish(p.migration, state, None, error),
+        )
+        .await?;
+        let (kind, verb) = if cancelled {
+            ("migration.cancelled", "cancelled".to_string())
+        } else {
+            ("migration.failed", format!("failed ({why})"))
+        };
+        ctx.event(NewEvent::warning(
+            kind,
+            format!(
+                "migration of {} {verb}; the VM keeps running on its source",
+                p.vm_name
+            ),
+        ))
+        .await;
+        Ok(Undone::Undone)
+    })
+}
+
+/// The destination starts an identical QEMU waiting for the state.
+fn destination_start<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
+    Box::pin(async move {
+        let p = ctx.params;
+        let vm = ctx
+            .app
+            .vm_get(p.vm)
+            .await
+            .map_err(|e| NodeError::Failed(e.detail))?;
+        let spec = ctx
+            .app
+            .vm_spec(&vm)
+            .await
+            .map_err(|e| NodeError::Failed(e.detail))?;
+        let plan = Plan::new(&p.policy);
+        let mut dest = ctx
+            .agent(p.destination)
+            .await
+            .map_err(|f| NodeError::Failed(format!("destination: {f}")))?;
+        let reply = dest
+            .migrate_in(MigrateInRequest {
+                spec: Some(spec),
+                listen_ip: String::new(),
+                tls: ctx.app.config.migration_transport == Transport::Tls,
+                postcopy: plan.postcopy,
+                channels: plan.channels,
+            })
+            .await
+            .map_err(|s| NodeError::Failed(format!("destination: {}", Failure::of(&s))))?
+            .into_inner();
+        Ok(Done::new(Incoming::from(reply)))
+    })
+}
+
+/// Where the destination listens (the `destination_start` output).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Incoming {
+    pub uri: String,
+    pub frames_address: String,
+    pub frames_token: String,
+}
+
+impl From<MigrateInReply> for Incoming {
+    fn from(r: MigrateInReply) -> Self {
+        Self {
+            uri: r.uri,
+            frames_address: r.frames_address,
+            frames_token: r.frames_token,
+        }
+    }
+}
+
+/// Discards the destination's waiting copy. A destination that stays unreachable
+/// keeps its paused copy until it returns (it is never resumed: it has no state).
+fn discard_destination<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
+    Box::pin(async move {
+        let p = ctx.params;
+        for attempt in 0..10u32 {
+            let result = match ctx.agent(p.destination).await {
+                Ok(mut dst) => dst
+                    .vm_discard(ctx.vm_ref())
+                    .await
+                    .map(|_| ())
+                    .map_err(Failure::from),
+                Err(f) => Err(f),
+            };
+            match result {
+                Ok(()) => return Ok(Undone::Undone),
+                Err(f @ Failure::Agent(..)) => {
+                    return Err(NodeError::Failed(format!(
+                        "discard the destination's copy: {f}"
+                    )))
+                }
+                Err(f) => {
+                    tracing::warn!(vm = %p.vm, attempt, "discard the destination's copy: {f}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
-        if last_event.elapsed() >= Duration::from_secs(1) {
-            last_event = Instant::now();
-            let ev = NewEvent::info(
-                "migration.progress",
+        tracing::warn!(vm = %p.vm, "destination unreachable; its waiting copy stays until it returns");
+        Ok(Undone::Undone)
+    })
+}
+
+/// Starts (or, replayed, finds) the source's `migrate` and follows it to its end.
+fn transfer<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
+    Box::pin(async move {
+        let incoming: Incoming = ctx.output("destination_start")?;
+        let result = follow(ctx, &incoming).await?;
+        Ok(Done::new(Some(result)).write(set_state(
+            ctx.params.migration,
+            MigrationState::SwitchingOver,
+            "switchover",
+        )))
+    })
+}
+
+/// Cancels on the source; if the migration completed first, the saga goes forward.
+fn cancel_transfer<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
+    Box::pin(async move {
+        if cancel_on_source(ctx).await {
+            ctx.note(
+                "migration.strategy",
                 format!(
-                    "{}: {:.0}% (pass {}, {} MiB left)",
-                    p.vm_name,
-                    progress.percent,
-                    progress.iteration,
-                    progress.remaining_bytes >> 20
+                    "{}: the migration completed before it could be stopped; finishing it",
+                    ctx.params.vm_name
                 ),
             )
-            .vm(p.vm)
-            .data(serde_json::json!({"migration_id": p.migration, "progress": progress}));
-            r.app.events.record(ev).await;
+            .await;
+            return Ok(Undone::Forward(Done::new(None::<MigrationResult>).write(
+                set_state(
+                    ctx.params.migration,
+                    MigrationState::SwitchingOver,
+                    "switchover",
+                ),
+            )));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok(Undone::Undone)
+    })
 }
 
-/// Post-copy: the destination runs the VM but pulls pages from the source until
-/// QEMU reports `completed`; the source must live until then.
-async fn wait_postcopy_done(r: &Run<'_>) {
-    let p = r.p;
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    while Instant::now() < deadline {
-        if let Ok(mut src) = r.agent(p.source).await {
-            match src
-                .migration_status(VmRef {
-                    vm_id: p.vm.to_string(),
-                })
-                .await
-            {
-                Ok(st) if in_postcopy(st.get_ref().status()) => {}
-                Ok(_) => return,
-                Err(s) if Failure::of(&s).code().is_some() => return,
-                Err(_) => {}
+/// Records the VM's new host: the destination's copy is the VM from now on.
+fn commit<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
+    Box::pin(async move {
+        let (vm, dest) = (ctx.params.vm, ctx.params.destination);
+        Ok(Done::nothing().write(move |c| Box::pin(Db::vm_commit_move_on(c, vm, dest))))
+    })
+}
+
+/// Discards the source's paused copy (after post-copy, once it has sent all).
+fn source_cleanup<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
+    Box::pin(async move {
+        let p = ctx.params;
+        wait_postcopy_done(ctx).await;
+        match ctx.agent(p.source).await {
+            Ok(mut src) => match src.vm_discard(ctx.vm_ref()).await {
+                Ok(_) => {}
+                Err(s) => match Failure::of(&s) {
+                    f @ Failure::Agent(..) => {
+                        return Err(NodeError::Failed(format!("discard the source's copy: {f}")))
+                    }
+                    f => {
+                        tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({f}); its paused copy stays until it returns")
+                    }
+                },
+            },
+            Err(f) => {
+                tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({f}); its paused copy stays until it returns")
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok(Done::nothing())
+    })
 }
 
-/// After the point of no return: record the new host, discard the source copy.
-async fn forward(r: &Run<'_>, result: Option<MigrationResult>) {
-    let p = r.p;
-    let _ = r
-        .app
-        .db
-        .migration_set_state(p.migration, MigrationState::SwitchingOver, "switchover")
-        .await;
-    r.event("commit", "started").await;
-    // The commit must land: retry until the database takes it.
-    if r.app.config.replay_steps {
-        let _ = r.app.db.vm_commit_move(p.vm, p.destination).await;
-    }
-    while let Err(e) = r.app.db.vm_commit_move(p.vm, p.destination).await {
-        tracing::error!(vm = %p.vm, "commit of migration failed, retrying: {e}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    r.event("commit", "succeeded").await;
-    wait_postcopy_done(r).await;
-    r.event("source_cleanup", "started").await;
-    match r.agent(p.source).await {
-        Ok(mut src) => {
-            let times = if r.app.config.replay_steps { 2 } else { 1 };
-            let mut outcome = Ok(());
-            for _ in 0..times {
-                outcome = src
-                    .vm_discard(VmRef {
-                        vm_id: p.vm.to_string(),
-                    })
+/// Records the outcome.
+fn finish<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
+    Box::pin(async move {
+        let result: Option<MigrationResult> = ctx.output("transfer")?;
+        let id = ctx.params.migration;
+        Ok(Done::new(&result).write(move |c| {
+            Box::pin(async move {
+                Db::migration_finish_on(c, id, MigrationState::Completed, result.as_ref(), None)
                     .await
-                    .map(|_| ());
-            }
-            match outcome {
-                Ok(()) => r.event("source_cleanup", "succeeded").await,
-                Err(s) => tracing::warn!(vm = %p.vm, "discard source copy: {}", s.message()),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({e:#}); its paused copy stays until it returns")
-        }
-    }
-    let _ = r
-        .app
-        .db
-        .migration_finish(
-            p.migration,
-            MigrationState::Completed,
-            result.as_ref(),
-            None,
-        )
-        .await;
-    let _ = r.app.db.saga_set_state(r.saga, "done").await;
+            })
+        }))
+    })
+}
+
+/// Says that the move completed (after the saga's last node is recorded).
+pub async fn announce_completed(app: &App, p: &Params, result: Option<MigrationResult>) {
     let summary = result
         .map(|res| {
             format!(
@@ -616,148 +405,45 @@ async fn forward(r: &Run<'_>, result: Option<MigrationResult>) {
             )
         })
         .unwrap_or_default();
-    r.note(
+    let ev = NewEvent::info(
         "migration.completed",
         format!("{} now runs on its destination{summary}", p.vm_name),
     )
-    .await;
-}
-
-/// Before the point of no return: the source keeps (or resumes) the VM, the
-/// destination's copy is discarded.
-async fn unwind(r: &Run<'_>, transfer_started: bool, end: MigrationState, why: &str) {
-    let p = r.p;
-    let _ = r.app.db.saga_set_state(r.saga, "unwinding").await;
-    if transfer_started {
-        r.event("transfer", "undo_started").await;
-        if cancel_on_source(r).await {
-            // Cancel lost the race with completion: the destination runs the VM and
-            // the source is paused, so the only safe way is forward.
-            tracing::warn!(vm = %p.vm, "the migration completed before the cancel; finishing it");
-            r.event("switchover", "succeeded").await;
-            forward(r, None).await;
-            return;
-        }
-        r.event("transfer", "undo_finished").await;
-    }
-    r.event("destination_start", "undo_started").await;
-    if let Ok(mut dst) = r.agent(p.destination).await {
-        if let Err(s) = dst
-            .vm_discard(VmRef {
-                vm_id: p.vm.to_string(),
-            })
-            .await
-        {
-            tracing::warn!(vm = %p.vm, "discard destination copy: {}", s.message());
-        }
-    }
-    r.event("destination_start", "undo_finished").await;
-    let error = (end == MigrationState::Failed).then_some(why);
-    let _ = r
-        .app
-        .db
-        .migration_finish(p.migration, end, None, error)
-        .await;
-    let _ = r.app.db.saga_set_state(r.saga, "failed").await;
-    let (kind, verb) = if end == MigrationState::Cancelled {
-        ("migration.cancelled", "cancelled".to_string())
-    } else {
-        ("migration.failed", format!("failed ({why})"))
-    };
-    let ev = NewEvent::warning(
-        kind,
-        format!(
-            "migration of {} {verb}; the VM keeps running on its source",
-            p.vm_name
-        ),
-    )
     .vm(p.vm)
     .data(serde_json::json!({"migration_id": p.migration}));
-    r.app.events.record(ev).await;
+    app.events.record(ev).await;
 }
 
-/// Cancels the migration on the source, insisting while its agent is unreachable:
-/// the destination may be discarded only once the source is known to keep the VM.
-/// Returns true when the migration had completed instead (go forward).
-async fn cancel_on_source(r: &Run<'_>) -> bool {
-    let p = r.p;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match r.agent(p.source).await {
-            Ok(mut src) => match src
-                .migrate_cancel(VmRef {
-                    vm_id: p.vm.to_string(),
-                })
+/// Runs a new migration saga (its rows already recorded) to its end.
+pub async fn run(app: App, saga: ferry_api::SagaId, p: Params) -> Outcome {
+    crate::saga::start::<Migrate>(&app, saga, p).await
+}
+
+/// What follows a saga's end outside it: the completion notice.
+async fn after(app: &App, p: &Params, outcome: &Outcome) {
+    match outcome {
+        Outcome::Done => {
+            let result = app
+                .db
+                .migration_fetch(p.migration)
                 .await
-            {
-                Ok(_) => return false,
-                Err(s)
-                    if matches!(
-                        Failure::of(&s).code(),
-                        Some(ErrorCode::AlreadyDone | ErrorCode::PastSwitchover)
-                    ) =>
-                {
-                    return true
-                }
-                Err(s) if Failure::of(&s).code().is_some() => {
-                    // Not a connectivity problem (e.g. nothing to cancel): ask QEMU
-                    // whether the state made it across.
-                    tracing::warn!(vm = %p.vm, "cancel on source: {}", s.message());
-                    return matches!(
-                        src.migration_status(VmRef { vm_id: p.vm.to_string() }).await,
-                        Ok(st) if st.get_ref().status() == Qs::MigrationCompleted
-                    );
-                }
-                Err(s) => tracing::warn!(vm = %p.vm, "cancel on source: {}; retrying", s.message()),
-            },
-            Err(e) => tracing::warn!(vm = %p.vm, "source unreachable for cancel ({e:#}); retrying"),
+                .ok()
+                .flatten()
+                .and_then(|m| m.result);
+            announce_completed(app, p, result).await;
         }
-        if Instant::now() > deadline {
-            tracing::error!(vm = %p.vm, "source unreachable for 10 minutes; unwinding without its word");
-            return false;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Start-up recovery: finishes or unwinds every migration saga left running.
-pub async fn recover(app: &App) -> anyhow::Result<()> {
-    for (saga, params) in app.db.saga_unfinished(KIND).await? {
-        let Ok(p) = serde_json::from_value::<Params>(params) else {
-            tracing::error!(%saga, "unreadable migration saga; marking it failed");
-            app.db.saga_set_state(saga, "failed").await?;
-            continue;
-        };
-        let r = Run { app, saga, p: &p };
-        let steps = app.db.saga_succeeded_steps(saga).await?;
-        let mut past_no_return = steps.iter().any(|s| s == "switchover");
-        if !past_no_return {
-            // Ask the source's QEMU: it may have completed while nobody watched.
-            if let Ok(mut src) = r.agent(p.source).await {
-                if let Ok(st) = src
-                    .migration_status(VmRef {
-                        vm_id: p.vm.to_string(),
-                    })
-                    .await
-                {
-                    let st = st.into_inner().status();
-                    past_no_return = st == Qs::MigrationCompleted || in_postcopy(st);
-                }
-            }
-        }
-        tracing::warn!(%saga, vm = %p.vm, past_no_return, "recovering a migration saga");
-        if past_no_return {
-            r.event("switchover", "succeeded").await;
-            forward(&r, None).await;
-        } else {
-            unwind(
-                &r,
-                true,
-                MigrationState::Failed,
-                "the control plane restarted during the migration; rolled back",
+        Outcome::Stuck(why) => {
+            let ev = NewEvent::warning(
+                "migration.failed",
+                format!(
+                    "migration of {} failed in post-copy ({why}); the VM is paused on both hosts and needs an operator",
+                    p.vm_name
+                ),
             )
-            .await;
+            .vm(p.vm)
+            .data(serde_json::json!({"migration_id": p.migration}));
+            app.events.record(ev).await;
         }
+        Outcome::Unwound(_) | Outcome::Crashed => {}
     }
-    Ok(())
 }

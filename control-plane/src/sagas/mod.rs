@@ -1,7 +1,7 @@
-//! Sagas: durable multi-step operations (DESIGN principle 3). Each records its
-//! parameters and every step event in PostgreSQL (`db::sagas`); each step before
-//! the point of no return has an undo; a recovery pass at start-up finishes or
-//! unwinds what a previous control plane left running.
+//! Ferry's sagas, each a declared list of nodes run by the executor in
+//! `crate::saga`: the live migration (`migrate`, with its `transfer` node in
+//! `migrate_transfer` and `auto`'s decisions in `escalation`).
 
 pub mod escalation;
 pub mod migrate;
+pub mod migrate_transfer;
