@@ -68,6 +68,11 @@ impl PowerAction {
 #[serde(deny_unknown_fields)]
 pub struct PowerRequest {
     pub action: PowerAction,
+    /// With `off`: if a migration holds the VM, cancel it first (a migration past
+    /// its switchover is let finish), then power off. Otherwise a VM with an
+    /// operation in flight is refused with 409 `vm_busy`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ferry_api::problem::{Problem, Reason};
+use ferry_api::problem::{OperationRef, Problem, Reason};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub reasons: Vec<Reason>,
+    /// With `vm_busy`: the operation in flight.
+    pub operation: Option<OperationRef>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -23,6 +25,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             reasons: Vec::new(),
+            operation: None,
         }
     }
 
@@ -68,6 +71,25 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
     }
 
+    /// 409 `vm_busy`: the VM has an operation in flight (one at a time).
+    pub fn vm_busy(vm_name: &str, op: OperationRef) -> Self {
+        let mut e = Self::conflict(
+            "vm_busy",
+            format!(
+                "VM {vm_name} is busy: {} {} is in flight; try again when it ends{}",
+                op.kind,
+                op.id,
+                if op.kind == "migration" {
+                    " (or power it off with force: true, which cancels the migration first)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        e.operation = Some(op);
+        e
+    }
+
     pub fn with_reasons(mut self, reasons: Vec<Reason>) -> Self {
         self.reasons = reasons;
         self
@@ -85,6 +107,7 @@ impl ApiError {
             detail: self.detail.clone(),
             code: self.code.to_string(),
             reasons: self.reasons.clone(),
+            operation: self.operation.clone(),
         }
     }
 }

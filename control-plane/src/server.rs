@@ -150,6 +150,14 @@ async fn serve(
 
     tracing::info!(%http_addr, %grpc_addr, version = crate::VERSION, "ferry control plane ready");
     // Finish or unwind what a previous control plane left in flight.
+    // Power tasks die with the process that ran them: their holds on VMs go.
+    let cleared = db_clear_power(&app).await?;
+    if cleared > 0 {
+        tracing::warn!(
+            cleared,
+            "power tasks in flight at the last stop are recorded as failed"
+        );
+    }
     let recovering = app.clone();
     tokio::spawn(async move {
         if let Err(e) = crate::saga::recover_all(&recovering).await {
@@ -172,6 +180,13 @@ async fn serve(
     h?.context("HTTP server")?;
     let _ = tokio::join!(liveness, reconcile);
     Ok(())
+}
+
+async fn db_clear_power(app: &App) -> anyhow::Result<u64> {
+    app.db
+        .vm_op_clear_power()
+        .await
+        .context("clear the holds of power tasks a previous control plane left")
 }
 
 /// `DATA_DIR/listen.json`: the addresses actually bound, written atomically.

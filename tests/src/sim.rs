@@ -23,8 +23,8 @@ use crate::{bin, wait_for};
 const T: Duration = Duration::from_secs(30);
 
 pub struct SimCluster {
-    /// The sim agent process (every host).
-    pub agents: Option<Proc>,
+    /// The sim agent processes.
+    pub agents: Vec<Proc>,
     pub app: App,
     pub api: Api,
     pub hooks: Arc<Hooks>,
@@ -37,9 +37,15 @@ pub struct SimCluster {
 }
 
 impl SimCluster {
-    /// `hosts` sim hosts whose migration links run at `link_mbps`, and the control
-    /// plane with `cp_args` (extra flags).
+    /// `hosts` sim hosts in one agent process, whose migration links run at
+    /// `link_mbps`, and the control plane with `cp_args` (extra flags).
     pub async fn start(hosts: u32, link_mbps: u64, cp_args: &[&str]) -> Self {
+        Self::start_split(&[hosts], link_mbps, cp_args).await
+    }
+
+    /// Sim hosts over several agent processes: `per_process[k]` hosts in process k
+    /// (its hosts are named `simK-NNNN`, or `simK` alone).
+    pub async fn start_split(per_process: &[u32], link_mbps: u64, cp_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ferry-sim-")
             .disable_cleanup(std::env::var_os("FERRY_TEST_KEEP").is_some())
@@ -88,25 +94,32 @@ impl SimCluster {
             .trim()
             .to_string();
         let api = Api::new(&http, &token);
-        let mut cmd = std::process::Command::new(bin("ferry-agent"));
-        cmd.args(["--control-plane", &format!("https://{grpc}")])
-            .arg("--join-token")
-            .arg(
-                std::fs::read_to_string(data_dir.join("join.token"))
-                    .expect("join.token")
-                    .trim(),
-            )
-            .arg("--ca-cert")
-            .arg(data_dir.join("ca.pem"))
-            .args(["--name", "sim", "--backend", "sim"])
-            .args(["--count", &hosts.to_string()])
-            .args(["--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"])
-            .args(["--sim-link-mbps", &link_mbps.to_string()])
-            .args(["--network", "vmnet"])
-            .arg("--state-dir")
-            .arg(dir.path().join("agents"))
-            .env("FERRY_LOG", "info");
-        let agents = Proc::spawn("sim agent", cmd, dir.path().join("agents.log"));
+        let join = std::fs::read_to_string(data_dir.join("join.token"))
+            .expect("join.token")
+            .trim()
+            .to_string();
+        let mut agents = Vec::new();
+        for (k, hosts) in per_process.iter().enumerate() {
+            let mut cmd = std::process::Command::new(bin("ferry-agent"));
+            cmd.args(["--control-plane", &format!("https://{grpc}")])
+                .args(["--join-token", &join])
+                .arg("--ca-cert")
+                .arg(data_dir.join("ca.pem"))
+                .args(["--name", &format!("sim{k}"), "--backend", "sim"])
+                .args(["--count", &hosts.to_string()])
+                .args(["--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"])
+                .args(["--sim-link-mbps", &link_mbps.to_string()])
+                .args(["--network", "vmnet"])
+                .arg("--state-dir")
+                .arg(dir.path().join(format!("agents-{k}")))
+                .env("FERRY_LOG", "info");
+            agents.push(Proc::spawn(
+                &format!("sim agent {k}"),
+                cmd,
+                dir.path().join(format!("agents-{k}.log")),
+            ));
+        }
+        let hosts: u32 = per_process.iter().sum();
         let want = hosts as usize;
         let listed = wait_for("every sim host to join and report", T, || {
             let api = api.clone();
@@ -136,7 +149,7 @@ impl SimCluster {
             .collect();
         hosts.sort();
         Self {
-            agents: Some(agents),
+            agents,
             app,
             api,
             hooks,
@@ -172,11 +185,15 @@ impl SimCluster {
             .post(&format!("/vms/{id}/power"), &json!({"action": "on"}))
             .await;
         assert_eq!(p.status, 202, "{p:?}");
+        let task = p.body["id"].as_str().unwrap().to_string();
         let api = self.api.clone();
+        // Running, and the power-on task ended (it holds the VM until then).
         wait_for("the sim VM to run", T, || {
-            let (api, id) = (api.clone(), id.clone());
+            let (api, id, task) = (api.clone(), id.clone(), task.clone());
             async move {
-                (api.ok(&format!("/vms/{id}")).await["power_state"] == "running").then_some(())
+                let running = api.ok(&format!("/vms/{id}")).await["power_state"] == "running";
+                let done = api.ok(&format!("/tasks/{task}")).await["state"] == "succeeded";
+                (running && done).then_some(())
             }
         })
         .await;
@@ -229,6 +246,6 @@ impl Drop for SimCluster {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        self.agents.take();
+        self.agents.clear();
     }
 }

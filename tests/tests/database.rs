@@ -144,6 +144,7 @@ async fn migrations_apply_to_an_empty_database_once() {
             "tasks",
             "vm_disks",
             "vm_nics",
+            "vm_operations",
             "vms"
         ]
     );

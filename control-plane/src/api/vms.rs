@@ -100,7 +100,7 @@ pub async fn power(
     caller.require(Role::Operator)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(app.vm_power(id, req.action).await?),
+        Json(app.vm_power(id, req.action, req.force).await?),
     ))
 }
 

@@ -7,6 +7,7 @@ use ferry_api::{MigrationId, SagaId, VmId};
 use super::App;
 use crate::db::events::NewEvent;
 use crate::db::migrations::NewMigration;
+use crate::db::vm_operations::OpKind;
 use crate::db::Db;
 use crate::error::{is_unique_violation, ApiError, ApiResult};
 use crate::sagas::escalation::choose_channels;
@@ -99,6 +100,20 @@ impl App {
         let params_json = serde_json::to_value(&params).map_err(anyhow::Error::from)?;
         let mut tx = self.db.pool.begin().await?;
         Db::saga_insert_on(&mut tx, saga, migrate::KIND, &params_json).await?;
+        // One operation per VM: the migration holds the VM until its saga ends.
+        if let Err(op) = Db::vm_op_take_on(&mut tx, vm, OpKind::Migration, id.0).await? {
+            return Err(if op.kind == OpKind::Migration.as_str() {
+                ApiError::conflict(
+                    "migration_in_progress",
+                    format!(
+                        "VM {} is already migrating (migration {})",
+                        prep.vm.name, op.id
+                    ),
+                )
+            } else {
+                ApiError::vm_busy(&prep.vm.name, op)
+            });
+        }
         if let Err(e) = Db::migration_insert_on(&mut tx, &new).await {
             return Err(if is_unique_violation(&e, None) {
                 ApiError::conflict(

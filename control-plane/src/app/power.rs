@@ -12,16 +12,30 @@ use ferry_proto::v1::{
     VmConsoleRequest, VmDiskSpec, VmNicSpec, VmPowerRequest, VmRef, VmRuntime, VmSpec,
 };
 
+use ferry_proto::errors::Failure;
+
 use super::placement::Needs;
 use super::App;
 use crate::db::events::NewEvent;
+use crate::db::vm_operations::OpKind;
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 
+/// How long `off` with `force` waits for a cancelled migration to let go of the VM.
+const FORCE_WAIT: Duration = Duration::from_secs(120);
+
 impl App {
-    pub async fn vm_power(&self, id: VmId, action: PowerAction) -> ApiResult<Task> {
-        let vm = self.vm_get(id).await?;
-        let host_id = match (vm.host_id, action) {
-            (Some(h), _) => h,
+    /// A power operation as a task (202). One operation per VM: a VM that a
+    /// migration or another power task holds is refused with 409 `vm_busy` naming
+    /// it — except `off` with `force`, which cancels the migration first.
+    pub async fn vm_power(&self, id: VmId, action: PowerAction, force: bool) -> ApiResult<Task> {
+        let mut vm = self.vm_get(id).await?;
+        if force && action == PowerAction::Off {
+            self.cancel_for_power_off(&vm).await?;
+            vm = self.vm_get(id).await?;
+        }
+        let (host_id, place) = match (vm.host_id, action) {
+            (Some(h), _) => (h, false),
             (None, PowerAction::On) => {
                 let ds: Vec<_> = vm.disks.iter().map(|d| d.datastore_id).collect();
                 let nets: Vec<_> = vm.nics.iter().map(|n| n.network_id).collect();
@@ -31,9 +45,7 @@ impl App {
                     datastores: &ds,
                     networks: &nets,
                 };
-                let host = self.place(vm.cluster_id, &needs).await?;
-                self.db.vm_set_host(id, host.id).await?;
-                host.id
+                (self.place(vm.cluster_id, &needs).await?.id, true)
             }
             (None, _) => {
                 return Err(ApiError::conflict(
@@ -57,8 +69,17 @@ impl App {
             PowerAction::On => Some(self.vm_spec(&vm).await?),
             _ => None,
         };
+        // The task and the VM's hold, together or not at all.
         let kind = format!("vm.power_{}", action.as_str());
-        let task_id = self.db.task_insert(&kind, "vm", id.0).await?;
+        let mut tx = self.db.pool.begin().await?;
+        let task_id = Db::task_insert_on(&mut tx, &kind, "vm", id.0).await?;
+        if let Err(op) = Db::vm_op_take_on(&mut tx, id, OpKind::Power, task_id.0).await? {
+            return Err(ApiError::vm_busy(&vm.name, op));
+        }
+        if place {
+            Db::vm_set_host_on(&mut tx, id, host_id).await?;
+        }
+        tx.commit().await?;
         let app = self.clone();
         tokio::spawn(async move {
             app.run_power(task_id, vm, host_id, host.address, action, spec)
@@ -70,6 +91,59 @@ impl App {
             .ok_or_else(|| ApiError::internal("task vanished"))
     }
 
+    /// `off` with `force`: a migration holding the VM is cancelled (one past its
+    /// switchover is let finish), and its saga let end, before the power-off.
+    async fn cancel_for_power_off(&self, vm: &Vm) -> ApiResult<()> {
+        let Some(op) = self.db.vm_op_fetch(vm.id).await? else {
+            return Ok(());
+        };
+        if op.kind != OpKind::Migration.as_str() {
+            return Err(ApiError::vm_busy(&vm.name, op));
+        }
+        let migration = ferry_api::MigrationId(op.id);
+        // False when it is past its switchover: it is let finish, on the destination.
+        let cancelling = self.db.migration_request_cancel(migration).await?;
+        self.events
+            .record(
+                NewEvent::info(
+                    "vm.power",
+                    if cancelling {
+                        format!("VM {}: cancelling migration {migration} to power it off", vm.name)
+                    } else {
+                        format!(
+                            "VM {}: migration {migration} is past its switchover; powering off once it completes",
+                            vm.name
+                        )
+                    },
+                )
+                .vm(vm.id),
+            )
+            .await;
+        let deadline = tokio::time::Instant::now() + FORCE_WAIT;
+        while self
+            .db
+            .vm_op_fetch(vm.id)
+            .await?
+            .is_some_and(|o| o.id == op.id)
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::vm_busy(&vm.name, op));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Writes the task's state; the task must say how it ended, so this insists.
+    async fn task_set(&self, task: TaskId, state: TaskState, pct: f32, error: Option<&str>) {
+        let mut attempt = 0u32;
+        while let Err(e) = self.db.task_update(task, state, pct, error).await {
+            tracing::error!(%task, "record task state: {e}; retrying");
+            tokio::time::sleep(Duration::from_millis(200u64 << attempt.min(7))).await;
+            attempt += 1;
+        }
+    }
+
     async fn run_power(
         &self,
         task: TaskId,
@@ -79,10 +153,7 @@ impl App {
         action: PowerAction,
         spec: Option<VmSpec>,
     ) {
-        let _ = self
-            .db
-            .task_update(task, TaskState::Running, 10.0, None)
-            .await;
+        self.task_set(task, TaskState::Running, 10.0, None).await;
         let result = async {
             let mut client = self.agents.connect(host_id, &address).await?;
             let rt = client
@@ -93,20 +164,27 @@ impl App {
                     shutdown_timeout_s: 0,
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .map_err(Failure::from)?
                 .into_inner();
             anyhow::Ok(rt)
         }
         .await;
+        if let Ok(rt) = &result {
+            // The agent's periodic reports and the pull store it too, if this fails.
+            if let Err(e) = self.vm_store_runtime(host_id, rt).await {
+                tracing::warn!("store runtime of {}: {e}", vm.id);
+            }
+        }
+        // The hold goes before the task says it ended, so whoever saw the end can act.
+        let mut attempt = 0u32;
+        while let Err(e) = self.db.vm_op_release(vm.id, task.0).await {
+            tracing::error!(%task, "release the VM: {e}; retrying");
+            tokio::time::sleep(Duration::from_millis(200u64 << attempt.min(7))).await;
+            attempt += 1;
+        }
         match result {
             Ok(rt) => {
-                if let Err(e) = self.vm_store_runtime(host_id, &rt).await {
-                    tracing::warn!("store runtime of {}: {e}", vm.id);
-                }
-                let _ = self
-                    .db
-                    .task_update(task, TaskState::Succeeded, 100.0, None)
-                    .await;
+                self.task_set(task, TaskState::Succeeded, 100.0, None).await;
                 let mut ev = NewEvent::info(
                     "vm.power",
                     format!(
@@ -125,9 +203,7 @@ impl App {
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                let _ = self
-                    .db
-                    .task_update(task, TaskState::Failed, 100.0, Some(&msg))
+                self.task_set(task, TaskState::Failed, 100.0, Some(&msg))
                     .await;
                 let mut ev = NewEvent::warning(
                     "vm.power_failed",

@@ -203,6 +203,9 @@ impl App {
 
     pub async fn vm_delete(&self, id: VmId) -> ApiResult<()> {
         let vm = self.vm_get(id).await?;
+        if let Some(op) = self.db.vm_op_fetch(id).await? {
+            return Err(ApiError::vm_busy(&vm.name, op));
+        }
         if vm.power_state != ferry_api::vm::PowerState::Stopped {
             return Err(ApiError::conflict(
                 "vm_not_stopped",

@@ -12,6 +12,7 @@ pub mod networks;
 pub mod sagas;
 pub mod tasks;
 pub mod tokens;
+pub mod vm_operations;
 pub mod vms;
 
 use std::time::Duration;

@@ -93,13 +93,23 @@ impl Db {
         target_kind: &str,
         target_id: Uuid,
     ) -> sqlx::Result<TaskId> {
+        let mut conn = self.pool.acquire().await?;
+        Self::task_insert_on(&mut conn, kind, target_kind, target_id).await
+    }
+
+    pub async fn task_insert_on(
+        conn: &mut sqlx::PgConnection,
+        kind: &str,
+        target_kind: &str,
+        target_id: Uuid,
+    ) -> sqlx::Result<TaskId> {
         let id = TaskId::new();
         sqlx::query("INSERT INTO tasks (id, kind, target_kind, target_id) VALUES ($1, $2, $3, $4)")
             .bind(id.0)
             .bind(kind)
             .bind(target_kind)
             .bind(target_id)
-            .execute(&self.pool)
+            .execute(conn)
             .await?;
         Ok(id)
     }

@@ -175,11 +175,15 @@ impl Db {
         Ok(id)
     }
 
-    pub async fn vm_set_host(&self, id: VmId, host: HostId) -> sqlx::Result<()> {
+    pub async fn vm_set_host_on(
+        conn: &mut sqlx::PgConnection,
+        id: VmId,
+        host: HostId,
+    ) -> sqlx::Result<()> {
         sqlx::query("UPDATE vms SET host_id = $2, updated_at = now() WHERE id = $1")
             .bind(id.0)
             .bind(host.0)
-            .execute(&self.pool)
+            .execute(conn)
             .await?;
         Ok(())
     }

@@ -102,12 +102,16 @@ impl Saga for Migrate {
     }
 
     fn stuck(ctx: &MCtx<'_>, why: &str) -> Vec<Write> {
-        let (id, why) = (ctx.params.migration, why.to_string());
-        vec![Box::new(move |c| {
-            Box::pin(async move {
-                Db::migration_finish_on(c, id, MigrationState::Failed, None, Some(&why)).await
-            })
-        })]
+        let (id, vm, why) = (ctx.params.migration, ctx.params.vm, why.to_string());
+        vec![
+            Box::new(move |c| {
+                Box::pin(async move {
+                    Db::migration_finish_on(c, id, MigrationState::Failed, None, Some(&why)).await
+                })
+            }),
+            // An operator takes over (e.g. `off` with force); the VM is not held.
+            Box::new(release(vm, id)),
+        ]
     }
 
     fn after<'a>(app: &'a App, p: &'a Params, outcome: &'a Outcome) -> BoxFuture<'a, ()> {
@@ -168,6 +172,15 @@ pub fn set_state(
     move |c| Box::pin(Db::migration_set_state_on(c, id, state, phase))
 }
 
+/// Releases the VM's operation hold (the migration's end).
+pub fn release(
+    vm: VmId,
+    id: MigrationId,
+) -> impl for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, sqlx::Result<()>> + Send + 'static
+{
+    move |c| Box::pin(Db::vm_op_release_on(c, vm, id.0))
+}
+
 /// Waits, queued, until both hosts have a slot, in order of arrival.
 fn queue<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
@@ -205,6 +218,11 @@ fn record_unwound<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
         ctx.write(
             "migration_finish",
             ctx.app.db.migration_finish(p.migration, state, None, error),
+        )
+        .await?;
+        ctx.write(
+            "vm_op_release",
+            ctx.app.db.vm_op_release(p.vm, p.migration.0),
         )
         .await?;
         let (kind, verb) = if cancelled {
@@ -382,13 +400,15 @@ fn source_cleanup<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
 fn finish<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
         let result: Option<MigrationResult> = ctx.output("transfer")?;
-        let id = ctx.params.migration;
-        Ok(Done::new(&result).write(move |c| {
-            Box::pin(async move {
-                Db::migration_finish_on(c, id, MigrationState::Completed, result.as_ref(), None)
-                    .await
+        let (id, vm) = (ctx.params.migration, ctx.params.vm);
+        Ok(Done::new(&result)
+            .write(move |c| {
+                Box::pin(async move {
+                    Db::migration_finish_on(c, id, MigrationState::Completed, result.as_ref(), None)
+                        .await
+                })
             })
-        }))
+            .write(release(vm, id)))
     })
 }
 
