@@ -139,16 +139,3 @@ fn leaf_usages(params: &mut CertificateParams) {
     params.not_before = rcgen::date_time_ymd(from.year(), from.month() as u8, from.day() as u8);
     params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
 }
-
-/// The common name of the first certificate in `certs` (a TLS peer's chain).
-pub fn peer_common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    Some(cn)
-}

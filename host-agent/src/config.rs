@@ -124,23 +124,4 @@ fn parse_network(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parses `3s`, `500ms`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?}"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("not a positive duration: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(v * mult))
-}
+use ferry_common::duration::parse_positive as parse_duration;

@@ -189,15 +189,4 @@ impl<E: std::error::Error> SourceChain for E {
     }
 }
 
-/// The common name of a DER certificate.
-pub fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    Some(cn)
-}
+pub use ferry_common::x509::common_name;

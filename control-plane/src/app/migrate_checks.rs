@@ -2,12 +2,12 @@
 //! `passed`, a stable code and a sentence a person can act on; and the choice of
 //! destination when none is given (the best host that passes every check).
 
-use ferry_api::host::{Host, HostState};
+use ferry_api::host::Host;
 use ferry_api::migration::{Check, MigrateRequest};
 use ferry_api::vm::{MigrationPolicy, PowerState, Vm};
 use ferry_api::VmId;
 
-use super::placement::QEMU_OVERHEAD_MIB;
+use super::host_fit::{self, FitKind, Needs, Role};
 use super::App;
 use crate::db::hosts::HostFilter;
 use crate::db::PageReq;
@@ -63,99 +63,59 @@ impl App {
             format!("the VM already runs on {}; pick another host", dest.name),
         ));
         out.push(check(
-            "destination_connected",
-            dest.state == HostState::Connected,
-            "destination_unavailable",
-            format!(
-                "host {} is {}",
-                dest.name,
-                format!("{:?}", dest.state).to_lowercase()
-            ),
-        ));
-        out.push(check(
             "same_cluster",
             dest.cluster_id == vm.cluster_id,
             "other_cluster",
             format!("host {} is in another cluster than the VM", dest.name),
         ));
+        // The host-fit rules placement uses, then what a move adds to them.
+        let ds: Vec<_> = vm.disks.iter().map(|d| d.datastore_id).collect();
+        let nets: Vec<_> = vm.nics.iter().map(|n| n.network_id).collect();
+        let needs = Needs {
+            memory_mib: vm.memory_mib,
+            cpu_model: &vm.cpu_model,
+            datastores: &ds,
+            networks: &nets,
+        };
         let baseline = self
             .db
             .cluster_fetch(vm.cluster_id)
             .await?
             .and_then(|c| c.cpu_baseline);
-        let within_baseline = baseline
-            .as_deref()
-            .is_none_or(|b| b == vm.cpu_model || vm.cpu_model == "qemu64");
-        let supported = dest.cpu.supported_models.contains(&vm.cpu_model);
-        out.push(check(
-            "cpu_model",
-            supported && within_baseline,
-            if supported {
-                "outside_cpu_baseline"
-            } else {
-                "unsupported_cpu_model"
-            },
-            if supported {
-                format!(
-                    "CPU model {} is outside the cluster's baseline {}",
-                    vm.cpu_model,
-                    baseline.unwrap_or_default()
-                )
-            } else {
-                format!("host {} cannot run CPU model {}", dest.name, vm.cpu_model)
-            },
-        ));
-        let need = vm.memory_mib + QEMU_OVERHEAD_MIB;
-        out.push(check(
-            "memory",
-            dest.memory.free_mib >= need,
-            "insufficient_memory",
-            format!(
-                "host {} has {} MiB free; the VM needs {need} MiB",
-                dest.name, dest.memory.free_mib
-            ),
-        ));
-        let missing_ds: Vec<String> = vm
-            .disks
-            .iter()
-            .filter(|d| !dest.datastores.contains(&d.datastore_id))
-            .map(|d| d.datastore_id.to_string())
-            .collect();
-        out.push(if req.destination_datastore_id.is_some() {
-            check(
-                "datastores",
-                false,
-                "storage_migration_unsupported",
-                "storage migration is not supported yet".into(),
-            )
-        } else {
-            check(
-                "datastores",
-                missing_ds.is_empty(),
-                "datastore_not_on_destination",
-                format!(
-                    "host {} does not mount datastore(s) {}",
-                    dest.name,
-                    missing_ds.join(", ")
-                ),
-            )
-        });
-        let missing_net: Vec<String> = vm
-            .nics
-            .iter()
-            .filter(|n| !dest.networks.contains(&n.network_id))
-            .map(|n| n.network_id.to_string())
-            .collect();
-        out.push(check(
-            "networks",
-            missing_net.is_empty(),
-            "network_not_on_destination",
-            format!(
-                "host {} does not have network(s) {}",
-                dest.name,
-                missing_net.join(", ")
-            ),
-        ));
+        for fit in host_fit::checks(dest, &needs, Role::Destination) {
+            let kind = fit.kind;
+            let mut c = Check::from(fit);
+            match kind {
+                // The cluster's CPU baseline (like EVC) binds a move, not a placement.
+                FitKind::CpuModel if c.passed => {
+                    let within = baseline
+                        .as_deref()
+                        .is_none_or(|b| b == vm.cpu_model || vm.cpu_model == "qemu64");
+                    if !within {
+                        c = check(
+                            "cpu_model",
+                            false,
+                            "outside_cpu_baseline",
+                            format!(
+                                "CPU model {} is outside the cluster's baseline {}",
+                                vm.cpu_model,
+                                baseline.clone().unwrap_or_default()
+                            ),
+                        );
+                    }
+                }
+                FitKind::Datastores if req.destination_datastore_id.is_some() => {
+                    c = check(
+                        "datastores",
+                        false,
+                        "storage_migration_unsupported",
+                        "storage migration is not supported yet".into(),
+                    );
+                }
+                _ => {}
+            }
+            out.push(c);
+        }
         out.push(check(
             "machine_type",
             dest.hypervisor_version == source.hypervisor_version,

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod clusters;
+pub mod host_fit;
 pub mod hosts;
 pub mod migrate_checks;
 pub mod migrations;

@@ -1,78 +1,17 @@
-//! Placement and host fit: which connected host can run a VM. A host fits when it
-//! is connected and not in maintenance, offers every network and mounts every
-//! datastore the VM needs, can run its CPU model, and has the memory free (plus
-//! QEMU's overhead). Placement picks the fitting host with the most free memory.
+//! Placement: which host of a cluster runs a VM. A host fits when every host-fit
+//! check passes (`host_fit.rs`: connected and not in maintenance, the CPU model,
+//! memory, datastores, networks); placement picks the fitting host with the most
+//! free memory.
 
-use std::collections::HashSet;
+use ferry_api::host::Host;
+use ferry_api::{ClusterId, HostId};
 
-use ferry_api::host::{Host, HostState};
-use ferry_api::problem::Reason;
-use ferry_api::{ClusterId, DatastoreId, HostId, NetworkId};
-
+use super::host_fit::{misfits, reasons};
+pub use super::host_fit::{Needs, QEMU_OVERHEAD_MIB};
 use super::App;
 use crate::db::hosts::HostFilter;
 use crate::db::PageReq;
 use crate::error::{ApiError, ApiResult};
-
-/// Memory QEMU itself needs beside the guest's RAM.
-pub const QEMU_OVERHEAD_MIB: u64 = 64;
-
-/// What a VM needs from a host.
-pub struct Needs<'a> {
-    pub memory_mib: u64,
-    pub cpu_model: &'a str,
-    pub datastores: &'a [DatastoreId],
-    pub networks: &'a [NetworkId],
-}
-
-/// Why `host` cannot run the VM (empty: it can).
-pub fn misfits(host: &Host, needs: &Needs<'_>) -> Vec<Reason> {
-    let mut out = Vec::new();
-    if host.state != HostState::Connected {
-        out.push(Reason {
-            code: "host_unavailable".into(),
-            detail: format!("host {} is {:?}", host.name, host.state).to_lowercase(),
-        });
-    }
-    let ds: HashSet<_> = host.datastores.iter().collect();
-    for d in needs.datastores.iter().filter(|d| !ds.contains(d)) {
-        out.push(Reason {
-            code: "datastore_not_on_host".into(),
-            detail: format!("host {} does not mount datastore {d}", host.name),
-        });
-    }
-    let nets: HashSet<_> = host.networks.iter().collect();
-    for n in needs.networks.iter().filter(|n| !nets.contains(n)) {
-        out.push(Reason {
-            code: "network_not_on_host".into(),
-            detail: format!("host {} does not have network {n}", host.name),
-        });
-    }
-    if !host
-        .cpu
-        .supported_models
-        .iter()
-        .any(|m| m == needs.cpu_model)
-    {
-        out.push(Reason {
-            code: "unsupported_cpu_model".into(),
-            detail: format!(
-                "host {} cannot run CPU model {} (see its cpu.supported_models)",
-                host.name, needs.cpu_model
-            ),
-        });
-    }
-    if host.memory.free_mib < needs.memory_mib + QEMU_OVERHEAD_MIB {
-        out.push(Reason {
-            code: "insufficient_memory".into(),
-            detail: format!(
-                "host {} has {} MiB free; the VM needs {} MiB (+{QEMU_OVERHEAD_MIB} MiB for QEMU)",
-                host.name, host.memory.free_mib, needs.memory_mib
-            ),
-        });
-    }
-    out
-}
 
 impl App {
     /// Checks that `host` can run the VM; a 409 with every reason when it cannot.
@@ -80,16 +19,11 @@ impl App {
         let host = self.db.host_fetch(host_id).await?.ok_or_else(|| {
             ApiError::unprocessable("unknown_host", format!("no host with id {host_id}"))
         })?;
-        let reasons = misfits(&host, needs);
-        if let Some(first) = reasons.first() {
-            let code = match first.code.as_str() {
-                "datastore_not_on_host" => "datastore_not_on_host",
-                "network_not_on_host" => "network_not_on_host",
-                "unsupported_cpu_model" => "unsupported_cpu_model",
-                "insufficient_memory" => "insufficient_memory",
-                _ => "host_unavailable",
-            };
-            return Err(ApiError::conflict(code, first.detail.clone()).with_reasons(reasons));
+        let failed = misfits(&host, needs);
+        if let Some(first) = failed.first() {
+            return Err(
+                ApiError::conflict(first.code, first.detail.clone()).with_reasons(reasons(&failed))
+            );
         }
         Ok(host)
     }
@@ -120,7 +54,7 @@ impl App {
                         best = Some(h);
                     }
                 } else if why.len() < 20 {
-                    why.extend(m);
+                    why.extend(reasons(&m));
                 }
             }
             match page.next_cursor.and_then(|c| c.parse().ok()) {

@@ -15,7 +15,7 @@ use ferry_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
-use crate::ca::peer_common_name;
+use ferry_common::x509::common_name as peer_common_name;
 
 pub struct ControlPlaneService {
     pub app: App,

@@ -258,6 +258,8 @@ impl QemuVms {
         &self,
         req: MigrateTuneRequest,
     ) -> anyhow::Result<MigrationStatusReply> {
+        let h = self.get(&req.vm_id).ok_or_else(|| not_here(&req.vm_id))?;
+        let _op = h.op.lock().await;
         let qmp = self.qmp_of(&req.vm_id)?;
         if req.downtime_limit_ms > 0 {
             qmp.execute(
@@ -267,17 +269,24 @@ impl QemuVms {
             .await?;
         }
         if req.start_postcopy {
-            let st = self.migration_status(&req.vm_id).await?.status();
+            let st = self.query_status(&h).await?.status();
             if !in_postcopy(st) && st != MigrationStatus::MigrationCompleted {
                 qmp.execute("migrate-start-postcopy", json!({})).await?;
             }
         }
-        self.migration_status(&req.vm_id).await
+        self.query_status(&h).await
     }
 
-    /// Source: `query-migrate`.
+    /// Source: `query-migrate`, in turn with the VM's other operations.
     pub async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
         let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
+        let _op = h.op.lock().await;
+        self.query_status(&h).await
+    }
+
+    /// `query-migrate` for a VM whose operation lock the caller holds.
+    async fn query_status(&self, h: &super::VmHandle) -> anyhow::Result<MigrationStatusReply> {
+        let vm_id = h.id.as_str();
         if !h.dir.join(OUTGOING).exists() {
             return Ok(MigrationStatusReply {
                 status: MigrationStatus::MigrationNone as i32,
@@ -311,8 +320,9 @@ impl QemuVms {
     pub async fn migrate_cancel(self: &Arc<Self>, vm_id: &str) -> anyhow::Result<VmRuntime> {
         use MigrationStatus as S;
         let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
+        let _op = h.op.lock().await;
         let qmp = self.qmp_of(vm_id)?;
-        let now = self.migration_status(vm_id).await?.status();
+        let now = self.query_status(&h).await?.status();
         if in_postcopy(now) {
             return Err(coded(
                 ErrorCode::PastSwitchover,
@@ -321,7 +331,7 @@ impl QemuVms {
         }
         qmp.execute("migrate_cancel", json!({})).await?;
         for _ in 0..200 {
-            let st = self.migration_status(vm_id).await?.status();
+            let st = self.query_status(&h).await?.status();
             if st == S::MigrationCompleted {
                 return Err(coded(
                     ErrorCode::AlreadyDone,
