@@ -9,6 +9,7 @@ pub mod app;
 pub mod ca;
 pub mod config;
 pub mod db;
+pub mod drs;
 pub mod embedded_pg;
 pub mod error;
 pub mod events;

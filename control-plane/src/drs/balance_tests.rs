@@ -1,0 +1,290 @@
+//! The balancing pass's behaviours, on generated clusters (seeded, so each run
+//! sees the same ones).
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::drs::imbalance::imbalance;
+
+fn host(cores: f64, mem_gib: f64) -> Host {
+    Host {
+        load: HostLoad {
+            cpu: 0.0,
+            cpu_capacity: cores,
+            mem_mib: 0.0,
+            mem_capacity_mib: mem_gib * 1024.0,
+        },
+        eligible: true,
+    }
+}
+
+/// Puts each VM's demand on its host.
+fn loaded(hosts: &[Host], vms: &[Vm]) -> Vec<Host> {
+    let mut out = hosts.to_vec();
+    for v in vms {
+        out[v.host].load.cpu += v.cpu;
+        out[v.host].load.mem_mib += v.mem_mib;
+    }
+    out
+}
+
+fn vm(host: usize, cpu: f64, mem_mib: f64) -> Vm {
+    Vm {
+        host,
+        cpu,
+        mem_mib,
+        movable: true,
+        cost_s: mem_mib / 1024.0, // about 1 s per GiB on 10 Gbit/s
+        left: Vec::new(),
+    }
+}
+
+/// 64 hosts, 2,000 VMs, a third of them on the first 16 hosts (which so carry
+/// about three times the others' load).
+fn skewed(rng: &mut StdRng) -> (Vec<Host>, Vec<Vm>) {
+    let hosts: Vec<Host> = (0..64)
+        .map(|i| host(if i % 2 == 0 { 64.0 } else { 96.0 }, 512.0))
+        .collect();
+    let vms = (0..2000)
+        .map(|i| {
+            let h = if i % 3 == 0 {
+                rng.gen_range(0..16)
+            } else {
+                rng.gen_range(0..64)
+            };
+            vm(
+                h,
+                rng.gen_range(0.1..2.0),
+                f64::from(rng.gen_range(1..9u32) * 1024),
+            )
+        })
+        .collect();
+    (hosts, vms)
+}
+
+/// Runs `passes` balancing passes, applying each plan; a VM moved is cooling down
+/// for `cooldown` passes and never goes back to a host it left (with a cooldown of
+/// 0, neither holds). Returns the imbalance after each pass and every move.
+fn run(
+    hosts: &[Host],
+    vms: &mut [Vm],
+    limits: &Limits,
+    passes: usize,
+    cooldown: usize,
+    mut hysteresis: Option<&mut Hysteresis>,
+) -> (Vec<f64>, Vec<(usize, usize, usize)>) {
+    let mut last_moved = vec![None::<usize>; vms.len()];
+    let mut curve = Vec::new();
+    let mut all = Vec::new();
+    for pass in 0..passes {
+        for (i, v) in vms.iter_mut().enumerate() {
+            v.movable = last_moved[i].is_none_or(|p| pass - p > cooldown);
+        }
+        let p = plan(&loaded(hosts, vms), vms, limits);
+        if let Some(h) = hysteresis.as_deref_mut() {
+            if !h.observe(p.before.combined, limits.threshold, hosts.len()) {
+                curve.push(p.before.combined);
+                continue;
+            }
+            h.reset();
+        }
+        for m in &p.moves {
+            if cooldown > 0 {
+                vms[m.vm].left.push(m.from);
+            }
+            vms[m.vm].host = m.to;
+            last_moved[m.vm] = Some(pass);
+            all.push((m.vm, m.from, m.to));
+        }
+        let now = imbalance(
+            &loaded(hosts, vms)
+                .iter()
+                .map(|h| h.load)
+                .collect::<Vec<_>>(),
+        );
+        assert!(
+            (now.combined - p.after.combined).abs() < 1e-9,
+            "the plan says what it did"
+        );
+        curve.push(now.combined);
+    }
+    (curve, all)
+}
+
+#[test]
+fn a_skewed_cluster_reaches_the_tolerance_within_ten_passes_then_rests() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let (hosts, mut vms) = skewed(&mut rng);
+    let start = imbalance(
+        &loaded(&hosts, &vms)
+            .iter()
+            .map(|h| h.load)
+            .collect::<Vec<_>>(),
+    );
+    let limits = Limits::default();
+    let tol = tolerance(limits.threshold, hosts.len()).unwrap();
+    assert!(start.combined > 2.0 * tol, "a skewed start: {start:?}");
+    let (curve, _) = run(&hosts, &mut vms, &limits, 10, 6, None);
+    let reached = curve.iter().position(|&c| c <= tol);
+    assert!(
+        reached.is_some(),
+        "tolerance {tol} not reached in 10 passes: {curve:?}"
+    );
+    // Balanced: 20 more passes propose nothing.
+    let (after, moves) = run(&hosts, &mut vms, &limits, 20, 6, None);
+    assert!(
+        moves.is_empty(),
+        "{} moves on a balanced cluster: {after:?}",
+        moves.len()
+    );
+}
+
+#[test]
+fn a_load_swinging_around_the_threshold_never_sends_a_vm_back() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let hosts: Vec<Host> = (0..16).map(|_| host(32.0, 256.0)).collect();
+    let mut vms: Vec<Vm> = (0..240)
+        .map(|i| vm(i % 16, rng.gen_range(0.2..1.5), 2048.0))
+        .collect();
+    let base: Vec<f64> = vms.iter().map(|v| v.cpu).collect();
+    // Threshold 4 (a 15 % spread): the swing crosses it both ways.
+    let limits = Limits {
+        threshold: 4,
+        ..Limits::default()
+    };
+    let mut ever_left: Vec<Vec<usize>> = vec![Vec::new(); vms.len()];
+    let mut total = 0;
+    // As the driver runs it: only an imbalance that persisted is acted on.
+    let mut hysteresis = Hysteresis::default();
+    for pass in 0..100 {
+        // Half the hosts' VMs swing up and down, around the tolerance.
+        let swing = 1.0 + 0.6 * (pass as f64 * 0.7).sin();
+        for (i, v) in vms.iter_mut().enumerate() {
+            v.cpu = if v.host < 8 { base[i] * swing } else { base[i] };
+        }
+        let (_, moves) = run(&hosts, &mut vms, &limits, 1, 6, Some(&mut hysteresis));
+        for (vmi, from, to) in moves {
+            assert!(
+                !ever_left[vmi].contains(&to),
+                "pass {pass}: VM {vmi} went back to host {to}, which it had left"
+            );
+            ever_left[vmi].push(from);
+            total += 1;
+        }
+    }
+    assert!(total > 0, "the swing was big enough to act on");
+    assert!(
+        total < 240,
+        "{total} moves in 100 passes: throwing VMs around"
+    );
+}
+
+#[test]
+fn threshold_one_never_moves_and_limits_hold() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (hosts, vms) = skewed(&mut rng);
+    let l = loaded(&hosts, &vms);
+    let none = plan(
+        &l,
+        &vms,
+        &Limits {
+            threshold: 1,
+            ..Limits::default()
+        },
+    );
+    assert!(none.moves.is_empty());
+    let p = plan(&l, &vms, &Limits::default());
+    assert!(!p.moves.is_empty() && p.moves.len() <= Limits::default().max_moves);
+    let mut per_host = vec![0; hosts.len()];
+    for m in &p.moves {
+        per_host[m.from] += 1;
+        per_host[m.to] += 1;
+        assert!(m.gain > 0.0);
+    }
+    assert!(per_host
+        .iter()
+        .all(|&n| n <= Limits::default().max_per_host));
+    // Ineligible hosts (maintenance) receive nothing; unmovable VMs stay.
+    let mut l2 = l.clone();
+    for h in l2.iter_mut().skip(8) {
+        h.eligible = h.load.cpu > 1e9;
+    }
+    assert!(plan(&l2, &vms, &Limits::default())
+        .moves
+        .iter()
+        .all(|m| m.to < 8));
+    let pinned: Vec<Vm> = vms
+        .iter()
+        .cloned()
+        .map(|mut v| {
+            v.movable = false;
+            v
+        })
+        .collect();
+    assert!(plan(&l, &pinned, &Limits::default()).moves.is_empty());
+}
+
+/// The best imbalance any assignment of the VMs reaches (memory fill respected).
+fn brute_force(hosts: &[Host], vms: &[Vm], fill: f64) -> f64 {
+    let n = hosts.len();
+    let mut best = f64::MAX;
+    let mut assign = vec![0usize; vms.len()];
+    loop {
+        let mut loads: Vec<HostLoad> = hosts.iter().map(|h| h.load).collect();
+        for (v, &h) in vms.iter().zip(&assign) {
+            loads[h].cpu += v.cpu;
+            loads[h].mem_mib += v.mem_mib;
+        }
+        if loads.iter().all(|l| l.mem_mib <= l.mem_capacity_mib * fill) {
+            best = best.min(imbalance(&loads).combined);
+        }
+        // Next assignment (base-n counter).
+        let mut i = 0;
+        loop {
+            if i == assign.len() {
+                return best;
+            }
+            assign[i] += 1;
+            if assign[i] < n {
+                break;
+            }
+            assign[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn small_clusters_come_within_ten_percent_of_the_best_assignment() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for case in 0..20 {
+        let n = rng.gen_range(2..=4);
+        let hosts: Vec<Host> = (0..n).map(|_| host(16.0, 64.0)).collect();
+        let count = rng.gen_range(3..=8);
+        let mut vms: Vec<Vm> = (0..count)
+            .map(|_| {
+                vm(
+                    0,
+                    rng.gen_range(0.5..4.0),
+                    f64::from(rng.gen_range(1..8u32) * 1024),
+                )
+            })
+            .collect();
+        let best = brute_force(&hosts, &vms, 0.9);
+        let limits = Limits {
+            threshold: 5,
+            max_moves: 100,
+            max_per_host: 100,
+            mem_fill: 0.9,
+        };
+        // Passes until it rests (no cooldown: the brute force has none either).
+        let (curve, _) = run(&hosts, &mut vms, &limits, 10, 0, None);
+        let got = *curve.last().unwrap();
+        let start = 1.0; // all on host 0
+        assert!(
+            got <= best + 0.10 * (start - best) || got <= tolerance(5, n).unwrap(),
+            "case {case}: {n} hosts, {count} VMs: {got:.3} vs best {best:.3}"
+        );
+    }
+}
