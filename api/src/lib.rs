@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod datastore;
+pub mod drs;
 pub mod event;
 pub mod host;
 pub mod ids;

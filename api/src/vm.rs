@@ -184,7 +184,28 @@ pub struct Vm {
     pub nics: Vec<Nic>,
     pub boot: Option<Boot>,
     pub migration_policy: MigrationPolicy,
+    /// The VM's own balancing level; none: the cluster's.
+    pub drs_automation: Option<crate::drs::VmDrsAutomation>,
     pub created_at: DateTime<Utc>,
+}
+
+/// `PATCH /vms/{id}`: only the fields given change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmPatch {
+    /// The VM's own balancing level; `null` returns it to the cluster's.
+    #[serde(default, deserialize_with = "some_nullable")]
+    #[schema(value_type = Option<crate::drs::VmDrsAutomation>)]
+    pub drs_automation: Option<Option<crate::drs::VmDrsAutomation>>,
+}
+
+/// Tells "absent" (`None`) apart from "null" (`Some(None)`).
+fn some_nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `POST /vms`.

@@ -62,6 +62,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Option<commands::clusters::ClusterCmd>,
     },
+    /// Balancing (DRS): show a cluster's balance, run a pass, apply or dismiss
+    /// recommendations, set a VM's own level.
+    Drs {
+        #[command(subcommand)]
+        cmd: commands::drs::DrsCmd,
+    },
     /// Datastores.
     #[command(alias = "datastore")]
     Datastores,

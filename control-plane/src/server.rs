@@ -111,6 +111,8 @@ async fn serve(
         agents: agents.clone(),
         links: Arc::default(),
         saga_hooks: hooks,
+        loads: Arc::default(),
+        drs: Arc::default(),
     };
 
     let stop = CancellationToken::new();
@@ -147,6 +149,7 @@ async fn serve(
 
     let liveness = tokio::spawn(monitor::liveness_loop(app.clone(), stop.clone()));
     let reconcile = tokio::spawn(monitor::reconcile_loop(app.clone(), agents, stop.clone()));
+    let balancing = tokio::spawn(crate::app::drs::drs_loop(app.clone(), stop.clone()));
 
     tracing::info!(%http_addr, %grpc_addr, version = crate::VERSION, "ferry control plane ready");
     // Finish or unwind what a previous control plane left in flight.
@@ -178,7 +181,7 @@ async fn serve(
     let (g, h) = tokio::join!(grpc_task, http_task);
     g?.context("gRPC server")?;
     h?.context("HTTP server")?;
-    let _ = tokio::join!(liveness, reconcile);
+    let _ = tokio::join!(liveness, reconcile, balancing);
     Ok(())
 }
 

@@ -30,6 +30,7 @@ use ferry_proto::v1::{PowerAction, VmRuntime, VmSpec, VmState};
 use serde_json::json;
 use tokio::sync::broadcast;
 
+mod load;
 mod memory;
 mod migrate;
 mod spec;
@@ -106,6 +107,7 @@ pub struct QemuVms {
     events: broadcast::Sender<VmRuntime>,
     generation: Generation,
     pub shutdown_timeout: Duration,
+    load_sampler: load::LoadSampler,
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -175,6 +177,7 @@ impl QemuVms {
             events,
             generation: Generation::default(),
             shutdown_timeout: Duration::from_secs(30),
+            load_sampler: load::LoadSampler::default(),
         }))
     }
 
@@ -766,6 +769,23 @@ impl QemuVms {
             }
         }
         out
+    }
+
+    /// Each running VM's load since the last call.
+    pub fn loads(&self) -> Vec<ferry_proto::v1::VmLoad> {
+        let running: Vec<(String, u32)> = self
+            .vms
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter_map(|h| {
+                        let l = h.live.lock().ok()?;
+                        (l.state == PowerState::Running).then_some((h.id.clone(), l.pid?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.load_sampler.sample(&running)
     }
 
     pub fn console(&self, id: &str, max_bytes: usize) -> anyhow::Result<String> {

@@ -297,6 +297,7 @@ async fn report_loop(
             cpu_pct,
             mem_pct,
             memory_free_mib: spec.hypervisor.memory().free_mib,
+            vm_loads: spec.hypervisor.vm_loads(),
         };
         match client.heartbeat(hb).await {
             Ok(resp) => {

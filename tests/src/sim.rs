@@ -236,6 +236,25 @@ impl SimCluster {
         }
     }
 
+    /// Runs `ferryctl` against this control plane: (success, stdout, stderr).
+    /// Asynchronously: the control plane serves from this test's own runtime.
+    pub async fn ferryctl(&self, args: &[&str]) -> (bool, String, String) {
+        let token =
+            std::fs::read_to_string(self.data_dir().join("admin.token")).expect("admin.token");
+        let out = tokio::process::Command::new(bin("ferryctl"))
+            .args(args)
+            .env("FERRY_URL", &self.api.base)
+            .env("FERRY_TOKEN", token.trim())
+            .output()
+            .await
+            .expect("run ferryctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("cp")
     }

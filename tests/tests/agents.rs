@@ -156,6 +156,7 @@ async fn calls_without_a_valid_certificate_are_refused_both_ways() {
         cpu_pct: 1.0,
         mem_pct: 1.0,
         memory_free_mib: 1,
+        vm_loads: vec![],
     };
 
     // To the control plane: no client certificate → unauthenticated.

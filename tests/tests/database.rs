@@ -133,6 +133,8 @@ async fn migrations_apply_to_an_empty_database_once() {
             "certificate_authority",
             "clusters",
             "datastores",
+            "drs_passes",
+            "drs_recommendations",
             "events",
             "host_datastores",
             "host_networks",

@@ -622,12 +622,17 @@ async fn openapi_spec_matches_the_routes() {
         ("/api/v1/hosts/{id}", &["get"]),
         ("/api/v1/clusters", &["get", "post"]),
         ("/api/v1/clusters/{id}", &["get", "patch"]),
+        ("/api/v1/clusters/{id}/drs", &["get"]),
+        ("/api/v1/clusters/{id}/drs/run", &["post"]),
+        ("/api/v1/clusters/{id}/drs/recommendations", &["get"]),
+        ("/api/v1/drs/recommendations/{id}/apply", &["post"]),
+        ("/api/v1/drs/recommendations/{id}/dismiss", &["post"]),
         ("/api/v1/datastores", &["get"]),
         ("/api/v1/datastores/{id}", &["get"]),
         ("/api/v1/networks", &["get"]),
         ("/api/v1/networks/{id}", &["get"]),
         ("/api/v1/vms", &["get", "post"]),
-        ("/api/v1/vms/{id}", &["get", "delete"]),
+        ("/api/v1/vms/{id}", &["get", "patch", "delete"]),
         ("/api/v1/vms/{id}/power", &["post"]),
         ("/api/v1/vms/{id}/console", &["get"]),
         ("/api/v1/vms/{id}/migrate", &["post"]),
@@ -651,7 +656,7 @@ async fn openapi_spec_matches_the_routes() {
     }
     assert_eq!(
         paths.len(),
-        24,
+        29,
         "the spec lists a route the server does not have (or the reverse)"
     );
     // Every documented operation answers (not 404/405) on the server.

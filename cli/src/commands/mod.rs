@@ -1,6 +1,7 @@
 //! One module per resource; `run` dispatches.
 
 pub mod clusters;
+pub mod drs;
 pub mod events;
 pub mod hosts;
 pub mod inventory;
@@ -112,6 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hosts { cmd } => hosts::run(&ctx, cmd).await,
         Command::Vms { cmd } => vms::run(&ctx, cmd).await,
         Command::Clusters { cmd } => clusters::run(&ctx, cmd).await,
+        Command::Drs { cmd } => drs::run(&ctx, cmd).await,
         Command::Datastores => inventory::datastores(&ctx).await,
         Command::Networks => inventory::networks(&ctx).await,
         Command::Tasks { cmd } => tasks::run(&ctx, cmd).await,

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod clusters;
 pub mod datastores;
+pub mod drs;
 pub mod events;
 pub mod extract;
 pub mod health;
@@ -37,9 +38,10 @@ use crate::error::ApiError;
         health::get,
         hosts::list, hosts::get,
         clusters::list, clusters::create, clusters::get, clusters::patch,
+        drs::get, drs::run, drs::recommendations, drs::apply, drs::dismiss,
         datastores::list, datastores::get,
         networks::list, networks::get,
-        vms::list, vms::create, vms::get, vms::delete, vms::power, vms::console,
+        vms::list, vms::create, vms::get, vms::patch, vms::delete, vms::power, vms::console,
         migrations::check, migrations::start, migrations::list, migrations::get, migrations::cancel,
         tasks::list, tasks::get,
         events::list, events::stream,
@@ -72,12 +74,29 @@ pub fn router(app: App) -> Router {
         .route("/hosts/{id}", get(hosts::get))
         .route("/clusters", get(clusters::list).post(clusters::create))
         .route("/clusters/{id}", get(clusters::get).patch(clusters::patch))
+        .route("/clusters/{id}/drs", get(drs::get))
+        .route("/clusters/{id}/drs/run", axum::routing::post(drs::run))
+        .route(
+            "/clusters/{id}/drs/recommendations",
+            get(drs::recommendations),
+        )
+        .route(
+            "/drs/recommendations/{id}/apply",
+            axum::routing::post(drs::apply),
+        )
+        .route(
+            "/drs/recommendations/{id}/dismiss",
+            axum::routing::post(drs::dismiss),
+        )
         .route("/datastores", get(datastores::list))
         .route("/datastores/{id}", get(datastores::get))
         .route("/networks", get(networks::list))
         .route("/networks/{id}", get(networks::get))
         .route("/vms", get(vms::list).post(vms::create))
-        .route("/vms/{id}", get(vms::get).delete(vms::delete))
+        .route(
+            "/vms/{id}",
+            get(vms::get).patch(vms::patch).delete(vms::delete),
+        )
         .route("/vms/{id}/power", axum::routing::post(vms::power))
         .route("/vms/{id}/console", get(vms::console))
         .route(

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use ferry_api::task::Task;
 use ferry_api::token::Role;
-use ferry_api::vm::{PowerRequest, Vm, VmCreate};
+use ferry_api::vm::{PowerRequest, Vm, VmCreate, VmPatch};
 use ferry_api::{ClusterId, HostId, Page, Problem, VmId};
 use serde::Deserialize;
 
@@ -73,6 +73,19 @@ pub async fn get(
     ApiPath(id): ApiPath<VmId>,
 ) -> ApiResult<Json<Vm>> {
     Ok(Json(app.vm_get(id).await?))
+}
+
+#[utoipa::path(operation_id = "vms_patch", patch, path = "/api/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid)),
+    request_body = VmPatch,
+    responses((status = 200, body = Vm), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn patch(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<VmId>,
+    ApiJson(req): ApiJson<VmPatch>,
+) -> ApiResult<Json<Vm>> {
+    caller.require(Role::Operator)?;
+    Ok(Json(app.vm_patch(id, req).await?))
 }
 
 #[utoipa::path(operation_id = "vms_delete", delete, path = "/api/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid)),

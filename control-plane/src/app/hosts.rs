@@ -101,6 +101,13 @@ impl App {
             0.0
         };
         crate::metrics::Metrics::inc(&self.metrics.heartbeats);
+        let now = std::time::Instant::now();
+        for l in &hb.vm_loads {
+            if let Ok(vm) = l.vm_id.parse() {
+                self.loads
+                    .record(id, vm, l.cpu_cores, l.mem_used_mib as f64, now);
+            }
+        }
         let outcome = self
             .db
             .host_heartbeat(id, cpu, mem, hb.memory_free_mib)

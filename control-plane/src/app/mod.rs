@@ -3,8 +3,10 @@
 
 pub mod analysis;
 pub mod clusters;
+pub mod drs;
 pub mod host_fit;
 pub mod hosts;
+pub mod load;
 pub mod migrate_checks;
 pub mod migrations;
 pub mod names;
@@ -40,4 +42,8 @@ pub struct App {
     pub links: Arc<analysis::LinkCache>,
     /// The saga executor's test hooks (none set outside the tests).
     pub saga_hooks: Arc<crate::saga::Hooks>,
+    /// Each VM's smoothed load, from the agents' heartbeats.
+    pub loads: Arc<load::LoadCache>,
+    /// The periodic balancing passes' state per cluster.
+    pub drs: Arc<drs::DrsState>,
 }

@@ -201,6 +201,31 @@ impl App {
             .ok_or_else(|| ApiError::not_found("VM", id))
     }
 
+    /// `PATCH /vms/{id}`: the fields given change.
+    pub async fn vm_patch(&self, id: VmId, patch: ferry_api::vm::VmPatch) -> ApiResult<Vm> {
+        let vm = self.vm_get(id).await?;
+        if let Some(level) = patch.drs_automation {
+            if !self.db.vm_set_drs_automation(id, level).await? {
+                return Err(ApiError::not_found("vm", id));
+            }
+            self.events
+                .record(
+                    NewEvent::info(
+                        "vm.updated",
+                        format!(
+                            "VM {}: balancing {}",
+                            vm.name,
+                            level
+                                .map_or("as its cluster's".to_string(), |l| l.as_str().to_string())
+                        ),
+                    )
+                    .vm(id),
+                )
+                .await;
+        }
+        self.vm_get(id).await
+    }
+
     pub async fn vm_delete(&self, id: VmId) -> ApiResult<()> {
         let vm = self.vm_get(id).await?;
         if let Some(op) = self.db.vm_op_fetch(id).await? {

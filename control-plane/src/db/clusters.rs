@@ -70,6 +70,15 @@ impl Db {
         .await
     }
 
+    /// Every cluster (there are few: a cluster is tens to thousands of hosts).
+    pub async fn cluster_list_all(&self) -> sqlx::Result<Vec<Cluster>> {
+        let rows: Vec<ClusterRow> =
+            sqlx::query_as(&format!("{SELECT} FROM clusters c ORDER BY c.id"))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Cluster::from).collect())
+    }
+
     pub async fn cluster_fetch(&self, id: ClusterId) -> sqlx::Result<Option<Cluster>> {
         let row: Option<ClusterRow> =
             sqlx::query_as(&format!("{SELECT} FROM clusters c WHERE c.id = $1"))

@@ -5,6 +5,7 @@
 pub mod ca;
 pub mod clusters;
 pub mod datastores;
+pub mod drs;
 pub mod events;
 pub mod hosts;
 pub mod migrations;

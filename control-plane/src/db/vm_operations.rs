@@ -70,6 +70,20 @@ impl Db {
         Self::vm_op_release_on(&mut conn, vm, op).await
     }
 
+    /// The VMs of a cluster that an operation holds.
+    pub async fn vm_op_list_cluster(
+        &self,
+        cluster: ferry_api::ClusterId,
+    ) -> sqlx::Result<std::collections::HashSet<VmId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT o.vm_id FROM vm_operations o JOIN vms v ON v.id = o.vm_id WHERE v.cluster_id = $1",
+        )
+        .bind(cluster.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(VmId).collect())
+    }
+
     /// The operation holding `vm`, if any.
     pub async fn vm_op_fetch(&self, vm: VmId) -> sqlx::Result<Option<OperationRef>> {
         let row: Option<(String, Uuid)> =

@@ -23,6 +23,7 @@ pub struct VmRow {
     pub machine_type: String,
     pub boot: Option<Json<Boot>>,
     pub migration_policy: Json<MigrationPolicy>,
+    pub drs_automation: Option<String>,
     pub created_at: DateTime<Utc>,
     pub disks: Json<Vec<Disk>>,
     pub nics: Json<Vec<Nic>>,
@@ -44,13 +45,17 @@ impl From<VmRow> for Vm {
             nics: r.nics.0,
             boot: r.boot.map(|b| b.0),
             migration_policy: r.migration_policy.0,
+            drs_automation: r
+                .drs_automation
+                .as_deref()
+                .and_then(ferry_api::drs::VmDrsAutomation::parse),
             created_at: r.created_at,
         }
     }
 }
 
 const SELECT: &str = "SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_state, v.vcpus, v.memory_mib, \
-    v.cpu_model, v.machine_type, v.boot, v.migration_policy, v.created_at, \
+    v.cpu_model, v.machine_type, v.boot, v.migration_policy, v.drs_automation, v.created_at, \
     COALESCE((SELECT json_agg(json_build_object('datastore_id', d.datastore_id, 'size_bytes', d.size_bytes, \
               'path', d.path) ORDER BY d.idx) FROM vm_disks d WHERE d.vm_id = v.id), '[]'::json) AS disks, \
     COALESCE((SELECT json_agg(json_build_object('network_id', n.network_id, 'mac', n.mac) ORDER BY n.idx) \
@@ -63,7 +68,7 @@ const PAGE_REST: &str = ", \
     nc AS (SELECT vm_id, json_agg(json_build_object('network_id', network_id, 'mac', mac) ORDER BY idx) AS j \
            FROM vm_nics WHERE vm_id = ANY(ARRAY(SELECT id FROM page)) GROUP BY vm_id) \
     SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_state, v.vcpus, v.memory_mib, \
-    v.cpu_model, v.machine_type, v.boot, v.migration_policy, v.created_at, \
+    v.cpu_model, v.machine_type, v.boot, v.migration_policy, v.drs_automation, v.created_at, \
     COALESCE(dk.j, '[]'::json) AS disks, COALESCE(nc.j, '[]'::json) AS nics \
     FROM page v LEFT JOIN dk ON dk.vm_id = v.id LEFT JOIN nc ON nc.vm_id = v.id ORDER BY v.id";
 
@@ -173,6 +178,32 @@ impl Db {
         }
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// The running VMs of a cluster that have a host (what balancing weighs).
+    pub async fn vm_list_cluster_running(&self, cluster: ClusterId) -> sqlx::Result<Vec<Vm>> {
+        let rows: Vec<VmRow> = sqlx::query_as(&format!(
+            "{SELECT} FROM vms v WHERE v.cluster_id = $1 AND v.power_state = 'running' \
+             AND v.host_id IS NOT NULL ORDER BY v.id"
+        ))
+        .bind(cluster.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Vm::from).collect())
+    }
+
+    /// The VM's own balancing level (`None`: the cluster's). False if no such VM.
+    pub async fn vm_set_drs_automation(
+        &self,
+        id: VmId,
+        level: Option<ferry_api::drs::VmDrsAutomation>,
+    ) -> sqlx::Result<bool> {
+        let r = sqlx::query("UPDATE vms SET drs_automation = $2, updated_at = now() WHERE id = $1")
+            .bind(id.0)
+            .bind(level.map(|l| l.as_str()))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn vm_set_host_on(

@@ -458,6 +458,11 @@ impl Hysteresis {
     pub fn reset(&mut self) {
         self.above = 0;
     }
+
+    /// Consecutive evaluations above the tolerance so far.
+    pub fn rounds(&self) -> u32 {
+        self.above
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ferry_proto::v1::{
     CpuFacts, MemoryFacts, MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest,
-    MigrationStatusReply, PowerAction, VmRuntime, VmSpec,
+    MigrationStatusReply, PowerAction, VmLoad, VmRuntime, VmSpec,
 };
 use tokio::sync::broadcast;
 
@@ -34,6 +34,8 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn load(&self) -> (f32, f32);
     /// e.g. `QEMU emulator version 7.2.x`.
     fn version(&self) -> String;
+    /// Each running VM's load since the last call (sent with heartbeats).
+    fn vm_loads(&self) -> Vec<VmLoad>;
 
     /// A power operation: `On` needs `spec`; `Shutdown` asks the guest (ACPI) and
     /// forces it off after the timeout.

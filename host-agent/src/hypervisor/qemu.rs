@@ -136,6 +136,10 @@ impl Hypervisor for QemuBackend {
         self.version.clone()
     }
 
+    fn vm_loads(&self) -> Vec<ferry_proto::v1::VmLoad> {
+        self.vms.loads()
+    }
+
     async fn vm_power(
         &self,
         vm_id: &str,

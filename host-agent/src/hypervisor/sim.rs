@@ -257,6 +257,21 @@ impl Hypervisor for SimHost {
         format!("ferry-sim {}", crate::VERSION)
     }
 
+    fn vm_loads(&self) -> Vec<ferry_proto::v1::VmLoad> {
+        self.lock()
+            .iter()
+            .filter(|(_, v)| v.state == VmState::VmRunning)
+            .map(|(id, v)| {
+                let g = GuestModel::from_cmdline(&v.spec.cmdline);
+                ferry_proto::v1::VmLoad {
+                    vm_id: id.clone(),
+                    cpu_cores: g.cpu_cores.unwrap_or(0.1),
+                    mem_used_mib: g.mem_used_mib.unwrap_or(v.spec.memory_mib / 2),
+                }
+            })
+            .collect()
+    }
+
     async fn vm_power(
         &self,
         vm_id: &str,

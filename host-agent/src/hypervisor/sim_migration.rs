@@ -20,16 +20,21 @@
 //! Per-VM model parameters come from the VM's kernel command line, so a test sets
 //! them through the ordinary API: `sim.dirty_mibps=N` (dirty rate), `sim.fail_at_pass=N`
 //! (the migration fails at that pass), `sim.step=1` (step mode: the model advances
-//! one pass each time the status is asked, not with the clock).
+//! one pass each time the status is asked, not with the clock), and the load it
+//! reports for balancing: `sim.cpu=CORES`, `sim.mem_used_mib=N`.
 
 use ferry_proto::v1::MigrationStatus;
 
 /// What a sim VM's command line says about its guest.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GuestModel {
     pub dirty_bps: u64,
     pub fail_at_pass: Option<u64>,
     pub step: bool,
+    /// CPU demand in cores (`sim.cpu=1.5`; default 0.1) and memory in use
+    /// (`sim.mem_used_mib=N`; default half the VM's memory), for balancing.
+    pub cpu_cores: Option<f64>,
+    pub mem_used_mib: Option<u64>,
 }
 
 impl GuestModel {
@@ -43,6 +48,10 @@ impl GuestModel {
                 "sim.dirty_mibps" => m.dirty_bps = v.parse::<u64>().unwrap_or(0) << 20,
                 "sim.fail_at_pass" => m.fail_at_pass = v.parse().ok(),
                 "sim.step" => m.step = v == "1",
+                "sim.cpu" => {
+                    m.cpu_cores = v.parse().ok().filter(|c: &f64| c.is_finite() && *c >= 0.0)
+                }
+                "sim.mem_used_mib" => m.mem_used_mib = v.parse().ok(),
                 _ => {}
             }
         }
@@ -250,8 +259,7 @@ mod tests {
     fn dirtying_faster_than_the_link_never_converges_without_help() {
         let g = GuestModel {
             dirty_bps: 200 << 20,
-            step: false,
-            fail_at_pass: None,
+            ..Default::default()
         };
         let mut m = Move::new(params(512, 1000), g);
         m.advance(120.0);
@@ -287,7 +295,9 @@ mod tests {
             GuestModel {
                 dirty_bps: 8 << 20,
                 fail_at_pass: Some(2),
-                step: true
+                step: true,
+                cpu_cores: None,
+                mem_used_mib: None,
             }
         );
         let (passes, _, st) = Move::new(params(1024, 1000), g).run_to_end();
