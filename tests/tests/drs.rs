@@ -270,3 +270,58 @@ async fn fully_automated_balancing_moves_vms_and_evens_the_load() {
     .await;
     assert!(after < before, "{after} < {before}");
 }
+
+#[tokio::test]
+async fn placement_picks_the_host_that_leaves_the_cluster_best_balanced() {
+    // sim0-0002 has the most memory (512 GiB) but is busy; sim0-0003 is idle.
+    let c = SimCluster::start(3, 10_000, &[]).await;
+    for i in 0..2 {
+        c.vm(
+            &format!("hog-{i}"),
+            1,
+            4096,
+            "sim.cpu=60 sim.mem_used_mib=4096",
+        )
+        .await;
+    }
+    let mover = c.vm("mover", 0, 2048, "sim.cpu=4").await;
+    let cluster = c.api.ok("/clusters").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the hogs' load to be measured", T, || {
+        let (api, cluster) = (c.api.clone(), cluster.clone());
+        async move {
+            let s = api.ok(&format!("/clusters/{cluster}/drs")).await;
+            (s["imbalance"]["cpu"].as_f64()? > 0.3).then_some(())
+        }
+    })
+    .await;
+    // A migration without a destination goes where the cluster stays most even.
+    let check = c
+        .api
+        .post(&format!("/vms/{mover}/migrate/check"), &json!({}))
+        .await;
+    assert_eq!(check.status, 200, "{check:?}");
+    assert_eq!(
+        check.body["destination_host_id"],
+        c.host(2).to_string(),
+        "{check:?}"
+    );
+    // So does a new VM without a host.
+    let net = c.api.ok("/networks?name=vmnet").await["items"][0]["id"].clone();
+    let r = c
+        .api
+        .post(
+            "/vms",
+            &json!({"name": "placed", "vcpus": 8, "memory_mib": 1024, "nics": [{"network_id": net}],
+                    "boot": {"kernel": "/sim/vmlinuz"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_ne!(
+        r.body["host_id"],
+        c.host(1).to_string(),
+        "not on the busy host"
+    );
+}

@@ -34,6 +34,8 @@ use crate::error::{ApiError, ApiResult};
 pub const COOLDOWN: Duration = Duration::from_secs(30 * 60);
 /// A VM does not go back to a host it left within this long.
 pub const HISTORY: Duration = Duration::from_secs(24 * 3600);
+/// The share of its vCPUs a VM not measured yet is assumed to keep busy.
+const NEW_VM_CPU_SHARE: f64 = 0.5;
 /// Link bandwidth assumed for a move's cost when none was measured (1 Gbit/s).
 const DEFAULT_LINK_BPS: f64 = 125e6;
 
@@ -166,6 +168,57 @@ impl App {
             input_hosts,
             input_vms,
         })
+    }
+
+    /// `hosts` ordered best first for a VM with `cpu` cores of demand and `mem_mib`
+    /// in use (leaving `from`, if it moves): by the cluster's combined imbalance once
+    /// it is there — the one measure placement and balancing share — then by free
+    /// memory. Hosts the balancing view does not weigh (not connected) go last.
+    pub async fn rank_by_balance(
+        &self,
+        cluster: ClusterId,
+        mut hosts: Vec<Host>,
+        from: Option<HostId>,
+        cpu: f64,
+        mem_mib: f64,
+    ) -> ApiResult<Vec<Host>> {
+        let c = self.cluster_get(cluster).await?;
+        let snap = self.drs_snapshot(&c).await?;
+        let mut loads: Vec<HostLoad> = snap.input_hosts.iter().map(|h| h.load).collect();
+        let index: HashMap<HostId, usize> = snap
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.id, i))
+            .collect();
+        if let Some(i) = from.and_then(|f| index.get(&f)) {
+            loads[*i].cpu = (loads[*i].cpu - cpu).max(0.0);
+            loads[*i].mem_mib = (loads[*i].mem_mib - mem_mib).max(0.0);
+        }
+        let score = |h: &Host| -> f64 {
+            let Some(&i) = index.get(&h.id) else {
+                return f64::MAX;
+            };
+            let mut l = loads.clone();
+            l[i].cpu += cpu;
+            l[i].mem_mib += mem_mib;
+            crate::drs::imbalance::imbalance(&l).combined
+        };
+        let mut scored: Vec<(f64, Host)> = hosts.drain(..).map(|h| (score(&h), h)).collect();
+        scored.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(b.1.memory.free_mib.cmp(&a.1.memory.free_mib))
+        });
+        Ok(scored.into_iter().map(|(_, h)| h).collect())
+    }
+
+    /// A VM's load for placement: measured if it is, else a new VM's guess (half its
+    /// vCPUs busy, all its memory in use).
+    pub fn vm_demand(&self, vm: &Vm) -> (f64, f64) {
+        match self.loads.get(vm.id) {
+            Some(l) if Some(l.host) == vm.host_id => (l.cpu, l.mem_mib),
+            _ => (f64::from(vm.vcpus) * NEW_VM_CPU_SHARE, vm.memory_mib as f64),
+        }
     }
 
     /// `GET /clusters/{id}/drs`.

@@ -191,8 +191,10 @@ impl App {
                 };
                 let mut hosts = self.db.host_list(page, &f).await?.items;
                 hosts.retain(|h| h.id != source.id);
-                hosts.sort_by_key(|h| std::cmp::Reverse(h.memory.free_mib));
-                hosts
+                // Best balanced first (the measure balancing uses), as placement does.
+                let (cpu, mem) = self.vm_demand(&vm);
+                self.rank_by_balance(vm.cluster_id, hosts, Some(source.id), cpu, mem)
+                    .await?
             }
         };
         let mut first: Option<(Host, Vec<Check>)> = None;

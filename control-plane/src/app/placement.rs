@@ -28,9 +28,14 @@ impl App {
         Ok(host)
     }
 
-    /// The best host of `cluster` for the VM.
-    pub async fn place(&self, cluster: ClusterId, needs: &Needs<'_>) -> ApiResult<Host> {
-        let mut best: Option<Host> = None;
+    /// The best host of `cluster` for a VM of `demand` (cores, MiB in use).
+    pub async fn place(
+        &self,
+        cluster: ClusterId,
+        needs: &Needs<'_>,
+        demand: (f64, f64),
+    ) -> ApiResult<Host> {
+        let mut fitting: Vec<Host> = Vec::new();
         let mut why = Vec::new();
         let mut after = None;
         loop {
@@ -47,12 +52,7 @@ impl App {
             for h in page.items {
                 let m = misfits(&h, needs);
                 if m.is_empty() {
-                    if best
-                        .as_ref()
-                        .is_none_or(|b| h.memory.free_mib > b.memory.free_mib)
-                    {
-                        best = Some(h);
-                    }
+                    fitting.push(h);
                 } else if why.len() < 20 {
                     why.extend(reasons(&m));
                 }
@@ -62,7 +62,10 @@ impl App {
                 None => break,
             }
         }
-        best.ok_or_else(|| {
+        let ranked = self
+            .rank_by_balance(cluster, fitting, None, demand.0, demand.1)
+            .await?;
+        ranked.into_iter().next().ok_or_else(|| {
             ApiError::conflict(
                 "no_suitable_host",
                 "no connected host in the cluster can run this VM",

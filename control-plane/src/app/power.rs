@@ -45,7 +45,8 @@ impl App {
                     datastores: &ds,
                     networks: &nets,
                 };
-                (self.place(vm.cluster_id, &needs).await?.id, true)
+                let demand = self.vm_demand(&vm);
+                (self.place(vm.cluster_id, &needs, demand).await?.id, true)
             }
             (None, _) => {
                 return Err(ApiError::conflict(

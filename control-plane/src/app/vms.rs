@@ -136,7 +136,11 @@ impl App {
         };
         let host_id = match req.host_id {
             Some(h) => self.host_fit(h, &needs).await?.id,
-            None => self.place(cluster_id, &needs).await?.id,
+            None => {
+                // A new VM: half its vCPUs busy and all its memory in use, until measured.
+                let demand = (f64::from(req.vcpus) * 0.5, req.memory_mib as f64);
+                self.place(cluster_id, &needs, demand).await?.id
+            }
         };
         let policy = req.migration_policy.unwrap_or_default();
         if !(1..=60_000).contains(&policy.max_downtime_ms) {
