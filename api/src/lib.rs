@@ -11,6 +11,7 @@ pub mod drs;
 pub mod event;
 pub mod host;
 pub mod ids;
+pub mod maintenance;
 pub mod migration;
 pub mod network;
 pub mod page;

@@ -81,6 +81,11 @@ impl Client {
             .await
     }
 
+    /// A DELETE whose answer has a body.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         let resp = self
             .request(Method::DELETE, path)

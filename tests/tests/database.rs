@@ -139,6 +139,7 @@ async fn migrations_apply_to_an_empty_database_once() {
             "host_datastores",
             "host_networks",
             "hosts",
+            "maintenance",
             "migrations",
             "networks",
             "saga_events",

@@ -620,6 +620,8 @@ async fn openapi_spec_matches_the_routes() {
         ("/api/v1/health", &["get"][..]),
         ("/api/v1/hosts", &["get"]),
         ("/api/v1/hosts/{id}", &["get"]),
+        ("/api/v1/hosts/{id}/maintenance", &["get", "post", "delete"]),
+        ("/api/v1/hosts/{id}/maintenance/cancel", &["post"]),
         ("/api/v1/clusters", &["get", "post"]),
         ("/api/v1/clusters/{id}", &["get", "patch"]),
         ("/api/v1/clusters/{id}/drs", &["get"]),
@@ -656,7 +658,7 @@ async fn openapi_spec_matches_the_routes() {
     }
     assert_eq!(
         paths.len(),
-        29,
+        31,
         "the spec lists a route the server does not have (or the reverse)"
     );
     // Every documented operation answers (not 404/405) on the server.

@@ -294,3 +294,111 @@ async fn a_database_error_at_every_write_of_an_unwind_still_unwinds() {
     }
     assert!(n >= 8, "the unwind's writes were covered ({n})");
 }
+
+/// Enters maintenance on host 0 and waits for its saga to end; returns the
+/// maintenance record.
+async fn evacuate(c: &SimCluster) -> Value {
+    let h0 = c.host(0);
+    let r = c
+        .api
+        .post(&format!("/hosts/{h0}/maintenance"), &json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    wait_for("the evacuation to end", T, || {
+        let api = c.api.clone();
+        async move {
+            let m = api.ok(&format!("/hosts/{h0}/maintenance")).await;
+            (m["state"] != "evacuating").then_some(m)
+        }
+    })
+    .await
+}
+
+/// Leaves maintenance if the host is in it, so the next round can enter again.
+async fn reset_host(c: &SimCluster) {
+    let h0 = c.host(0);
+    if c.api.ok(&format!("/hosts/{h0}")).await["state"] == "maintenance" {
+        assert_eq!(
+            c.api
+                .delete(&format!("/hosts/{h0}/maintenance"))
+                .await
+                .status,
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_evacuation_saga_unwinds_retries_and_recovers_at_each_node() {
+    use ferry_control_plane::sagas::evacuate::Evacuate;
+    let c = SimCluster::start(3, 10_000, &[]).await;
+    let names: Vec<&str> = Evacuate::nodes().iter().map(|n| n.name).collect();
+    for (k, node) in names.iter().enumerate() {
+        // (a) the node fails right after its action.
+        let vm = c.vm(&format!("evac-fail-{node}"), 0, 512, STEP).await;
+        c.hooks.set_fail_after(Some(node));
+        let m = evacuate(&c).await;
+        let host = c.api.ok(&format!("/hosts/{}", c.host(0))).await;
+        if k < Evacuate::NO_RETURN {
+            assert_eq!(m["state"], "failed", "{node}: {m}");
+            assert_eq!(
+                host["state"], "connected",
+                "{node}: the host takes VMs again"
+            );
+        } else {
+            assert_eq!(m["state"], "in_maintenance", "{node}: retried forward: {m}");
+            assert_eq!(host["state"], "maintenance");
+        }
+        // Wherever it is, the VM runs exactly once.
+        one_running_copy(&c, &vm).await;
+        reset_host(&c).await;
+
+        // (c) the saga stops right after the node, as a crash would; recovery ends it.
+        let vm = c.vm(&format!("evac-crash-{node}"), 0, 512, STEP).await;
+        c.hooks.set_crash_after(Some(node));
+        let h0 = c.host(0);
+        let r = c
+            .api
+            .post(&format!("/hosts/{h0}/maintenance"), &json!({}))
+            .await;
+        assert_eq!(r.status, 202, "{r:?}");
+        let saga: uuid::Uuid = {
+            let pool = c.db.pool().await;
+            sqlx::query_scalar("SELECT saga_id FROM maintenance WHERE id = $1")
+                .bind(
+                    r.body["id"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<uuid::Uuid>()
+                        .unwrap(),
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        wait_for(&format!("the evacuation to stop after {node}"), T, || {
+            let app = c.app.clone();
+            async move {
+                let ev = app.db.saga_events(SagaId(saga)).await.ok()?;
+                ev.iter()
+                    .any(|e| e.node == *node && e.event.as_str() == "succeeded")
+                    .then_some(())
+            }
+        })
+        .await;
+        ferry_control_plane::saga::recover_all(&c.app)
+            .await
+            .expect("recover");
+        let m = wait_for("the recovered evacuation to end", T, || {
+            let api = c.api.clone();
+            async move {
+                let m = api.ok(&format!("/hosts/{h0}/maintenance")).await;
+                (m["state"] != "evacuating").then_some(m)
+            }
+        })
+        .await;
+        assert_eq!(m["state"], "in_maintenance", "{node}: {m}");
+        assert_ne!(one_running_copy(&c, &vm).await, 0, "{node}: moved off");
+        reset_host(&c).await;
+    }
+}

@@ -12,10 +12,18 @@ pub enum HostCmd {
     List,
     /// One host in full (by name or id).
     Show { host: String },
+    /// Maintenance mode: enter (evacuate; `--dry-run` shows the plan), show,
+    /// cancel, exit.
+    Maintenance {
+        host: String,
+        #[command(subcommand)]
+        cmd: super::maintenance::MaintenanceCmd,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: Option<HostCmd>) -> anyhow::Result<()> {
     match cmd.unwrap_or(HostCmd::List) {
+        HostCmd::Maintenance { host, cmd } => super::maintenance::run(ctx, &host, cmd).await,
         HostCmd::List => {
             let mut hosts: Vec<Host> = ctx.list_all("/hosts").await?;
             hosts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -34,7 +42,7 @@ pub async fn run(ctx: &Ctx, cmd: Option<HostCmd>) -> anyhow::Result<()> {
                 for h in hosts {
                     t.row(vec![
                         h.name.clone(),
-                        format!("{:?}", h.state).to_lowercase(),
+                        h.state.as_str().into(),
                         h.accel.as_str().into(),
                         format!("{} cores", h.cpu.cores),
                         format!(
@@ -59,7 +67,7 @@ pub async fn run(ctx: &Ctx, cmd: Option<HostCmd>) -> anyhow::Result<()> {
                     format!("name:        {}", h.name),
                     format!("id:          {}", h.id),
                     format!("cluster:     {}", h.cluster_id),
-                    format!("state:       {:?}", h.state).to_lowercase(),
+                    format!("state:       {}", h.state.as_str()),
                     format!("address:     {}", h.address),
                     format!("accel:       {} ({})", h.accel.as_str(), h.accel_reason),
                     format!(

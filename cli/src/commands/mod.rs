@@ -5,6 +5,7 @@ pub mod drs;
 pub mod events;
 pub mod hosts;
 pub mod inventory;
+pub mod maintenance;
 pub mod migrations;
 pub mod tasks;
 pub mod tokens;

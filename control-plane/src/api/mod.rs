@@ -10,6 +10,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod hosts;
+pub mod maintenance;
 pub mod migrations;
 pub mod networks;
 pub mod tasks;
@@ -37,6 +38,7 @@ use crate::error::ApiError;
     paths(
         health::get,
         hosts::list, hosts::get,
+        maintenance::enter, maintenance::get, maintenance::cancel, maintenance::exit,
         clusters::list, clusters::create, clusters::get, clusters::patch,
         drs::get, drs::run, drs::recommendations, drs::apply, drs::dismiss,
         datastores::list, datastores::get,
@@ -72,6 +74,16 @@ pub fn router(app: App) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::get))
+        .route(
+            "/hosts/{id}/maintenance",
+            get(maintenance::get)
+                .post(maintenance::enter)
+                .delete(maintenance::exit),
+        )
+        .route(
+            "/hosts/{id}/maintenance/cancel",
+            axum::routing::post(maintenance::cancel),
+        )
         .route("/clusters", get(clusters::list).post(clusters::create))
         .route("/clusters/{id}", get(clusters::get).patch(clusters::patch))
         .route("/clusters/{id}/drs", get(drs::get))

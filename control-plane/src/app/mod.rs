@@ -7,6 +7,7 @@ pub mod drs;
 pub mod host_fit;
 pub mod hosts;
 pub mod load;
+pub mod maintenance;
 pub mod migrate_checks;
 pub mod migrations;
 pub mod names;

@@ -213,6 +213,33 @@ impl Db {
             .await
     }
 
+    /// Migrations off `host` created since `since`: (vm, id, state, destination).
+    pub async fn migration_list_from_host(
+        &self,
+        host: HostId,
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<(VmId, MigrationId, MigrationState, HostId)>> {
+        let rows: Vec<(Uuid, Uuid, String, Uuid)> = sqlx::query_as(
+            "SELECT vm_id, id, state, destination_host_id FROM migrations \
+             WHERE source_host_id = $1 AND created_at >= $2 ORDER BY created_at",
+        )
+        .bind(host.0)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(vm, id, st, d)| {
+                (
+                    VmId(vm),
+                    MigrationId(id),
+                    MigrationState::parse(&st).unwrap_or(MigrationState::Failed),
+                    HostId(d),
+                )
+            })
+            .collect())
+    }
+
     /// Unfinished migrations touching `host` (for its concurrency budget).
     pub async fn migration_active_on_host(&self, host: HostId) -> sqlx::Result<i64> {
         sqlx::query_scalar(

@@ -8,6 +8,7 @@ pub mod datastores;
 pub mod drs;
 pub mod events;
 pub mod hosts;
+pub mod maintenance;
 pub mod migrations;
 pub mod networks;
 pub mod sagas;

@@ -180,6 +180,32 @@ impl Db {
         Ok(id)
     }
 
+    /// Re-homes a stopped VM from `from` to `to` (its disks are on shared storage,
+    /// so nothing moves but the record). False if it is no longer stopped there.
+    pub async fn vm_rehome(&self, id: VmId, from: HostId, to: HostId) -> sqlx::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE vms SET host_id = $3, updated_at = now() \
+             WHERE id = $1 AND host_id = $2 AND power_state = 'stopped'",
+        )
+        .bind(id.0)
+        .bind(from.0)
+        .bind(to.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Every VM recorded on `host`.
+    pub async fn vm_list_on_host(&self, host: HostId) -> sqlx::Result<Vec<Vm>> {
+        let rows: Vec<VmRow> = sqlx::query_as(&format!(
+            "{SELECT} FROM vms v WHERE v.host_id = $1 ORDER BY v.memory_mib, v.id"
+        ))
+        .bind(host.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Vm::from).collect())
+    }
+
     /// The running VMs of a cluster that have a host (what balancing weighs).
     pub async fn vm_list_cluster_running(&self, cluster: ClusterId) -> sqlx::Result<Vec<Vm>> {
         let rows: Vec<VmRow> = sqlx::query_as(&format!(

@@ -350,12 +350,23 @@ pub async fn recover_all(app: &App) -> anyhow::Result<()> {
                 crate::sagas::migrate::KIND => {
                     resume::<crate::sagas::migrate::Migrate>(&app, row).await
                 }
+                crate::sagas::evacuate::KIND => {
+                    resume::<crate::sagas::evacuate::Evacuate>(&app, row).await
+                }
                 other => Err(anyhow::anyhow!("unknown saga kind {other}")),
             };
             match r {
                 Ok(outcome) => tracing::info!(saga = %id, ?outcome, "recovered saga ended"),
                 Err(e) => {
                     tracing::error!(saga = %id, "cannot resume: {e:#}; marking it failed");
+                    let why = serde_json::json!({ "error": format!("cannot resume: {e:#}") });
+                    if let Err(e) = app
+                        .db
+                        .saga_event(id, "recovery", NodeEvent::Failed, &why)
+                        .await
+                    {
+                        tracing::error!(saga = %id, "record why: {e}");
+                    }
                     if let Err(e) = app.db.saga_set_state(id, SagaState::Failed).await {
                         tracing::error!(saga = %id, "mark failed: {e}");
                     }
