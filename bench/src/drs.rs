@@ -11,8 +11,9 @@
 use std::time::Instant;
 
 use clap::Parser;
-use ferry_control_plane::drs::balance::{plan, tolerance, Host, Limits, Vm};
+use ferry_control_plane::drs::balance::{plan, tolerance, with_vms as loaded, Host, Limits, Vm};
 use ferry_control_plane::drs::imbalance::{imbalance, HostLoad};
+use ferry_control_plane::drs::reference::best_assignment as brute_force;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -53,15 +54,6 @@ fn vm(host: usize, cpu: f64, mem_mib: f64) -> Vm {
     }
 }
 
-fn loaded(hosts: &[Host], vms: &[Vm]) -> Vec<Host> {
-    let mut out = hosts.to_vec();
-    for v in vms {
-        out[v.host].load.cpu += v.cpu;
-        out[v.host].load.mem_mib += v.mem_mib;
-    }
-    out
-}
-
 fn combined(hosts: &[Host], vms: &[Vm]) -> f64 {
     imbalance(
         &loaded(hosts, vms)
@@ -81,37 +73,6 @@ fn cpu_now() -> f64 {
         .map(|v| v.parse().unwrap_or(0.0))
         .collect();
     (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
-}
-
-fn brute_force(hosts: &[Host], vms: &[Vm], fill: f64) -> f64 {
-    let n = hosts.len();
-    let mut best = f64::MAX;
-    let mut assign = vec![0usize; vms.len()];
-    let mut loads: Vec<HostLoad> = hosts.iter().map(|h| h.load).collect();
-    loop {
-        for (l, h) in loads.iter_mut().zip(hosts) {
-            *l = h.load;
-        }
-        for (v, &h) in vms.iter().zip(&assign) {
-            loads[h].cpu += v.cpu;
-            loads[h].mem_mib += v.mem_mib;
-        }
-        if loads.iter().all(|l| l.mem_mib <= l.mem_capacity_mib * fill) {
-            best = best.min(imbalance(&loads).combined);
-        }
-        let mut i = 0;
-        loop {
-            if i == assign.len() {
-                return best;
-            }
-            assign[i] += 1;
-            if assign[i] < n {
-                break;
-            }
-            assign[i] = 0;
-            i += 1;
-        }
-    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -23,8 +23,6 @@ use ferry_api::{ClusterId, HostId, VmId};
 use tokio_util::sync::CancellationToken;
 
 use super::App;
-use crate::db::hosts::HostFilter;
-use crate::db::PageReq;
 use crate::drs::balance::{self, Hysteresis, Limits};
 use crate::drs::imbalance::HostLoad;
 use crate::error::{ApiError, ApiResult};
@@ -80,29 +78,12 @@ fn view(i: crate::drs::imbalance::Imbalance) -> Imbalance {
 
 impl App {
     async fn drs_snapshot(&self, cluster: &Cluster) -> ApiResult<Snapshot> {
-        let mut hosts = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .db
-                .host_list(
-                    PageReq { limit: 1000, after },
-                    &HostFilter {
-                        name: None,
-                        cluster_id: Some(cluster.id),
-                    },
-                )
-                .await?;
-            hosts.extend(
-                page.items
-                    .into_iter()
-                    .filter(|h| h.state == HostState::Connected && h.cpu.cores > 0),
-            );
-            match page.next_cursor.and_then(|c| c.parse().ok()) {
-                Some(c) => after = Some(c),
-                None => break,
-            }
-        }
+        let hosts: Vec<Host> = self
+            .cluster_hosts(cluster.id)
+            .await?
+            .into_iter()
+            .filter(|h| h.state == HostState::Connected && h.cpu.cores > 0)
+            .collect();
         let index: HashMap<HostId, usize> =
             hosts.iter().enumerate().map(|(i, h)| (h.id, i)).collect();
         let vms = self.db.vm_list_cluster_running(cluster.id).await?;

@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use ferry_api::host::{Host, HostState};
 use ferry_api::migration::Check;
 use ferry_api::problem::Reason;
+use ferry_api::vm::Vm;
 use ferry_api::{DatastoreId, NetworkId};
 
 /// Memory QEMU itself needs beside the guest's RAM.
@@ -27,6 +28,31 @@ pub struct Needs<'a> {
     pub cpu_model: &'a str,
     pub datastores: &'a [DatastoreId],
     pub networks: &'a [NetworkId],
+}
+
+/// A recorded VM's datastores and networks, which its [`Needs`] borrow.
+pub struct VmParts {
+    pub datastores: Vec<DatastoreId>,
+    pub networks: Vec<NetworkId>,
+}
+
+impl VmParts {
+    pub fn of(vm: &Vm) -> Self {
+        Self {
+            datastores: vm.disks.iter().map(|d| d.datastore_id).collect(),
+            networks: vm.nics.iter().map(|n| n.network_id).collect(),
+        }
+    }
+
+    /// What `vm` needs from a host.
+    pub fn needs<'a>(&'a self, vm: &'a Vm) -> Needs<'a> {
+        Needs {
+            memory_mib: vm.memory_mib,
+            cpu_model: &vm.cpu_model,
+            datastores: &self.datastores,
+            networks: &self.networks,
+        }
+    }
 }
 
 /// Where the host stands in the question (only the connection check's name differs).

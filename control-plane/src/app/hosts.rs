@@ -154,4 +154,30 @@ impl App {
         }
         Ok(lost.len())
     }
+
+    /// Every host of `cluster`, all pages.
+    pub async fn cluster_hosts(
+        &self,
+        cluster: ferry_api::ClusterId,
+    ) -> ApiResult<Vec<ferry_api::host::Host>> {
+        let mut hosts = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .db
+                .host_list(
+                    crate::db::PageReq { limit: 1000, after },
+                    &crate::db::hosts::HostFilter {
+                        name: None,
+                        cluster_id: Some(cluster),
+                    },
+                )
+                .await?;
+            hosts.extend(page.items);
+            match page.next_cursor.and_then(|c| c.parse().ok()) {
+                Some(c) => after = Some(c),
+                None => return Ok(hosts),
+            }
+        }
+    }
 }

@@ -16,11 +16,10 @@ use ferry_api::problem::Reason;
 use ferry_api::vm::{PowerState, Vm};
 use ferry_api::{HostId, SagaId};
 
-use super::host_fit::{misfits, reasons, Needs, QEMU_OVERHEAD_MIB};
+use super::host_fit::{misfits, reasons, VmParts, QEMU_OVERHEAD_MIB};
 use super::App;
-use crate::db::hosts::HostFilter;
 use crate::db::maintenance::HostMode;
-use crate::db::{Db, PageReq};
+use crate::db::Db;
 use crate::error::{is_unique_violation, ApiError, ApiResult};
 use crate::sagas::evacuate;
 
@@ -32,21 +31,9 @@ const MOVE_OVERHEAD_S: f64 = 1.0;
 impl App {
     /// The other connected hosts of `host`'s cluster.
     pub async fn evacuation_targets(&self, host: &Host) -> ApiResult<Vec<Host>> {
-        let page = self
-            .db
-            .host_list(
-                PageReq {
-                    limit: 1000,
-                    after: None,
-                },
-                &HostFilter {
-                    name: None,
-                    cluster_id: Some(host.cluster_id),
-                },
-            )
-            .await?;
-        Ok(page
-            .items
+        Ok(self
+            .cluster_hosts(host.cluster_id)
+            .await?
             .into_iter()
             .filter(|h| h.id != host.id && h.state == HostState::Connected)
             .collect())
@@ -62,14 +49,8 @@ impl App {
         promised: &HashMap<HostId, u64>,
         avoid: &[HostId],
     ) -> ApiResult<(Vec<Host>, Vec<Reason>)> {
-        let ds: Vec<_> = vm.disks.iter().map(|d| d.datastore_id).collect();
-        let nets: Vec<_> = vm.nics.iter().map(|n| n.network_id).collect();
-        let needs = Needs {
-            memory_mib: vm.memory_mib,
-            cpu_model: &vm.cpu_model,
-            datastores: &ds,
-            networks: &nets,
-        };
+        let parts = VmParts::of(vm);
+        let needs = parts.needs(vm);
         let mut fitting = Vec::new();
         let mut why = Vec::new();
         for t in targets.iter().filter(|t| !avoid.contains(&t.id)) {

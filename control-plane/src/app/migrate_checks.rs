@@ -7,10 +7,8 @@ use ferry_api::migration::{Check, MigrateRequest};
 use ferry_api::vm::{MigrationPolicy, PowerState, Vm};
 use ferry_api::VmId;
 
-use super::host_fit::{self, FitKind, Needs, Role};
+use super::host_fit::{self, FitKind, Role, VmParts};
 use super::App;
-use crate::db::hosts::HostFilter;
-use crate::db::PageReq;
 use crate::error::{ApiError, ApiResult};
 
 fn check(name: &str, passed: bool, code: &str, detail: String) -> Check {
@@ -69,14 +67,8 @@ impl App {
             format!("host {} is in another cluster than the VM", dest.name),
         ));
         // The host-fit rules placement uses, then what a move adds to them.
-        let ds: Vec<_> = vm.disks.iter().map(|d| d.datastore_id).collect();
-        let nets: Vec<_> = vm.nics.iter().map(|n| n.network_id).collect();
-        let needs = Needs {
-            memory_mib: vm.memory_mib,
-            cpu_model: &vm.cpu_model,
-            datastores: &ds,
-            networks: &nets,
-        };
+        let parts = VmParts::of(vm);
+        let needs = parts.needs(vm);
         let baseline = self
             .db
             .cluster_fetch(vm.cluster_id)
@@ -181,15 +173,7 @@ impl App {
                 ApiError::unprocessable("unknown_host", format!("no host with id {d}"))
             })?],
             None => {
-                let page = PageReq {
-                    limit: 1000,
-                    after: None,
-                };
-                let f = HostFilter {
-                    name: None,
-                    cluster_id: Some(vm.cluster_id),
-                };
-                let mut hosts = self.db.host_list(page, &f).await?.items;
+                let mut hosts = self.cluster_hosts(vm.cluster_id).await?;
                 hosts.retain(|h| h.id != source.id);
                 // Best balanced first (the measure balancing uses), as placement does.
                 let (cpu, mem) = self.vm_demand(&vm);

@@ -9,8 +9,6 @@ use ferry_api::{ClusterId, HostId};
 use super::host_fit::{misfits, reasons};
 pub use super::host_fit::{Needs, QEMU_OVERHEAD_MIB};
 use super::App;
-use crate::db::hosts::HostFilter;
-use crate::db::PageReq;
 use crate::error::{ApiError, ApiResult};
 
 impl App {
@@ -37,29 +35,12 @@ impl App {
     ) -> ApiResult<Host> {
         let mut fitting: Vec<Host> = Vec::new();
         let mut why = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .db
-                .host_list(
-                    PageReq { limit: 1000, after },
-                    &HostFilter {
-                        name: None,
-                        cluster_id: Some(cluster),
-                    },
-                )
-                .await?;
-            for h in page.items {
-                let m = misfits(&h, needs);
-                if m.is_empty() {
-                    fitting.push(h);
-                } else if why.len() < 20 {
-                    why.extend(reasons(&m));
-                }
-            }
-            match page.next_cursor.and_then(|c| c.parse().ok()) {
-                Some(c) => after = Some(c),
-                None => break,
+        for h in self.cluster_hosts(cluster).await? {
+            let m = misfits(&h, needs);
+            if m.is_empty() {
+                fitting.push(h);
+            } else if why.len() < 20 {
+                why.extend(reasons(&m));
             }
         }
         let ranked = self

@@ -14,7 +14,7 @@ use ferry_proto::v1::{
 
 use ferry_proto::errors::Failure;
 
-use super::placement::Needs;
+use super::host_fit::VmParts;
 use super::App;
 use crate::db::events::NewEvent;
 use crate::db::vm_operations::OpKind;
@@ -37,14 +37,8 @@ impl App {
         let (host_id, place) = match (vm.host_id, action) {
             (Some(h), _) => (h, false),
             (None, PowerAction::On) => {
-                let ds: Vec<_> = vm.disks.iter().map(|d| d.datastore_id).collect();
-                let nets: Vec<_> = vm.nics.iter().map(|n| n.network_id).collect();
-                let needs = Needs {
-                    memory_mib: vm.memory_mib,
-                    cpu_model: &vm.cpu_model,
-                    datastores: &ds,
-                    networks: &nets,
-                };
+                let parts = VmParts::of(&vm);
+                let needs = parts.needs(&vm);
                 let demand = self.vm_demand(&vm);
                 (self.place(vm.cluster_id, &needs, demand).await?.id, true)
             }

@@ -133,6 +133,16 @@ pub struct Plan {
     pub moves: Vec<Move>,
 }
 
+/// `hosts` with each VM's demand added to its host's load.
+pub fn with_vms(hosts: &[Host], vms: &[Vm]) -> Vec<Host> {
+    let mut out = hosts.to_vec();
+    for v in vms {
+        out[v.host].load.cpu += v.cpu;
+        out[v.host].load.mem_mib += v.mem_mib;
+    }
+    out
+}
+
 /// Sums of loads and of their squares, per resource: the imbalance in O(1).
 #[derive(Debug, Clone, Copy)]
 struct Sums {

@@ -19,14 +19,10 @@ fn host(cores: f64, mem_gib: f64) -> Host {
     }
 }
 
-/// Puts each VM's demand on its host.
+use crate::drs::reference::best_assignment as brute_force;
+
 fn loaded(hosts: &[Host], vms: &[Vm]) -> Vec<Host> {
-    let mut out = hosts.to_vec();
-    for v in vms {
-        out[v.host].load.cpu += v.cpu;
-        out[v.host].load.mem_mib += v.mem_mib;
-    }
-    out
+    with_vms(hosts, vms)
 }
 
 fn vm(host: usize, cpu: f64, mem_mib: f64) -> Vm {
@@ -223,36 +219,6 @@ fn threshold_one_never_moves_and_limits_hold() {
         })
         .collect();
     assert!(plan(&l, &pinned, &Limits::default()).moves.is_empty());
-}
-
-/// The best imbalance any assignment of the VMs reaches (memory fill respected).
-fn brute_force(hosts: &[Host], vms: &[Vm], fill: f64) -> f64 {
-    let n = hosts.len();
-    let mut best = f64::MAX;
-    let mut assign = vec![0usize; vms.len()];
-    loop {
-        let mut loads: Vec<HostLoad> = hosts.iter().map(|h| h.load).collect();
-        for (v, &h) in vms.iter().zip(&assign) {
-            loads[h].cpu += v.cpu;
-            loads[h].mem_mib += v.mem_mib;
-        }
-        if loads.iter().all(|l| l.mem_mib <= l.mem_capacity_mib * fill) {
-            best = best.min(imbalance(&loads).combined);
-        }
-        // Next assignment (base-n counter).
-        let mut i = 0;
-        loop {
-            if i == assign.len() {
-                return best;
-            }
-            assign[i] += 1;
-            if assign[i] < n {
-                break;
-            }
-            assign[i] = 0;
-            i += 1;
-        }
-    }
 }
 
 #[test]
