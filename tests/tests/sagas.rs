@@ -402,3 +402,24 @@ async fn the_evacuation_saga_unwinds_retries_and_recovers_at_each_node() {
         reset_host(&c).await;
     }
 }
+
+#[tokio::test]
+async fn every_evacuation_action_run_twice_ends_the_same() {
+    let c = SimCluster::start(3, 10_000, &[]).await;
+    let vms = [
+        c.vm("twice-a", 0, 512, STEP).await,
+        c.vm("twice-b", 0, 1024, STEP).await,
+    ];
+    c.hooks
+        .replay
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let m = evacuate(&c).await;
+    assert_eq!(m["state"], "in_maintenance", "{m}");
+    assert_eq!(
+        c.api.ok(&format!("/hosts/{}", c.host(0))).await["state"],
+        "maintenance"
+    );
+    for vm in &vms {
+        assert_ne!(one_running_copy(&c, vm).await, 0);
+    }
+}
