@@ -178,12 +178,33 @@ async fn serve(
         r = &mut Box::pin(stop.clone().cancelled_owned()) => r,
     }
     stop.cancel();
-    let (g, h) = tokio::join!(grpc_task, http_task);
-    g?.context("gRPC server")?;
-    h?.context("HTTP server")?;
-    let _ = tokio::join!(liveness, reconcile, balancing);
+    // Connections drain gracefully, for a while: a peer that vanished without
+    // closing (an agent whose network namespace was deleted under it) would hold
+    // the graceful shutdown forever, and the embedded database after it.
+    match tokio::time::timeout(SHUTDOWN_GRACE, async { tokio::join!(grpc_task, http_task) }).await {
+        Ok((g, h)) => {
+            g?.context("gRPC server")?;
+            h?.context("HTTP server")?;
+        }
+        Err(_) => tracing::warn!(
+            "connections still open {} s after the shutdown began; closing them",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
+    // The loops return as soon as they see the stop; they are not waited on longer.
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        tokio::join!(liveness, reconcile, balancing)
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("background loops still busy at shutdown; leaving them");
+    }
     Ok(())
 }
+
+/// How long the shutdown waits for open connections to close by themselves.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn db_clear_power(app: &App) -> anyhow::Result<u64> {
     app.db

@@ -771,23 +771,6 @@ impl QemuVms {
         out
     }
 
-    /// Each running VM's load since the last call.
-    pub fn loads(&self) -> Vec<ferry_proto::v1::VmLoad> {
-        let running: Vec<(String, u32)> = self
-            .vms
-            .lock()
-            .map(|m| {
-                m.values()
-                    .filter_map(|h| {
-                        let l = h.live.lock().ok()?;
-                        (l.state == PowerState::Running).then_some((h.id.clone(), l.pid?))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.load_sampler.sample(&running)
-    }
-
     pub fn console(&self, id: &str, max_bytes: usize) -> anyhow::Result<String> {
         let h = self.get(id).ok_or_else(|| not_here(id))?;
         let text = std::fs::read(h.dir.join("console.log")).unwrap_or_default();

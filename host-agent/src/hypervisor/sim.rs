@@ -412,13 +412,18 @@ impl Hypervisor for SimHost {
                     )
                     .is_some();
                     let mut s = r.into_inner();
-                    let _ = s.write_all(if ran { b"ok\n" } else { b"no\n" }).await;
+                    if let Err(e) = s.write_all(if ran { b"ok\n" } else { b"no\n" }).await {
+                        // The source then counts the move as failed and keeps the VM.
+                        tracing::warn!(vm = id, "answer the source's hand-over: {e}");
+                    }
                     if ran {
                         return;
                     }
                 }
             });
-            let _ = accept.await;
+            if accept.await.is_err() {
+                tracing::debug!("no source handed a VM over within an hour; listener closed");
+            }
         });
         Ok(MigrateInReply {
             uri: format!("sim:{}:{port}:{}", req.listen_ip, self.link_bps),
@@ -468,7 +473,7 @@ impl Hypervisor for SimHost {
             vm.outgoing = Some(out.clone());
             out
         };
-        let step = out.lock().map(|o| o.m.guest.step).unwrap_or(false);
+        let step = out.lock().unwrap_or_else(|p| p.into_inner()).m.guest.step;
         if !step {
             let (vms, generation, events) = (
                 self.vms.clone(),
@@ -638,10 +643,8 @@ async fn switch_over(
     generation: &Generation,
     events: &broadcast::Sender<VmRuntime>,
 ) {
-    let postcopy = out
-        .lock()
-        .map(|o| o.m.status == MigrationStatus::MigrationPostcopyActive)
-        .unwrap_or(false);
+    let postcopy = out.lock().unwrap_or_else(|p| p.into_inner()).m.status
+        == MigrationStatus::MigrationPostcopyActive;
     set_state(
         vms,
         generation,

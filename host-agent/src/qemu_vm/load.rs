@@ -85,6 +85,25 @@ impl LoadSampler {
     }
 }
 
+impl super::QemuVms {
+    /// Each running VM's load since the last call.
+    pub fn loads(&self) -> Vec<ferry_proto::v1::VmLoad> {
+        let running: Vec<(String, u32)> = self
+            .vms
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter_map(|h| {
+                        let l = h.live.lock().ok()?;
+                        (l.state == super::PowerState::Running).then_some((h.id.clone(), l.pid?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.load_sampler.sample(&running)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
