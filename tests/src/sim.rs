@@ -236,6 +236,29 @@ impl SimCluster {
         }
     }
 
+    /// `POST /hosts/{host i}/maintenance` with `body`, expecting 202; the answer.
+    pub async fn enter_maintenance(&self, i: usize, body: &Value) -> Value {
+        let r = self
+            .api
+            .post(&format!("/hosts/{}/maintenance", self.host(i)), body)
+            .await;
+        assert_eq!(r.status, 202, "{r:?}");
+        r.body
+    }
+
+    /// Waits until host i's latest maintenance is no longer evacuating; returns it.
+    pub async fn maintenance_ended(&self, i: usize) -> Value {
+        let path = format!("/hosts/{}/maintenance", self.host(i));
+        wait_for("the evacuation to end", Duration::from_secs(90), || {
+            let (api, path) = (self.api.clone(), path.clone());
+            async move {
+                let m = api.ok(&path).await;
+                (m["state"] != "evacuating").then_some(m)
+            }
+        })
+        .await
+    }
+
     /// Runs `ferryctl` against this control plane: (success, stdout, stderr).
     /// Asynchronously: the control plane serves from this test's own runtime.
     pub async fn ferryctl(&self, args: &[&str]) -> (bool, String, String) {

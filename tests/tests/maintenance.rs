@@ -172,11 +172,7 @@ async fn a_cancelled_evacuation_keeps_what_moved_and_reconnects_the_host() {
     let small = c.vm("small", 0, 64, "").await;
     let big = c.vm("big", 0, 1024, "").await;
     let h0 = c.host(0);
-    let r = c
-        .api
-        .post(&format!("/hosts/{h0}/maintenance"), &json!({}))
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
+    c.enter_maintenance(0, &json!({})).await;
     // The small VM goes first and arrives; the big one is under way.
     wait_for("the small VM to move and the big one to start", T, || {
         let (api, small, big) = (c.api.clone(), small.clone(), big.clone());

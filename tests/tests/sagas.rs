@@ -298,20 +298,8 @@ async fn a_database_error_at_every_write_of_an_unwind_still_unwinds() {
 /// Enters maintenance on host 0 and waits for its saga to end; returns the
 /// maintenance record.
 async fn evacuate(c: &SimCluster) -> Value {
-    let h0 = c.host(0);
-    let r = c
-        .api
-        .post(&format!("/hosts/{h0}/maintenance"), &json!({}))
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    wait_for("the evacuation to end", T, || {
-        let api = c.api.clone();
-        async move {
-            let m = api.ok(&format!("/hosts/{h0}/maintenance")).await;
-            (m["state"] != "evacuating").then_some(m)
-        }
-    })
-    .await
+    c.enter_maintenance(0, &json!({})).await;
+    c.maintenance_ended(0).await
 }
 
 /// Leaves maintenance if the host is in it, so the next round can enter again.
@@ -356,22 +344,11 @@ async fn the_evacuation_saga_unwinds_retries_and_recovers_at_each_node() {
         // (c) the saga stops right after the node, as a crash would; recovery ends it.
         let vm = c.vm(&format!("evac-crash-{node}"), 0, 512, STEP).await;
         c.hooks.set_crash_after(Some(node));
-        let h0 = c.host(0);
-        let r = c
-            .api
-            .post(&format!("/hosts/{h0}/maintenance"), &json!({}))
-            .await;
-        assert_eq!(r.status, 202, "{r:?}");
+        let r = c.enter_maintenance(0, &json!({})).await;
         let saga: uuid::Uuid = {
             let pool = c.db.pool().await;
             sqlx::query_scalar("SELECT saga_id FROM maintenance WHERE id = $1")
-                .bind(
-                    r.body["id"]
-                        .as_str()
-                        .unwrap()
-                        .parse::<uuid::Uuid>()
-                        .unwrap(),
-                )
+                .bind(r["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap())
                 .fetch_one(&pool)
                 .await
                 .unwrap()
@@ -389,14 +366,7 @@ async fn the_evacuation_saga_unwinds_retries_and_recovers_at_each_node() {
         ferry_control_plane::saga::recover_all(&c.app)
             .await
             .expect("recover");
-        let m = wait_for("the recovered evacuation to end", T, || {
-            let api = c.api.clone();
-            async move {
-                let m = api.ok(&format!("/hosts/{h0}/maintenance")).await;
-                (m["state"] != "evacuating").then_some(m)
-            }
-        })
-        .await;
+        let m = c.maintenance_ended(0).await;
         assert_eq!(m["state"], "in_maintenance", "{node}: {m}");
         assert_ne!(one_running_copy(&c, &vm).await, 0, "{node}: moved off");
         reset_host(&c).await;
