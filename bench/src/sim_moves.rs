@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use ferry_tests::procs::{ControlPlane, CpOptions, Proc};
-use ferry_tests::{bin, wait_for};
+use ferry_tests::{bin, proc_cpu_seconds, wait_for};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -37,17 +37,6 @@ struct Args {
     budget: u32,
     #[arg(long, default_value = "bench/results/sim_moves.json")]
     out: std::path::PathBuf,
-}
-
-/// utime + stime of `pid`, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 async fn all_pages(api: &ferry_tests::rest::Api, path: &str) -> Vec<Value> {
@@ -172,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Every move at once.
     println!("moving all {} at once", args.vms);
-    let cpu0 = cpu_seconds(cp_pid);
+    let cpu0 = proc_cpu_seconds(cp_pid);
     let t0 = Instant::now();
     let mut migrations = Vec::new();
     for (id, h, _) in &vms {
@@ -233,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(cp_pid) - cpu0;
+    let cpu = proc_cpu_seconds(cp_pid) - cpu0;
     let completed = final_states.iter().filter(|s| *s == "completed").count();
     let peak_host = peak.values().copied().max().unwrap_or(0);
     let budget = u64::from(args.budget);

@@ -72,6 +72,17 @@ where
 }
 
 /// A `/proc/<pid>/status` field in KiB (e.g. `VmRSS`, `VmHWM`); 0 when unknown.
+/// CPU time (user + system) process `pid` has used, seconds, from `/proc/PID/stat`
+/// (utime and stime are its fields 14 and 15: 12 and 13 after the parenthesised
+/// command name, which may hold spaces).
+pub fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()

@@ -19,7 +19,7 @@ fn host(cores: f64, mem_gib: f64) -> Host {
     }
 }
 
-use crate::drs::reference::best_assignment as brute_force;
+use crate::drs::reference::{best_assignment as brute_force, settle, small_cluster, SMALL_LIMITS};
 
 fn loaded(hosts: &[Host], vms: &[Vm]) -> Vec<Host> {
     with_vms(hosts, vms)
@@ -225,28 +225,10 @@ fn threshold_one_never_moves_and_limits_hold() {
 fn small_clusters_come_within_ten_percent_of_the_best_assignment() {
     let mut rng = StdRng::seed_from_u64(5);
     for case in 0..20 {
-        let n = rng.gen_range(2..=4);
-        let hosts: Vec<Host> = (0..n).map(|_| host(16.0, 64.0)).collect();
-        let count = rng.gen_range(3..=8);
-        let mut vms: Vec<Vm> = (0..count)
-            .map(|_| {
-                vm(
-                    0,
-                    rng.gen_range(0.5..4.0),
-                    f64::from(rng.gen_range(1..8u32) * 1024),
-                )
-            })
-            .collect();
-        let best = brute_force(&hosts, &vms, 0.9);
-        let limits = Limits {
-            threshold: 5,
-            max_moves: 100,
-            max_per_host: 100,
-            mem_fill: 0.9,
-        };
-        // Passes until it rests (no cooldown: the brute force has none either).
-        let (curve, _) = run(&hosts, &mut vms, &limits, 10, 0, None);
-        let got = *curve.last().unwrap();
+        let (hosts, mut vms) = small_cluster(&mut rng, 3..=8);
+        let (n, count) = (hosts.len(), vms.len());
+        let best = brute_force(&hosts, &vms, SMALL_LIMITS.mem_fill);
+        let got = settle(&hosts, &mut vms, &SMALL_LIMITS, 10);
         let start = 1.0; // all on host 0
         assert!(
             got <= best + 0.10 * (start - best) || got <= tolerance(5, n).unwrap(),

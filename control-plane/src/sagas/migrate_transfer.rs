@@ -178,15 +178,7 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
             s if in_postcopy(s) && !esc.postcopy_started => {
                 // Found in post-copy (the node runs again after a restart).
                 esc.postcopy_started = true;
-                ctx.write(
-                    "migration_set_state",
-                    app.db.migration_set_state(
-                        p.migration,
-                        MigrationState::SwitchingOver,
-                        "postcopy",
-                    ),
-                )
-                .await?;
+                mark_postcopy(ctx).await?;
             }
             _ => {}
         }
@@ -241,15 +233,7 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
                         // Past this the destination holds the VM: no more cancel (the
                         // state change closes the door; a cancel that slipped in first
                         // is honoured instead).
-                        ctx.write(
-                            "migration_set_state",
-                            app.db.migration_set_state(
-                                p.migration,
-                                MigrationState::SwitchingOver,
-                                "postcopy",
-                            ),
-                        )
-                        .await?;
+                        mark_postcopy(ctx).await?;
                         if ctx.cancel_requested().await? {
                             return Err(NodeError::Cancelled);
                         }
@@ -302,6 +286,18 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Records the migration past its switchover (post-copy): no cancel from here.
+async fn mark_postcopy(ctx: &MCtx<'_>) -> NodeResult<()> {
+    let p = ctx.params;
+    ctx.write(
+        "migration_set_state",
+        ctx.app
+            .db
+            .migration_set_state(p.migration, MigrationState::SwitchingOver, "postcopy"),
+    )
+    .await
 }
 
 /// Post-copy: the destination runs the VM but pulls pages from the source until
