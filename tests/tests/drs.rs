@@ -43,6 +43,18 @@ async fn lopsided() -> (SimCluster, String, Vec<String>) {
     (c, cluster, vms)
 }
 
+/// Passes asked for through the API. The cluster's periodic pass also records one
+/// (within its first 10 s tick, and then each `interval_s`), whenever the test
+/// happens to be slow enough to meet it, so it is not counted here.
+fn on_demand_passes(status: &Value) -> usize {
+    status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["trigger"] == "on_demand")
+        .count()
+}
+
 fn host_of(v: &Value) -> String {
     v["host_id"].as_str().unwrap().to_string()
 }
@@ -72,7 +84,7 @@ async fn manual_balancing_recommends_and_moves_only_what_is_applied() {
             < r.body["pass"]["before"]["combined"].as_f64()
     );
     let s = c.api.ok(&format!("/clusters/{cluster}/drs")).await;
-    assert_eq!(s["history"].as_array().unwrap().len(), 0);
+    assert_eq!(on_demand_passes(&s), 0);
     assert_eq!(s["recommendations"].as_array().unwrap().len(), 0);
 
     // A VM of its own level `disabled` is never recommended.
@@ -119,7 +131,7 @@ async fn manual_balancing_recommends_and_moves_only_what_is_applied() {
         );
     }
     let s = c.api.ok(&format!("/clusters/{cluster}/drs")).await;
-    assert_eq!(s["history"].as_array().unwrap().len(), 1);
+    assert_eq!(on_demand_passes(&s), 1);
     assert_eq!(s["recommendations"].as_array().unwrap().len(), recs.len());
 
     // Apply one: it moves; dismiss another: it stays; neither can be acted on twice.
