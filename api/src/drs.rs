@@ -120,6 +120,9 @@ pub struct DrsStatus {
     /// The latest passes, newest first.
     pub history: Vec<DrsPass>,
     pub recommendations: Vec<Recommendation>,
+    /// Placement rules broken now (each a sentence); balancing repairs them first.
+    #[serde(default)]
+    pub rule_violations: Vec<String>,
 }
 
 /// `POST /clusters/{id}/drs/run`.
@@ -138,6 +141,9 @@ pub struct DrsRun {
     pub recommendations: Vec<Recommendation>,
     /// Migrations the pass started (fully automated, not a dry run).
     pub migrations: Vec<MigrationId>,
+    /// Rules broken now that no move of this pass repairs, and why.
+    #[serde(default)]
+    pub unrepaired: Vec<String>,
 }
 
 /// A VM's own balancing level (`PATCH /vms/{id}`): `disabled` keeps it where it is.

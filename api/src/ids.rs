@@ -75,4 +75,8 @@ typed_id!(
     MigrationId,
     /// A saga (a durable multi-step operation).
     SagaId,
+    /// A placement rule (affinity, anti-affinity, VM-host).
+    RuleId,
+    /// A scheduled operation.
+    ScheduleId,
 );

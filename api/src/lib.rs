@@ -16,6 +16,8 @@ pub mod migration;
 pub mod network;
 pub mod page;
 pub mod problem;
+pub mod rule;
+pub mod schedule;
 pub mod task;
 pub mod token;
 pub mod vm;

@@ -53,6 +53,7 @@ fn vm(host: usize, cpu: f64, mem_mib: f64) -> Vm {
         movable: true,
         cost_s: mem_mib / 1024.0,
         left: Vec::new(),
+        rules: Default::default(),
     }
 }
 

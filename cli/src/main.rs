@@ -68,6 +68,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: commands::drs::DrsCmd,
     },
+    /// Placement rules: affinity, anti-affinity, VM-host must/should (not).
+    #[command(alias = "rules")]
+    Rule {
+        #[command(subcommand)]
+        cmd: commands::rules::RuleCmd,
+    },
     /// Datastores.
     #[command(alias = "datastore")]
     Datastores,

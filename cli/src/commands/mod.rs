@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod inventory;
 pub mod maintenance;
 pub mod migrations;
+pub mod rules;
 pub mod tasks;
 pub mod tokens;
 pub mod vms;
@@ -115,6 +116,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vms { cmd } => vms::run(&ctx, cmd).await,
         Command::Clusters { cmd } => clusters::run(&ctx, cmd).await,
         Command::Drs { cmd } => drs::run(&ctx, cmd).await,
+        Command::Rule { cmd } => rules::run(&ctx, cmd).await,
         Command::Datastores => inventory::datastores(&ctx).await,
         Command::Networks => inventory::networks(&ctx).await,
         Command::Tasks { cmd } => tasks::run(&ctx, cmd).await,

@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod maintenance;
 pub mod migrations;
 pub mod networks;
+pub mod rules;
 pub mod tasks;
 pub mod tokens;
 pub mod vms;
@@ -41,6 +42,7 @@ use crate::error::ApiError;
         maintenance::enter, maintenance::get, maintenance::cancel, maintenance::exit,
         clusters::list, clusters::create, clusters::get, clusters::patch,
         drs::get, drs::run, drs::recommendations, drs::apply, drs::dismiss,
+        rules::list, rules::create, rules::get, rules::delete,
         datastores::list, datastores::get,
         networks::list, networks::get,
         vms::list, vms::create, vms::get, vms::patch, vms::delete, vms::power, vms::console,
@@ -87,6 +89,8 @@ pub fn router(app: App) -> Router {
         .route("/clusters", get(clusters::list).post(clusters::create))
         .route("/clusters/{id}", get(clusters::get).patch(clusters::patch))
         .route("/clusters/{id}/drs", get(drs::get))
+        .route("/clusters/{id}/rules", get(rules::list).post(rules::create))
+        .route("/rules/{id}", get(rules::get).delete(rules::delete))
         .route("/clusters/{id}/drs/run", axum::routing::post(drs::run))
         .route(
             "/clusters/{id}/drs/recommendations",

@@ -23,7 +23,7 @@ use ferry_api::{ClusterId, HostId, VmId};
 use tokio_util::sync::CancellationToken;
 
 use super::App;
-use crate::drs::balance::{self, Hysteresis, Limits};
+use crate::drs::balance::{self, Hysteresis, Limits, MoveKind};
 use crate::drs::imbalance::HostLoad;
 use crate::error::{ApiError, ApiResult};
 
@@ -58,6 +58,18 @@ struct Snapshot {
     vms: Vec<(Vm, VmDrsAutomation)>,
     input_hosts: Vec<balance::Host>,
     input_vms: Vec<balance::Vm>,
+    /// Placement rules broken now.
+    violations: Vec<String>,
+}
+
+/// The violations that name `vm`, joined.
+fn rules_of_vm(violations: &[String], vm: &str) -> String {
+    let mine: Vec<&str> = violations
+        .iter()
+        .filter(|v| v.starts_with(&format!("{vm} ")))
+        .map(String::as_str)
+        .collect();
+    mine.join("; ")
 }
 
 fn level(cluster: DrsAutomation) -> VmDrsAutomation {
@@ -140,14 +152,31 @@ impl App {
                 left: moved
                     .map(|(_, left)| left.iter().filter_map(|h| index.get(h).copied()).collect())
                     .unwrap_or_default(),
+                rules: Default::default(),
             });
             kept.push((vm, lvl));
         }
+        let rules = self.rules_context(cluster.id, None).await?;
+        let vm_index: HashMap<VmId, usize> = kept
+            .iter()
+            .enumerate()
+            .map(|(i, (v, _))| (v.id, i))
+            .collect();
+        for (i, (vm, _)) in kept.iter().enumerate() {
+            input_vms[i].rules = rules.rules.indexed(vm.id, &index, &vm_index);
+        }
+        let violations = rules
+            .rules
+            .violations(&rules.at, &rules.names)
+            .into_values()
+            .flatten()
+            .collect();
         Ok(Snapshot {
             hosts,
             vms: kept,
             input_hosts,
             input_vms,
+            violations,
         })
     }
 
@@ -219,6 +248,7 @@ impl App {
             vms: snap.vms.len() as u32,
             history: self.db.drs_pass_history(id, 50).await?,
             recommendations: self.db.drs_recommendation_list(id, true, 200).await?,
+            rule_violations: snap.violations,
         })
     }
 
@@ -261,16 +291,26 @@ impl App {
                 to_host_id: snap.hosts[m.to].id,
                 gain: m.gain,
                 cost_s: m.cost_s,
-                reason: format!(
-                    "move {} ({:.2} cores, {:.0} MiB in use) from {} to {}: the imbalance drops by {:.4} for about {:.1} s of transfer",
-                    vm.name,
-                    v.cpu,
-                    v.mem_mib,
-                    load_of(m.from),
-                    load_of(m.to),
-                    m.gain,
-                    m.cost_s
-                ),
+                reason: match m.kind {
+                    MoveKind::Balance => format!(
+                        "move {} ({:.2} cores, {:.0} MiB in use) from {} to {}: the imbalance drops by {:.4} for about {:.1} s of transfer",
+                        vm.name,
+                        v.cpu,
+                        v.mem_mib,
+                        load_of(m.from),
+                        load_of(m.to),
+                        m.gain,
+                        m.cost_s
+                    ),
+                    MoveKind::RepairMust | MoveKind::RepairShould => format!(
+                        "move {} from {} to {}: repairs a broken {} rule ({})",
+                        vm.name,
+                        snap.hosts[m.from].name,
+                        snap.hosts[m.to].name,
+                        if m.kind == MoveKind::RepairMust { "must" } else { "should" },
+                        rules_of_vm(&snap.violations, &vm.name)
+                    ),
+                },
                 state: RecommendationState::Pending,
                 migration_id: None,
                 created_at: now,
@@ -313,6 +353,11 @@ impl App {
             pass,
             recommendations: recs,
             migrations: started,
+            unrepaired: plan
+                .unrepaired
+                .iter()
+                .map(|(i, why)| format!("{}: {why}", snap.vms[*i].0.name))
+                .collect(),
         })
     }
 
@@ -373,7 +418,8 @@ impl App {
     }
 
     /// One tick of the periodic passes: every cluster whose interval elapsed is
-    /// evaluated (and recorded); it acts once its imbalance persisted.
+    /// evaluated (and recorded); it acts once its imbalance persisted, or at once
+    /// when a placement rule is broken.
     pub async fn drs_tick(&self) -> anyhow::Result<()> {
         for cluster in self.db.cluster_list_all().await? {
             let due = {
@@ -406,7 +452,8 @@ impl App {
                 }
                 act
             };
-            if act {
+            // A broken rule is repaired at once, imbalance or not (mandatory moves).
+            if act || !snap.violations.is_empty() {
                 let run = self
                     .drs_run(cluster.id, DrsTrigger::Scheduled, false)
                     .await

@@ -17,6 +17,7 @@ use ferry_api::vm::{PowerState, Vm};
 use ferry_api::{HostId, SagaId};
 
 use super::host_fit::{misfits, reasons, VmParts, QEMU_OVERHEAD_MIB};
+use super::rules::RulesContext;
 use super::App;
 use crate::db::maintenance::HostMode;
 use crate::db::Db;
@@ -39,8 +40,10 @@ impl App {
             .collect())
     }
 
-    /// The fitting targets for `vm`, best balanced first, given memory already
-    /// promised to earlier moves (`promised`, MiB per host) and hosts to avoid.
+    /// The fitting targets for `vm`, best balanced first (those that keep its
+    /// should rules before the others), given memory already promised to earlier
+    /// moves (`promised`, MiB per host), hosts to avoid, and the rules (`rules`:
+    /// built with the host as `leaving`, earlier moves of the plan placed).
     pub async fn evacuation_destinations(
         &self,
         host: &Host,
@@ -48,6 +51,7 @@ impl App {
         targets: &[Host],
         promised: &HashMap<HostId, u64>,
         avoid: &[HostId],
+        rules: &RulesContext,
     ) -> ApiResult<(Vec<Host>, Vec<Reason>)> {
         let parts = VmParts::of(vm);
         let needs = parts.needs(vm);
@@ -66,6 +70,8 @@ impl App {
                 why.extend(reasons(&m));
             }
         }
+        let (fitting, broken) = rules.filter(vm.id, fitting);
+        why.extend(broken);
         if fitting.is_empty() && why.is_empty() {
             why.push(Reason {
                 code: "no_suitable_host".into(),
@@ -73,9 +79,10 @@ impl App {
             });
         }
         let (cpu, mem) = self.vm_demand(vm);
-        let ranked = self
+        let mut ranked = self
             .rank_by_balance(host.cluster_id, fitting, Some(host.id), cpu, mem)
             .await?;
+        rules.should_first(vm.id, &mut ranked);
         Ok((ranked, why))
     }
 
@@ -95,6 +102,7 @@ impl App {
         let mut vms = self.db.vm_list_on_host(host_id).await?;
         vms.sort_by_key(|v| (v.power_state != PowerState::Running, v.memory_mib));
         let mut promised: HashMap<HostId, u64> = HashMap::new();
+        let mut rules = self.rules_context(host.cluster_id, Some(host_id)).await?;
         let mut steps = Vec::new();
         let mut problems = Vec::new();
         let mut moves_s = Vec::new();
@@ -105,11 +113,14 @@ impl App {
                 continue;
             }
             let (ranked, why) = self
-                .evacuation_destinations(&host, vm, &targets, &promised, &[])
+                .evacuation_destinations(&host, vm, &targets, &promised, &[], &rules)
                 .await?;
             match ranked.first() {
                 Some(dest) if vm.power_state != PowerState::Paused => {
                     *promised.entry(dest.id).or_default() += vm.memory_mib + QEMU_OVERHEAD_MIB;
+                    if running {
+                        rules.at.insert(vm.id, dest.id);
+                    }
                     let link = self
                         .known_link_bandwidth(host_id, dest.id)
                         .map_or(DEFAULT_LINK_BPS, |b| b as f64);

@@ -5,9 +5,10 @@
 use ferry_api::host::Host;
 use ferry_api::migration::{Check, MigrateRequest};
 use ferry_api::vm::{MigrationPolicy, PowerState, Vm};
-use ferry_api::VmId;
+use ferry_api::{HostId, VmId};
 
 use super::host_fit::{self, FitKind, Role, VmParts};
+use super::rules::RulesContext;
 use super::App;
 use crate::error::{ApiError, ApiResult};
 
@@ -42,6 +43,7 @@ impl App {
         source: &Host,
         dest: &Host,
         req: &MigrateRequest,
+        rules: &RulesContext,
     ) -> ApiResult<Vec<Check>> {
         let mut out = Vec::new();
         out.push(check(
@@ -108,6 +110,38 @@ impl App {
             }
             out.push(c);
         }
+        // Placement rules: a must rule is never broken by a move; a should rule
+        // broken is said, not refused.
+        let breaches = rules
+            .rules
+            .breaches(vm.id, dest.id, &rules.at, &rules.names);
+        let must: Vec<&str> = breaches
+            .iter()
+            .filter(|b| b.is_must())
+            .map(|b| b.detail.as_str())
+            .collect();
+        let should: Vec<&str> = breaches
+            .iter()
+            .filter(|b| !b.is_must())
+            .map(|b| b.detail.as_str())
+            .collect();
+        out.push(if must.is_empty() {
+            check(
+                "rules",
+                true,
+                "ok",
+                if should.is_empty() {
+                    "rules: ok".into()
+                } else {
+                    format!(
+                        "rules: ok, but it breaks a should rule: {}",
+                        should.join("; ")
+                    )
+                },
+            )
+        } else {
+            check("rules", false, "rule_violation", must.join("; "))
+        });
         out.push(check(
             "machine_type",
             dest.hypervisor_version == source.hypervisor_version,
@@ -136,7 +170,7 @@ impl App {
         ));
         for c in out
             .iter_mut()
-            .filter(|c| c.passed && c.name != "concurrency")
+            .filter(|c| c.passed && c.name != "concurrency" && c.name != "rules")
         {
             c.detail = format!("{}: ok", c.name);
         }
@@ -149,7 +183,22 @@ impl App {
         vm_id: VmId,
         req: &MigrateRequest,
     ) -> ApiResult<Preparation> {
+        self.migration_prepare_leaving(vm_id, req, None).await
+    }
+
+    /// As [`Self::migration_prepare`]; with `leaving`, the VMs still on that host
+    /// count as placed nowhere for the rules (they are being evacuated from it).
+    pub async fn migration_prepare_leaving(
+        &self,
+        vm_id: VmId,
+        req: &MigrateRequest,
+        leaving: Option<HostId>,
+    ) -> ApiResult<Preparation> {
         let vm = self.vm_get(vm_id).await?;
+        let rules = self
+            .rules_context(vm.cluster_id, leaving)
+            .await?
+            .without(vm.id);
         let source_id = vm
             .host_id
             .ok_or_else(|| ApiError::conflict("vm_not_placed", "the VM has no host"))?;
@@ -177,13 +226,16 @@ impl App {
                 hosts.retain(|h| h.id != source.id);
                 // Best balanced first (the measure balancing uses), as placement does.
                 let (cpu, mem) = self.vm_demand(&vm);
-                self.rank_by_balance(vm.cluster_id, hosts, Some(source.id), cpu, mem)
-                    .await?
+                let mut ranked = self
+                    .rank_by_balance(vm.cluster_id, hosts, Some(source.id), cpu, mem)
+                    .await?;
+                rules.should_first(vm.id, &mut ranked);
+                ranked
             }
         };
         let mut first: Option<(Host, Vec<Check>)> = None;
         for dest in candidates {
-            let checks = self.checks_for(&vm, &source, &dest, req).await?;
+            let checks = self.checks_for(&vm, &source, &dest, req, &rules).await?;
             if checks.iter().all(|c| c.passed) {
                 return Ok(Preparation {
                     vm,

@@ -2,7 +2,7 @@
 
 use ferry_api::migration::{CheckResult, MigrateRequest, Migration};
 use ferry_api::problem::Reason;
-use ferry_api::{MigrationId, SagaId, VmId};
+use ferry_api::{HostId, MigrationId, SagaId, VmId};
 
 use super::App;
 use crate::db::events::NewEvent;
@@ -46,7 +46,18 @@ impl App {
     }
 
     pub async fn migration_start(&self, vm: VmId, req: &MigrateRequest) -> ApiResult<Migration> {
-        let prep = self.migration_prepare(vm, req).await?;
+        self.migration_start_leaving(vm, req, None).await
+    }
+
+    /// As [`Self::migration_start`], for a move out of `leaving` while it is
+    /// evacuated (the rules count its remaining VMs as leaving too).
+    pub async fn migration_start_leaving(
+        &self,
+        vm: VmId,
+        req: &MigrateRequest,
+        leaving: Option<HostId>,
+    ) -> ApiResult<Migration> {
+        let prep = self.migration_prepare_leaving(vm, req, leaving).await?;
         let compatible = prep.compatible();
         let Some(dest) = prep.destination.filter(|_| compatible) else {
             let reasons: Vec<Reason> = prep

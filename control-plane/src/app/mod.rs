@@ -13,6 +13,7 @@ pub mod migrations;
 pub mod names;
 pub mod placement;
 pub mod power;
+pub mod rules;
 pub mod tokens;
 pub mod vms;
 

@@ -1,10 +1,11 @@
 //! Placement: which host of a cluster runs a VM. A host fits when every host-fit
 //! check passes (`host_fit.rs`: connected and not in maintenance, the CPU model,
-//! memory, datastores, networks); placement picks the fitting host with the most
-//! free memory.
+//! memory, datastores, networks) and the VM breaks no must rule there
+//! (`crate::rules`); placement picks, among the fitting hosts that keep its should
+//! rules if any does, the one that leaves the cluster best balanced.
 
 use ferry_api::host::Host;
-use ferry_api::{ClusterId, HostId};
+use ferry_api::{ClusterId, HostId, VmId};
 
 use super::host_fit::{misfits, reasons};
 pub use super::host_fit::{Needs, QEMU_OVERHEAD_MIB};
@@ -26,12 +27,14 @@ impl App {
         Ok(host)
     }
 
-    /// The best host of `cluster` for a VM of `demand` (cores, MiB in use).
+    /// The best host of `cluster` for a VM of `demand` (cores, MiB in use); `vm`
+    /// for one that exists (and may be named by rules).
     pub async fn place(
         &self,
         cluster: ClusterId,
         needs: &Needs<'_>,
         demand: (f64, f64),
+        vm: Option<VmId>,
     ) -> ApiResult<Host> {
         let mut fitting: Vec<Host> = Vec::new();
         let mut why = Vec::new();
@@ -43,9 +46,21 @@ impl App {
                 why.extend(reasons(&m));
             }
         }
-        let ranked = self
+        let rules = match vm {
+            Some(vm) => Some((vm, self.rules_context(cluster, None).await?.without(vm))),
+            None => None,
+        };
+        if let Some((vm, ctx)) = &rules {
+            let (kept, broken) = ctx.filter(*vm, fitting);
+            fitting = kept;
+            why.extend(broken);
+        }
+        let mut ranked = self
             .rank_by_balance(cluster, fitting, None, demand.0, demand.1)
             .await?;
+        if let Some((vm, ctx)) = &rules {
+            ctx.should_first(*vm, &mut ranked);
+        }
         ranked.into_iter().next().ok_or_else(|| {
             ApiError::conflict(
                 "no_suitable_host",

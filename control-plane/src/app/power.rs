@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ferry_api::task::{Task, TaskState};
-use ferry_api::vm::{Boot, PowerAction, Vm};
+use ferry_api::vm::{Boot, PowerAction, PowerState, Vm};
 use ferry_api::{HostId, TaskId, VmId};
 use ferry_proto::v1::{
     VmConsoleRequest, VmDiskSpec, VmNicSpec, VmPowerRequest, VmRef, VmRuntime, VmSpec,
@@ -34,13 +34,28 @@ impl App {
             self.cancel_for_power_off(&vm).await?;
             vm = self.vm_get(id).await?;
         }
+        // A stopped VM whose host a must rule now keeps it off starts elsewhere.
+        if let (Some(h), PowerAction::On) = (vm.host_id, action) {
+            let ctx = self
+                .rules_context(vm.cluster_id, None)
+                .await?
+                .without(vm.id);
+            if !ctx.must_breaches(vm.id, h).is_empty() && vm.power_state == PowerState::Stopped {
+                vm.host_id = None;
+            }
+        }
         let (host_id, place) = match (vm.host_id, action) {
             (Some(h), _) => (h, false),
             (None, PowerAction::On) => {
                 let parts = VmParts::of(&vm);
                 let needs = parts.needs(&vm);
                 let demand = self.vm_demand(&vm);
-                (self.place(vm.cluster_id, &needs, demand).await?.id, true)
+                (
+                    self.place(vm.cluster_id, &needs, demand, Some(vm.id))
+                        .await?
+                        .id,
+                    true,
+                )
             }
             (None, _) => {
                 return Err(ApiError::conflict(

@@ -139,7 +139,7 @@ impl App {
             None => {
                 // A new VM: half its vCPUs busy and all its memory in use, until measured.
                 let demand = (f64::from(req.vcpus) * 0.5, req.memory_mib as f64);
-                self.place(cluster_id, &needs, demand).await?.id
+                self.place(cluster_id, &needs, demand, None).await?.id
             }
         };
         let policy = req.migration_policy.unwrap_or_default();

@@ -5,7 +5,7 @@ use ferry_api::migration::{
     Migration, MigrationProgress, MigrationResult, MigrationState, Prediction,
 };
 use ferry_api::vm::MigrationPolicy;
-use ferry_api::{HostId, MigrationId, SagaId, VmId};
+use ferry_api::{ClusterId, HostId, MigrationId, SagaId, VmId};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -237,6 +237,24 @@ impl Db {
                     HostId(d),
                 )
             })
+            .collect())
+    }
+
+    /// Where the VMs of `cluster` under migration are going.
+    pub async fn migration_active_destinations(
+        &self,
+        cluster: ClusterId,
+    ) -> sqlx::Result<Vec<(VmId, HostId)>> {
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT m.vm_id, m.destination_host_id FROM migrations m JOIN vms v ON v.id = m.vm_id \
+             WHERE v.cluster_id = $1 AND m.state NOT IN ('completed', 'failed', 'cancelled')",
+        )
+        .bind(cluster.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(vm, h)| (VmId(vm), HostId(h)))
             .collect())
     }
 

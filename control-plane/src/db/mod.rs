@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod maintenance;
 pub mod migrations;
 pub mod networks;
+pub mod rules;
 pub mod sagas;
 pub mod tasks;
 pub mod tokens;

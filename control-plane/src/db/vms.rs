@@ -218,6 +218,17 @@ impl Db {
         Ok(rows.into_iter().map(Vm::from).collect())
     }
 
+    /// Every VM of `cluster`.
+    pub async fn vm_list_cluster(&self, cluster: ClusterId) -> sqlx::Result<Vec<Vm>> {
+        let rows: Vec<VmRow> = sqlx::query_as(&format!(
+            "{SELECT} FROM vms v WHERE v.cluster_id = $1 ORDER BY v.id"
+        ))
+        .bind(cluster.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Vm::from).collect())
+    }
+
     /// The VM's own balancing level (`None`: the cluster's). False if no such VM.
     pub async fn vm_set_drs_automation(
         &self,

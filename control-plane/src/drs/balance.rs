@@ -91,6 +91,40 @@ pub struct Vm {
     pub cost_s: f64,
     /// Hosts it left within the history window: it never goes back to them.
     pub left: Vec<usize>,
+    /// What placement rules ask of it.
+    pub rules: VmRules,
+}
+
+/// What the placement rules ask of one VM, in the pass's indices (`crate::rules`
+/// says what each rule means).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VmRules {
+    /// Hosts a must rule keeps it off.
+    pub forbidden: Vec<usize>,
+    /// Hosts a should rule keeps it off: balancing never moves it onto one.
+    pub avoid: Vec<usize>,
+    /// VMs an anti-affinity rule keeps it apart from.
+    pub apart: Vec<usize>,
+    /// VMs an affinity rule keeps it with. Balancing moves such a VM only to
+    /// repair its rule (a group moves as a whole in an evacuation).
+    pub together: Vec<usize>,
+}
+
+impl VmRules {
+    pub fn is_empty(&self) -> bool {
+        self.forbidden.is_empty()
+            && self.avoid.is_empty()
+            && self.apart.is_empty()
+            && self.together.is_empty()
+    }
+
+    /// May go to `dst` for load, the VMs where `at` says.
+    pub fn admit(&self, dst: usize, at: &[usize]) -> bool {
+        self.together.is_empty()
+            && !self.forbidden.contains(&dst)
+            && !self.avoid.contains(&dst)
+            && !self.apart.iter().any(|&o| at[o] == dst)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +149,17 @@ impl Default for Limits {
     }
 }
 
+/// Why a move is recommended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveKind {
+    /// It evens the load.
+    Balance,
+    /// It repairs a broken must rule (mandatory, at any threshold).
+    RepairMust,
+    /// It repairs a broken should rule.
+    RepairShould,
+}
+
 /// One recommended move.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Move {
@@ -124,13 +169,17 @@ pub struct Move {
     /// The combined imbalance it removes.
     pub gain: f64,
     pub cost_s: f64,
+    pub kind: MoveKind,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub before: Imbalance,
     pub after: Imbalance,
+    /// Repairs first, then the balancing moves.
     pub moves: Vec<Move>,
+    /// VMs breaking a rule no move can repair now, and why.
+    pub unrepaired: Vec<(usize, String)>,
 }
 
 /// `hosts` with each VM's demand added to its host's load.
@@ -249,7 +298,12 @@ fn best_swap(
     let now = sums.imbalance().combined;
     let spread = (sums.n - 1.0).max(1.0).sqrt();
     let ok = |h: usize| hosts[h].eligible && per_host[h] + 1 < limits.max_per_host;
-    let free = |vi: usize, h: usize| vms[vi].movable && !moved_vm[vi] && at[vi] == h;
+    let free = |vi: usize, h: usize| {
+        vms[vi].movable && !moved_vm[vi] && at[vi] == h && vms[vi].rules.together.is_empty()
+    };
+    // The two moves of a swap run one after the other: each must keep the rules
+    // with the other VM still where it was.
+    let admit = |vi: usize, dst: usize| vms[vi].rules.admit(dst, at);
     let mut best: Option<(f64, Swap)> = None;
     for &ha in order.iter().filter(|&&h| ok(h)).take(SOURCES / 2) {
         for &hb in order
@@ -266,6 +320,9 @@ fn best_swap(
                     .iter()
                     .filter(|&&b| free(b, hb) && !vms[b].left.contains(&ha))
                 {
+                    if !admit(a, hb) || !admit(b, ha) {
+                        continue;
+                    }
                     let (va, vb) = (&vms[a], &vms[b]);
                     let a2 = moved(&loads[ha], vb.cpu - va.cpu, vb.mem_mib - va.mem_mib);
                     let b2 = moved(&loads[hb], va.cpu - vb.cpu, va.mem_mib - vb.mem_mib);
@@ -297,8 +354,23 @@ fn best_swap(
     best.map(|(_, s)| s)
 }
 
-/// Plans one pass: the moves, and the imbalance before and after them.
+/// Plans one pass: first the repairs of broken rules (`super::repair`), then the
+/// balancing moves on the cluster as the repairs leave it; the imbalance before
+/// and after all of them.
 pub fn plan(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
+    let before = super::imbalance::imbalance(&hosts.iter().map(|h| h.load).collect::<Vec<_>>());
+    let repaired = super::repair::repair(hosts, vms, limits);
+    let mut p = balance(&repaired.hosts, &repaired.vms, limits);
+    p.before = before;
+    p.unrepaired = repaired.unrepaired;
+    let mut moves = repaired.moves;
+    moves.append(&mut p.moves);
+    p.moves = moves;
+    p
+}
+
+/// The balancing moves alone.
+fn balance(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
     let mut loads: Vec<HostLoad> = hosts.iter().map(|h| h.load).collect();
     let start = Sums::of(&loads);
     let before = start.imbalance();
@@ -312,6 +384,7 @@ pub fn plan(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
             before,
             after: before,
             moves,
+            unrepaired: Vec::new(),
         };
     };
     // A move must close at least min_benefit ÷ n of the excess over the tolerance:
@@ -350,6 +423,7 @@ pub fn plan(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
                         || !hosts[dst].eligible
                         || per_host[dst] >= limits.max_per_host
                         || v.left.contains(&dst)
+                        || !v.rules.admit(dst, &at)
                     {
                         continue;
                     }
@@ -383,6 +457,7 @@ pub fn plan(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
                 to: dst,
                 gain,
                 cost_s: v.cost_s,
+                kind: MoveKind::Balance,
             });
             continue;
         }
@@ -418,6 +493,7 @@ pub fn plan(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
                 to,
                 gain: sw.gain / 2.0,
                 cost_s: v.cost_s,
+                kind: MoveKind::Balance,
             });
         }
         sums = sw.sums;
@@ -431,12 +507,14 @@ pub fn plan(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
             before,
             after: before,
             moves: Vec::new(),
+            unrepaired: Vec::new(),
         };
     }
     Plan {
         before,
         after,
         moves,
+        unrepaired: Vec::new(),
     }
 }
 

@@ -33,6 +33,7 @@ fn vm(host: usize, cpu: f64, mem_mib: f64) -> Vm {
         movable: true,
         cost_s: mem_mib / 1024.0, // about 1 s per GiB on 10 Gbit/s
         left: Vec::new(),
+        rules: Default::default(),
     }
 }
 
@@ -234,5 +235,84 @@ fn small_clusters_come_within_ten_percent_of_the_best_assignment() {
             got <= best + 0.10 * (start - best) || got <= tolerance(5, n).unwrap(),
             "case {case}: {n} hosts, {count} VMs: {got:.3} vs best {best:.3}"
         );
+    }
+}
+
+/// Three even hosts; VMs 0–3 on host 0 and VM 4 on host 1.
+fn ruled() -> (Vec<Host>, Vec<Vm>) {
+    let hosts = vec![host(16.0, 64.0), host(16.0, 64.0), host(16.0, 64.0)];
+    let mut vms: Vec<Vm> = (0..4).map(|_| vm(0, 1.0, 2048.0)).collect();
+    vms.push(vm(1, 1.0, 2048.0));
+    (hosts, vms)
+}
+
+#[test]
+fn threshold_1_moves_only_to_repair_broken_rules() {
+    let (hosts, mut vms) = ruled();
+    // VM 0 must not run on host 0; VMs 1 and 2 must run apart; VM 3 must run
+    // with VM 4; VM 4 should not run on host 1 but its group pins it there.
+    vms[0].rules.forbidden = vec![0];
+    vms[1].rules.apart = vec![2];
+    vms[2].rules.apart = vec![1];
+    vms[3].rules.together = vec![4];
+    vms[4].rules.together = vec![3];
+    let limits = Limits {
+        threshold: 1,
+        ..Limits::default()
+    };
+    let p = plan(&loaded(&hosts, &vms), &vms, &limits);
+    let moved: Vec<(usize, usize, usize)> = p.moves.iter().map(|m| (m.vm, m.from, m.to)).collect();
+    assert!(
+        p.moves.iter().all(|m| m.kind == MoveKind::RepairMust),
+        "{p:?}"
+    );
+    assert!(
+        moved.iter().any(|&(v, _, to)| v == 0 && to != 0),
+        "{moved:?}"
+    );
+    assert!(moved.iter().any(|&(v, _, _)| v == 1 || v == 2), "{moved:?}");
+    assert_eq!(moved.len(), 3, "{moved:?}");
+    // The split group reunites (on host 0, where VM 3 is, or host 1: one move).
+    let at = |v: usize| moved.iter().find(|m| m.0 == v).map_or(vms[v].host, |m| m.2);
+    assert_eq!(at(3), at(4));
+    assert!(p.unrepaired.is_empty(), "{:?}", p.unrepaired);
+    // Applied, the next pass finds nothing to do.
+    for m in &p.moves {
+        vms[m.vm].host = m.to;
+    }
+    assert!(plan(&loaded(&hosts, &vms), &vms, &limits).moves.is_empty());
+}
+
+#[test]
+fn a_rule_that_cannot_be_repaired_is_reported_not_forced() {
+    let (hosts, mut vms) = ruled();
+    vms[0].rules.forbidden = vec![0];
+    vms[0].movable = false;
+    vms[1].rules.forbidden = vec![0, 1, 2];
+    let p = plan(&loaded(&hosts, &vms), &vms, &Limits::default());
+    assert!(p.moves.iter().all(|m| m.vm != 0 && m.vm != 1), "{p:?}");
+    let who: Vec<usize> = p.unrepaired.iter().map(|u| u.0).collect();
+    assert_eq!(who, vec![0, 1]);
+    assert!(p.unrepaired[0].1.contains("not movable"));
+    assert!(p.unrepaired[1].1.contains("no host"));
+}
+
+#[test]
+fn balancing_moves_keep_should_rules_and_leave_affinity_groups_whole() {
+    let hosts = vec![host(16.0, 64.0), host(16.0, 64.0), host(16.0, 64.0)];
+    let mut vms: Vec<Vm> = (0..8).map(|_| vm(0, 3.0, 4096.0)).collect();
+    for v in &mut vms[..4] {
+        v.rules.avoid = vec![1];
+    }
+    vms[6].rules.together = vec![7];
+    vms[7].rules.together = vec![6];
+    let p = plan(&loaded(&hosts, &vms), &vms, &Limits::default());
+    assert!(p.moves.len() >= 2, "{p:?}");
+    for m in &p.moves {
+        assert!(
+            m.vm != 6 && m.vm != 7,
+            "an affinity member moved alone: {m:?}"
+        );
+        assert!(!(m.vm < 4 && m.to == 1), "a should rule was broken: {m:?}");
     }
 }

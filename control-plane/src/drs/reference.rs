@@ -44,6 +44,7 @@ pub fn small_cluster(
                 movable: true,
                 cost_s: mem_mib / 1024.0,
                 left: Vec::new(),
+                rules: Default::default(),
             }
         })
         .collect();

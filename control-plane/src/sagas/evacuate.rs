@@ -202,6 +202,10 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                 }
             }
             let vms = app.db.vm_list_on_host(p.host).await?;
+            let mut rules = app
+                .rules_context(host.cluster_id, Some(p.host))
+                .await
+                .map_err(|e| NodeError::Failed(e.detail))?;
             let mut left = 0;
             for vm in &vms {
                 let running = vm.power_state == PowerState::Running;
@@ -214,7 +218,14 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                         && app.db.vm_op_fetch(vm.id).await?.is_none()
                     {
                         let (ranked, _) = app
-                            .evacuation_destinations(&host, vm, &targets, &HashMap::new(), &[])
+                            .evacuation_destinations(
+                                &host,
+                                vm,
+                                &targets,
+                                &HashMap::new(),
+                                &[],
+                                &rules,
+                            )
                             .await
                             .map_err(|e| NodeError::Failed(e.detail))?;
                         if let Some(d) = ranked.first() {
@@ -236,7 +247,7 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                     )));
                 }
                 let (ranked, why) = app
-                    .evacuation_destinations(&host, vm, &targets, &HashMap::new(), &avoid)
+                    .evacuation_destinations(&host, vm, &targets, &HashMap::new(), &avoid, &rules)
                     .await
                     .map_err(|e| NodeError::Failed(e.detail))?;
                 let Some(dest) = ranked.first() else {
@@ -261,8 +272,12 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                     destination_host_id: Some(dest.id),
                     ..Default::default()
                 };
-                match app.migration_start(vm.id, &req).await {
-                    Ok(_) => in_flight += 1,
+                match app.migration_start_leaving(vm.id, &req, Some(p.host)).await {
+                    Ok(_) => {
+                        in_flight += 1;
+                        // The next VM of this round sees where this one goes.
+                        rules.at.insert(vm.id, dest.id);
+                    }
                     // Raced with another operation: the next round looks again.
                     Err(e) if e.code == "vm_busy" || e.code == "migration_in_progress" => {}
                     Err(e) => {

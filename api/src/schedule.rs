@@ -1,0 +1,1 @@
+//! Scheduled operations at the API.
