@@ -74,6 +74,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: commands::rules::RuleCmd,
     },
+    /// Scheduled operations: a migration, maintenance entry or exit, or a
+    /// balancing pass, at a time or on a recurrence.
+    #[command(alias = "schedules")]
+    Schedule {
+        #[command(subcommand)]
+        cmd: commands::schedules::ScheduleCmd,
+    },
     /// Datastores.
     #[command(alias = "datastore")]
     Datastores,

@@ -16,6 +16,7 @@ pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod monitor;
+pub mod recurrence;
 pub mod rules;
 pub mod saga;
 pub mod sagas;

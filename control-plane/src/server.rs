@@ -150,6 +150,10 @@ async fn serve(
     let liveness = tokio::spawn(monitor::liveness_loop(app.clone(), stop.clone()));
     let reconcile = tokio::spawn(monitor::reconcile_loop(app.clone(), agents, stop.clone()));
     let balancing = tokio::spawn(crate::app::drs::drs_loop(app.clone(), stop.clone()));
+    let scheduled = tokio::spawn(crate::app::schedules::schedule_loop(
+        app.clone(),
+        stop.clone(),
+    ));
 
     tracing::info!(%http_addr, %grpc_addr, version = crate::VERSION, "ferry control plane ready");
     // Finish or unwind what a previous control plane left in flight.
@@ -193,7 +197,7 @@ async fn serve(
     }
     // The loops return as soon as they see the stop; they are not waited on longer.
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
-        tokio::join!(liveness, reconcile, balancing)
+        tokio::join!(liveness, reconcile, balancing, scheduled)
     })
     .await
     .is_err()

@@ -32,8 +32,36 @@ pub struct SimCluster {
     pub hosts: Vec<(String, HostId)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     cp: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The control plane's command line (for a restart on the same ports).
+    cp_args: Vec<String>,
     pub db: TestDb,
     pub dir: tempfile::TempDir,
+}
+
+type Launched = (
+    App,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// Starts the control plane in this process with `args`; once it is ready.
+async fn launch(args: &[String], hooks: Arc<Hooks>) -> Launched {
+    let config = Config::parse_from(args);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cp = tokio::spawn(ferry_control_plane::server::run_in_process(
+        config,
+        hooks,
+        Some(ready_tx),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let app = tokio::time::timeout(T, ready_rx)
+        .await
+        .expect("the control plane to start")
+        .expect("the control plane started");
+    (app, stop_tx, cp)
 }
 
 impl SimCluster {
@@ -67,26 +95,17 @@ impl SimCluster {
             "5s".into(),
         ];
         args.extend(cp_args.iter().map(|s| s.to_string()));
-        let config = Config::parse_from(args);
         let hooks = Arc::new(Hooks::default());
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let cp = tokio::spawn(ferry_control_plane::server::run_in_process(
-            config,
-            hooks.clone(),
-            Some(ready_tx),
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let app = tokio::time::timeout(T, ready_rx)
-            .await
-            .expect("the control plane to start")
-            .expect("the control plane started");
+        let (app, stop_tx, cp) = launch(&args, hooks.clone()).await;
         let listen: Value = serde_json::from_str(
             &std::fs::read_to_string(data_dir.join("listen.json")).expect("listen.json"),
         )
         .expect("listen.json");
+        // A restart listens where this one does (the agents and the tests know it).
+        for (flag, key) in [("--http-listen", "http"), ("--grpc-listen", "grpc")] {
+            let i = args.iter().position(|a| a == flag).expect("listen flag");
+            args[i + 1] = listen[key].as_str().expect("listen address").to_string();
+        }
         let http = format!("http://{}", listen["http"].as_str().unwrap());
         let grpc = listen["grpc"].as_str().unwrap().to_string();
         let token = std::fs::read_to_string(data_dir.join("admin.token"))
@@ -156,6 +175,7 @@ impl SimCluster {
             hosts,
             stop: Some(stop_tx),
             cp: Some(cp),
+            cp_args: args,
             db,
             dir,
         }
@@ -234,6 +254,16 @@ impl SimCluster {
         if let Some(cp) = self.cp.take() {
             let _ = tokio::time::timeout(T, cp).await;
         }
+    }
+
+    /// Stops the control plane and starts it again on the same database, data
+    /// directory and ports, as an operator's restart would (sagas recover).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (app, stop, cp) = launch(&self.cp_args, self.hooks.clone()).await;
+        self.app = app;
+        self.stop = Some(stop);
+        self.cp = Some(cp);
     }
 
     /// `POST /hosts/{host i}/maintenance` with `body`, expecting 202; the answer.

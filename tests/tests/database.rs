@@ -147,6 +147,8 @@ async fn migrations_apply_to_an_empty_database_once() {
             "rules",
             "saga_events",
             "sagas",
+            "schedule_runs",
+            "schedules",
             "tasks",
             "vm_disks",
             "vm_nics",

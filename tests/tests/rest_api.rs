@@ -650,6 +650,9 @@ async fn openapi_spec_matches_the_routes() {
         ("/api/v1/tokens/{id}", &["delete"]),
         ("/api/v1/clusters/{id}/rules", &["get", "post"]),
         ("/api/v1/rules/{id}", &["get", "delete"]),
+        ("/api/v1/schedules", &["get", "post"]),
+        ("/api/v1/schedules/{id}", &["get", "patch"]),
+        ("/api/v1/schedules/{id}/cancel", &["post"]),
     ] {
         let p = paths
             .get(path)
@@ -660,7 +663,7 @@ async fn openapi_spec_matches_the_routes() {
     }
     assert_eq!(
         paths.len(),
-        33,
+        36,
         "the spec lists a route the server does not have (or the reverse)"
     );
     // Every documented operation answers (not 404/405) on the server.

@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod maintenance;
 pub mod migrations;
 pub mod rules;
+pub mod schedules;
 pub mod tasks;
 pub mod tokens;
 pub mod vms;
@@ -117,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clusters { cmd } => clusters::run(&ctx, cmd).await,
         Command::Drs { cmd } => drs::run(&ctx, cmd).await,
         Command::Rule { cmd } => rules::run(&ctx, cmd).await,
+        Command::Schedule { cmd } => schedules::run(&ctx, cmd).await,
         Command::Datastores => inventory::datastores(&ctx).await,
         Command::Networks => inventory::networks(&ctx).await,
         Command::Tasks { cmd } => tasks::run(&ctx, cmd).await,

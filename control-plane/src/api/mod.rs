@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod migrations;
 pub mod networks;
 pub mod rules;
+pub mod schedules;
 pub mod tasks;
 pub mod tokens;
 pub mod vms;
@@ -43,6 +44,7 @@ use crate::error::ApiError;
         clusters::list, clusters::create, clusters::get, clusters::patch,
         drs::get, drs::run, drs::recommendations, drs::apply, drs::dismiss,
         rules::list, rules::create, rules::get, rules::delete,
+        schedules::list, schedules::create, schedules::get, schedules::patch, schedules::cancel,
         datastores::list, datastores::get,
         networks::list, networks::get,
         vms::list, vms::create, vms::get, vms::patch, vms::delete, vms::power, vms::console,
@@ -91,6 +93,15 @@ pub fn router(app: App) -> Router {
         .route("/clusters/{id}/drs", get(drs::get))
         .route("/clusters/{id}/rules", get(rules::list).post(rules::create))
         .route("/rules/{id}", get(rules::get).delete(rules::delete))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route(
+            "/schedules/{id}",
+            get(schedules::get).patch(schedules::patch),
+        )
+        .route(
+            "/schedules/{id}/cancel",
+            axum::routing::post(schedules::cancel),
+        )
         .route("/clusters/{id}/drs/run", axum::routing::post(drs::run))
         .route(
             "/clusters/{id}/drs/recommendations",

@@ -14,6 +14,7 @@ pub mod names;
 pub mod placement;
 pub mod power;
 pub mod rules;
+pub mod schedules;
 pub mod tokens;
 pub mod vms;
 

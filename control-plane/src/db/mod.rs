@@ -13,6 +13,7 @@ pub mod migrations;
 pub mod networks;
 pub mod rules;
 pub mod sagas;
+pub mod schedules;
 pub mod tasks;
 pub mod tokens;
 pub mod vm_operations;
