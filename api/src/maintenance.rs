@@ -150,6 +150,20 @@ pub struct MaintenanceMove {
     pub state: String,
 }
 
+/// `DELETE /hosts/{id}/maintenance`: the host (its fields at the top level, as
+/// before), and with `?move_back=true` the VMs the evacuation moved, sent back.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MaintenanceExit {
+    #[serde(flatten)]
+    pub host: crate::host::Host,
+    /// Migrations started to bring VMs back to the host.
+    #[serde(default)]
+    pub moved_back: Vec<MigrationId>,
+    /// VMs the evacuation moved that are not moved back, and why.
+    #[serde(default)]
+    pub not_moved_back: Vec<Reason>,
+}
+
 /// `GET /hosts/{id}/maintenance`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Maintenance {

@@ -28,8 +28,12 @@ pub enum ScheduledAction {
         #[serde(default)]
         unmovable: UnmovablePolicy,
     },
-    /// `DELETE /hosts/{id}/maintenance`.
-    MaintenanceExit { host_id: HostId },
+    /// `DELETE /hosts/{id}/maintenance` (`move_back`: `?move_back=true`).
+    MaintenanceExit {
+        host_id: HostId,
+        #[serde(default)]
+        move_back: bool,
+    },
     /// `POST /clusters/{id}/drs/run`.
     DrsRun { cluster_id: ClusterId },
 }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use ferry_proto::v1::VmState;
 use ferry_tests::sim::SimCluster;
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
@@ -152,13 +153,29 @@ async fn a_host_is_emptied_by_plan_and_left_again() {
         "{out}"
     );
     assert!(out.contains("run-1") && out.contains("migrate"), "{out}");
+    // Exit, moving back what the evacuation moved (all three running VMs).
     let (ok, out, err) = c
-        .ferryctl(&["host", "maintenance", "sim0-0001", "exit"])
+        .ferryctl(&["host", "maintenance", "sim0-0001", "exit", "--move-back"])
         .await;
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "host sim0-0001 is connected");
+    assert_eq!(
+        out.trim(),
+        "host sim0-0001 is connected; 3 VM(s) moving back"
+    );
     assert_eq!(host_state(&c, 0).await, "connected");
     assert_eq!(maintenance(&c, 0).await["state"], "exited");
+    wait_for("the VMs to be back", T, || {
+        let (api, running, h0) = (c.api.clone(), running.clone(), h0.to_string());
+        async move {
+            for vm in &running {
+                if api.ok(&format!("/vms/{vm}")).await["host_id"] != h0.as_str() {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
     c.api
         .delete(&format!("/hosts/{h0}/maintenance"))
         .await
@@ -236,4 +253,88 @@ async fn a_cancelled_evacuation_keeps_what_moved_and_reconnects_the_host() {
         .await
         .assert_problem(404, "not_found");
     assert_eq!(host_state(&c, 0).await, "connected");
+}
+
+#[tokio::test]
+async fn a_vm_that_cannot_move_ends_as_its_policy_says_never_hangs() {
+    let c = SimCluster::start(2, 10_000, &[]).await;
+    let cl = c.api.ok("/clusters").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (h0, h1) = (c.host(0).to_string(), c.host(1).to_string());
+    let stuck = c.vm("stuck", 0, 1024, "sim.cpu=1").await;
+    let free = c.vm("free", 0, 1024, "sim.cpu=1").await;
+    let pin = |host: &str| json!({"name": "pin", "kind": "must_run_on", "vms": ["stuck"], "hosts": [host]});
+    let r = c
+        .api
+        .post(&format!("/clusters/{cl}/rules"), &pin(&h0))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let rule = r.body["id"].as_str().unwrap().to_string();
+    let host_of = |vm: String| {
+        let api = c.api.clone();
+        async move {
+            api.ok(&format!("/vms/{vm}")).await["host_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+
+    // fail (the default): refused with the reason; nothing changes.
+    let r = c
+        .api
+        .post(&format!("/hosts/{h0}/maintenance"), &json!({}))
+        .await;
+    r.assert_problem(409, "maintenance_infeasible");
+    assert!(
+        r.body["reasons"].to_string().contains("rule_violation"),
+        "{r:?}"
+    );
+    assert_eq!(host_state(&c, 0).await, "connected");
+    assert_eq!(host_of(free.clone()).await, h0);
+
+    // wait: what can move moves; the evacuation waits (the host is not in
+    // maintenance with a VM on it) until the VM can move, then ends.
+    c.enter_maintenance(0, &json!({"unmovable": "wait"})).await;
+    wait_for("the movable VM to leave and the other to wait", T, || {
+        let (api, free, h0) = (c.api.clone(), free.clone(), h0.clone());
+        async move {
+            let m = api.ok(&format!("/hosts/{h0}/maintenance")).await;
+            let v = api.ok(&format!("/vms/{free}")).await;
+            (v["host_id"] != h0.as_str()
+                && m["state"] == "evacuating"
+                && m["remaining_running"] == 1)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(host_state(&c, 0).await, "entering_maintenance");
+    let d = c.api.delete(&format!("/rules/{rule}")).await;
+    assert_eq!(d.status, 204, "{d:?}");
+    let m = c.maintenance_ended(0).await;
+    assert_eq!(m["state"], "in_maintenance", "{m}");
+    assert_eq!(host_of(stuck.clone()).await, h1);
+    let e = c.api.delete(&format!("/hosts/{h0}/maintenance")).await;
+    assert_eq!(e.status, 200, "{e:?}");
+
+    // power_off: the VM that cannot move is powered off and stays; the host empties.
+    let r = c
+        .api
+        .post(&format!("/clusters/{cl}/rules"), &pin(&h1))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    c.enter_maintenance(1, &json!({"unmovable": "power_off"}))
+        .await;
+    let m = c.maintenance_ended(1).await;
+    assert_eq!(m["state"], "in_maintenance", "{m}");
+    let s = c.api.ok(&format!("/vms/{stuck}")).await;
+    assert_eq!(s["power_state"], "stopped", "{s}");
+    assert_eq!(host_of(free.clone()).await, h0);
+    assert!(c
+        .copies(&stuck)
+        .await
+        .iter()
+        .all(|(_, st)| *st != VmState::VmRunning));
 }

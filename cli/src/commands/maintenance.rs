@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
-use ferry_api::host::Host;
 use ferry_api::maintenance::{
-    Maintenance, MaintenancePlan, MaintenanceRequest, MaintenanceState, PoweredOffPolicy,
-    UnmovablePolicy,
+    Maintenance, MaintenanceExit, MaintenancePlan, MaintenanceRequest, MaintenanceState,
+    PoweredOffPolicy, UnmovablePolicy,
 };
 
 use super::Ctx;
@@ -48,7 +47,11 @@ pub enum MaintenanceCmd {
     /// Stop the evacuation (finished moves stay; the host is connected again).
     Cancel,
     /// Leave maintenance: the host takes VMs again.
-    Exit,
+    Exit {
+        /// Move the VMs the evacuation moved back here.
+        #[arg(long)]
+        move_back: bool,
+    },
 }
 
 fn plan_table(p: &MaintenancePlan) -> String {
@@ -167,10 +170,21 @@ pub async fn run(ctx: &Ctx, host: &str, cmd: MaintenanceCmd) -> anyhow::Result<(
                 .await?;
             ctx.print(&m, |m| format!("cancelling: {}", progress(m)))
         }
-        MaintenanceCmd::Exit => ctx
-            .client
-            .delete_json::<Host>(&path)
-            .await
-            .and_then(|h| ctx.print(&h, |h| format!("host {} is {}", h.name, h.state.as_str()))),
+        MaintenanceCmd::Exit { move_back } => {
+            let e: MaintenanceExit = ctx
+                .client
+                .delete_json(&format!("{path}?move_back={move_back}"))
+                .await?;
+            ctx.print(&e, |e| {
+                let mut out = format!("host {} is {}", e.host.name, e.host.state.as_str());
+                if move_back {
+                    out.push_str(&format!("; {} VM(s) moving back", e.moved_back.len()));
+                    for r in &e.not_moved_back {
+                        out.push_str(&format!("\n  not moved back: {} [{}]", r.detail, r.code));
+                    }
+                }
+                out
+            })
+        }
     }
 }

@@ -121,7 +121,7 @@ fn describe(a: &ScheduledAction) -> String {
             None => format!("migrate {vm_id}"),
         },
         ScheduledAction::MaintenanceEnter { host_id, .. } => format!("enter maintenance {host_id}"),
-        ScheduledAction::MaintenanceExit { host_id } => format!("exit maintenance {host_id}"),
+        ScheduledAction::MaintenanceExit { host_id, .. } => format!("exit maintenance {host_id}"),
         ScheduledAction::DrsRun { cluster_id } => format!("balance {cluster_id}"),
     }
 }
@@ -217,6 +217,7 @@ pub async fn run(ctx: &Ctx, cmd: ScheduleCmd) -> anyhow::Result<()> {
             } else if let Some(h) = exit_maintenance {
                 ScheduledAction::MaintenanceExit {
                     host_id: ctx.resolve("hosts", &h).await?.into(),
+                    move_back: false,
                 }
             } else if let Some(c) = balance {
                 ScheduledAction::DrsRun {

@@ -6,12 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_api::host::Host;
-use ferry_api::maintenance::{Maintenance, MaintenancePlan, MaintenanceRequest};
+use ferry_api::maintenance::{Maintenance, MaintenanceExit, MaintenancePlan, MaintenanceRequest};
 use ferry_api::token::Role;
 use ferry_api::{HostId, Problem};
 
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::Caller;
 use crate::app::App;
 use crate::error::ApiResult;
@@ -63,12 +62,25 @@ pub async fn cancel(
 
 #[utoipa::path(operation_id = "maintenance_exit", delete, path = "/api/v1/hosts/{id}/maintenance", tag = "maintenance",
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = Host), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(ExitParams),
+    responses((status = 200, body = MaintenanceExit), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn exit(
     State(app): State<App>,
     caller: Caller,
     ApiPath(id): ApiPath<HostId>,
-) -> ApiResult<Json<Host>> {
+    ApiQuery(q): ApiQuery<ExitParams>,
+) -> ApiResult<Json<MaintenanceExit>> {
     caller.require(Role::Operator)?;
-    Ok(Json(app.maintenance_exit(id).await?))
+    Ok(Json(
+        app.maintenance_exit(id, q.move_back.unwrap_or(false))
+            .await?,
+    ))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExitParams {
+    /// Move the VMs the latest evacuation moved back to the host (those still
+    /// running where it sent them).
+    pub move_back: Option<bool>,
 }

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 
 use ferry_api::host::{Host, HostState};
 use ferry_api::maintenance::{
-    Maintenance, MaintenanceMove, MaintenancePlan, MaintenanceRequest, MaintenanceState, PlanStep,
-    PoweredOffPolicy, StepAction, UnmovablePolicy,
+    Maintenance, MaintenanceExit, MaintenanceMove, MaintenancePlan, MaintenanceRequest,
+    MaintenanceState, PlanStep, PoweredOffPolicy, StepAction, UnmovablePolicy,
 };
+use ferry_api::migration::{MigrateRequest, MigrationState};
 use ferry_api::problem::Reason;
 use ferry_api::vm::{PowerState, Vm};
 use ferry_api::{HostId, SagaId};
@@ -318,8 +319,14 @@ impl App {
         self.maintenance_get(host_id).await
     }
 
-    /// `DELETE /hosts/{id}/maintenance`: the host takes VMs again.
-    pub async fn maintenance_exit(&self, host_id: HostId) -> ApiResult<Host> {
+    /// `DELETE /hosts/{id}/maintenance`: the host takes VMs again; with
+    /// `move_back`, the VMs its latest evacuation moved and that still run where it
+    /// sent them are migrated back (through the ordinary path: checks, budgets).
+    pub async fn maintenance_exit(
+        &self,
+        host_id: HostId,
+        move_back: bool,
+    ) -> ApiResult<MaintenanceExit> {
         let host = self
             .db
             .host_fetch(host_id)
@@ -346,6 +353,7 @@ impl App {
         }
         let mut tx = self.db.pool.begin().await?;
         Db::host_set_mode_on(&mut tx, host_id, HostMode::Active).await?;
+        let since = latest.as_ref().map(|m| m.created_at);
         if let Some(m) = latest.filter(|m| m.state == MaintenanceState::InMaintenance) {
             Db::maintenance_finish_on(&mut tx, m.id, MaintenanceState::Exited, None).await?;
         }
@@ -359,10 +367,50 @@ impl App {
                 .host(host_id),
             )
             .await;
-        self.db
+        let (mut moved_back, mut not_moved_back) = (Vec::new(), Vec::new());
+        if let (true, Some(since)) = (move_back, since) {
+            let mut seen = Vec::new();
+            for (vm_id, _, state, dest) in self.db.migration_list_from_host(host_id, since).await? {
+                if state != MigrationState::Completed || seen.contains(&vm_id) {
+                    continue;
+                }
+                seen.push(vm_id);
+                let Some(vm) = self.db.vm_fetch(vm_id).await? else {
+                    continue;
+                };
+                if vm.host_id != Some(dest) || vm.power_state != PowerState::Running {
+                    not_moved_back.push(Reason {
+                        code: "vm_moved_since".into(),
+                        detail: format!(
+                            "{} is no longer running where the evacuation sent it",
+                            vm.name
+                        ),
+                    });
+                    continue;
+                }
+                let req = MigrateRequest {
+                    destination_host_id: Some(host_id),
+                    ..Default::default()
+                };
+                match self.migration_start(vm_id, &req).await {
+                    Ok(m) => moved_back.push(m.id),
+                    Err(e) => not_moved_back.push(Reason {
+                        code: e.code.to_string(),
+                        detail: format!("{}: {}", vm.name, e.detail),
+                    }),
+                }
+            }
+        }
+        let host = self
+            .db
             .host_fetch(host_id)
             .await?
-            .ok_or_else(|| ApiError::not_found("host", host_id))
+            .ok_or_else(|| ApiError::not_found("host", host_id))?;
+        Ok(MaintenanceExit {
+            host,
+            moved_back,
+            not_moved_back,
+        })
     }
 }
 

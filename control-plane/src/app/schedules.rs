@@ -52,7 +52,7 @@ impl App {
                 }
             }
             ScheduledAction::MaintenanceEnter { host_id, .. }
-            | ScheduledAction::MaintenanceExit { host_id } => {
+            | ScheduledAction::MaintenanceExit { host_id, .. } => {
                 if !self.db.host_exists(*host_id).await? {
                     return Err(missing("host", "unknown_host", host_id.0));
                 }
@@ -209,9 +209,16 @@ impl App {
                 let m = self.maintenance_enter(*host_id, &req).await?;
                 (format!("evacuation {} of host {host_id}", m.id), m.id)
             }
-            ScheduledAction::MaintenanceExit { host_id } => {
-                let h = self.maintenance_exit(*host_id).await?;
-                (format!("host {} left maintenance", h.name), host_id.0)
+            ScheduledAction::MaintenanceExit { host_id, move_back } => {
+                let e = self.maintenance_exit(*host_id, *move_back).await?;
+                (
+                    format!(
+                        "host {} left maintenance; {} VM(s) moved back",
+                        e.host.name,
+                        e.moved_back.len()
+                    ),
+                    host_id.0,
+                )
             }
             ScheduledAction::DrsRun { cluster_id } => {
                 let r = self
