@@ -96,6 +96,11 @@ pub struct Config {
     /// QEMU binary (qemu backend).
     #[arg(long, env = "FERRY_QEMU", default_value = "qemu-system-x86_64")]
     pub qemu: String,
+    /// Memory this host offers to VMs, MiB (the rest is kept for the host); all of
+    /// the machine's by default. Placement, evacuation and balancing count VMs
+    /// (their RAM and QEMU's overhead) against it.
+    #[arg(long, env = "FERRY_VM_MEMORY_MIB")]
+    pub vm_memory_mib: Option<u64>,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {

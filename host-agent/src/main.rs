@@ -62,10 +62,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 config.shutdown_timeout,
             );
             let run_dir = config.state_dir.join("vms");
-            let backend = tokio::task::spawn_blocking(move || {
+            let mut backend = tokio::task::spawn_blocking(move || {
                 QemuBackend::new(&bin, accel, run_dir, ds, &nets, timeout)
             })
             .await??;
+            backend.vm_memory_mib = config.vm_memory_mib;
             backend.vms.reattach().await?;
             Some(Arc::new(backend))
         }

@@ -181,6 +181,16 @@ impl QemuVms {
         }))
     }
 
+    /// Memory given to the VMs with a QEMU process here (their RAM and QEMU's own
+    /// overhead each), MiB.
+    pub fn committed_mib(&self) -> u64 {
+        let vms = self.vms.lock().unwrap_or_else(|p| p.into_inner());
+        vms.values()
+            .filter(|h| h.live.lock().is_ok_and(|l| l.pid.is_some()))
+            .map(|h| h.spec.lock().map_or(0, |s| s.memory_mib) + ferry_common::QEMU_OVERHEAD_MIB)
+            .sum()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<VmRuntime> {
         self.events.subscribe()
     }

@@ -172,3 +172,28 @@ pub async fn migrate_and_wait(api: &Api, vm: &str, body: &Value) -> Value {
     let mid = start_migration(api, vm, body).await;
     wait_migration(api, &mid).await
 }
+
+/// Shapes host `i`'s fabric link (where migration streams go) to `rate`.
+pub fn shape(env: &Env, i: u8, rate: &str) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.lab.ns(i),
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+        ])
+        .args([
+            "root", "tbf", "rate", rate, "burst", "512kb", "latency", "50ms",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

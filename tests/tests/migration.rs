@@ -3,89 +3,17 @@
 //! the guest's memory verifies, and the VM ends on exactly one host, recorded
 //! correctly. Cancel keeps the VM on its source; incompatible requests are refused.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ferry_tests::echo::EchoClient;
 use ferry_tests::vmtest::{
-    migrate_and_wait, netns_of, qemus, start_migration, two_hosts_and_guest, wait_migration,
+    migrate_and_wait, netns_of, qemus, shape, start_migration, two_hosts_and_guest, wait_migration,
     GuestLab,
 };
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const T: Duration = Duration::from_secs(90);
-
-/// Sends a numbered line every 10 ms on one connection and checks each comes back
-/// in order; returns (messages, longest gap between answers).
-struct EchoClient {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(u64, Duration)>,
-}
-
-impl EchoClient {
-    async fn start(ip: &str) -> Self {
-        Self::start_padded(ip, 0).await
-    }
-
-    /// Each line carries `pad` more bytes: large writes travel as offloaded
-    /// super-frames, which the switchover's frame relay must cut to the MTU.
-    async fn start_padded(ip: &str, pad: usize) -> Self {
-        let stream = tokio::net::TcpStream::connect((ip, 7))
-            .await
-            .expect("connect echo");
-        stream.set_nodelay(true).unwrap();
-        let (r, mut w) = stream.into_split();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut lines = BufReader::new(r).lines();
-            let writer = tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop2.load(Ordering::Relaxed) {
-                    w.write_all(format!("{n}{}\n", "x".repeat(pad)).as_bytes())
-                        .await
-                        .expect("the connection must not drop");
-                    n += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                w.write_all(b"end\n").await.expect("final write");
-                n
-            });
-            let mut expect = 0u64;
-            let mut last = Instant::now();
-            let mut gap = Duration::ZERO;
-            loop {
-                let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                    .await
-                    .expect("an answer within 30 s")
-                    .expect("the connection must not drop")
-                    .expect("the connection must not close");
-                gap = gap.max(last.elapsed());
-                last = Instant::now();
-                if line == "end" {
-                    break;
-                }
-                assert_eq!(
-                    line,
-                    format!("{expect}{}", "x".repeat(pad)),
-                    "messages come back in order, whole, none lost or duplicated"
-                );
-                expect += 1;
-            }
-            let sent = writer.await.unwrap();
-            assert_eq!(expect, sent, "every message sent came back");
-            (sent, gap)
-        });
-        Self { stop, task }
-    }
-
-    async fn finish(self) -> (u64, Duration) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("echo client")
-    }
-}
 
 #[tokio::test]
 async fn an_idle_guest_moves_while_a_client_talks_to_it() {
@@ -412,31 +340,6 @@ async fn dirty(ip: &str, mbps: u64, wss_mib: u64) {
         }
     })
     .await;
-}
-
-/// Shapes host `i`'s fabric link (where migration streams go) to `rate`.
-fn shape(env: &ferry_tests::procs::Env, i: u8, rate: &str) {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &env.lab.ns(i),
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "eth0",
-        ])
-        .args([
-            "root", "tbf", "rate", rate, "burst", "512kb", "latency", "50ms",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The messages of the migration's `migration.strategy` events.

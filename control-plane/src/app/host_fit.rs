@@ -19,8 +19,7 @@ use ferry_api::problem::Reason;
 use ferry_api::vm::Vm;
 use ferry_api::{DatastoreId, NetworkId};
 
-/// Memory QEMU itself needs beside the guest's RAM.
-pub const QEMU_OVERHEAD_MIB: u64 = 64;
+pub use ferry_common::QEMU_OVERHEAD_MIB;
 
 /// What a VM needs from a host.
 pub struct Needs<'a> {

@@ -15,7 +15,7 @@ use ferry_api::maintenance::{
 use ferry_api::migration::{MigrateRequest, MigrationState};
 use ferry_api::problem::Reason;
 use ferry_api::vm::{PowerState, Vm};
-use ferry_api::{HostId, SagaId};
+use ferry_api::{HostId, SagaId, VmId};
 
 use super::host_fit::{misfits, reasons, VmParts, QEMU_OVERHEAD_MIB};
 use super::rules::RulesContext;
@@ -101,9 +101,26 @@ impl App {
         let targets = self.evacuation_targets(&host).await?;
         // Small and quiet VMs first, so most of the host empties early.
         let mut vms = self.db.vm_list_on_host(host_id).await?;
-        vms.sort_by_key(|v| (v.power_state != PowerState::Running, v.memory_mib));
         let mut promised: HashMap<HostId, u64> = HashMap::new();
         let mut rules = self.rules_context(host.cluster_id, Some(host_id)).await?;
+        // Destinations are chosen most constrained first (the VMs with the fewest
+        // hosts that can take them: a VM pinned by rules before one that can go
+        // anywhere), so a greedy choice does not take the only host another needs;
+        // the steps then run small and quiet VMs first.
+        let mut choices: HashMap<VmId, usize> = HashMap::new();
+        for vm in &vms {
+            let (ranked, _) = self
+                .evacuation_destinations(&host, vm, &targets, &promised, &[], &rules)
+                .await?;
+            choices.insert(vm.id, ranked.len());
+        }
+        vms.sort_by_key(|v| {
+            (
+                v.power_state != PowerState::Running,
+                choices.get(&v.id).copied().unwrap_or(0),
+                v.memory_mib,
+            )
+        });
         let mut steps = Vec::new();
         let mut problems = Vec::new();
         let mut moves_s = Vec::new();
@@ -165,6 +182,17 @@ impl App {
                     steps.push(step(steps.len(), vm, action, None, 0.0, why));
                 }
             }
+        }
+        let exec_key = |s: &PlanStep| {
+            let vm = vms.iter().find(|v| v.id == s.vm_id);
+            (
+                vm.is_none_or(|v| v.power_state != PowerState::Running),
+                vm.map_or(0, |v| v.memory_mib),
+            )
+        };
+        steps.sort_by_key(exec_key);
+        for (i, s) in steps.iter_mut().enumerate() {
+            s.order = i as u32;
         }
         // Moves run side by side within the budget: the evacuation takes about the
         // sum ÷ the budget, and never less than its longest move.

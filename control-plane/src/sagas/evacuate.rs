@@ -24,7 +24,7 @@ use std::time::Duration;
 use ferry_api::maintenance::{MaintenanceState, PoweredOffPolicy, UnmovablePolicy};
 use ferry_api::migration::{MigrateRequest, MigrationState};
 use ferry_api::vm::{PowerAction, PowerState};
-use ferry_api::HostId;
+use ferry_api::{HostId, VmId};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,9 @@ pub const KIND: &str = "evacuate";
 
 /// How often a move of one VM is tried (on a different host each time).
 const TRIES: usize = 3;
+/// How long a VM must have had no destination before the `unmovable` policy
+/// applies to it during the evacuation (the plan refused the unmovable ones).
+const UNMOVABLE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Params {
@@ -170,12 +173,19 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
         let p = ctx.params;
         let app = ctx.app;
-        let started = app
+        let latest = app
             .db
             .maintenance_latest(p.host)
             .await?
-            .map(|m| m.created_at)
             .ok_or_else(|| NodeError::Failed("the maintenance record is gone".into()))?;
+        let started = latest.created_at;
+        let plan_dest: HashMap<VmId, Option<HostId>> = latest
+            .plan
+            .steps
+            .iter()
+            .map(|s| (s.vm_id, s.destination_host_id))
+            .collect();
+        let mut stuck_since: HashMap<VmId, tokio::time::Instant> = HashMap::new();
         loop {
             if app.db.maintenance_cancel_requested(p.maintenance).await? {
                 return Err(NodeError::Cancelled);
@@ -250,8 +260,23 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                     .evacuation_destinations(&host, vm, &targets, &HashMap::new(), &avoid, &rules)
                     .await
                     .map_err(|e| NodeError::Failed(e.detail))?;
-                let Some(dest) = ranked.first() else {
+                // The plan's destination while it still fits, so the evacuation
+                // does what the plan said (its order kept the rules satisfiable).
+                let planned = plan_dest.get(&vm.id).copied().flatten();
+                let Some(dest) = ranked
+                    .iter()
+                    .find(|h| Some(h.id) == planned)
+                    .or(ranked.first())
+                else {
                     let why = why.first().map(|r| r.detail.clone()).unwrap_or_default();
+                    // No room now may be a move still ending (its memory not yet
+                    // freed, or reported): the policy applies once it lasts.
+                    let since = *stuck_since
+                        .entry(vm.id)
+                        .or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() < UNMOVABLE_AFTER && p.unmovable != UnmovablePolicy::Wait {
+                        continue;
+                    }
                     match p.unmovable {
                         UnmovablePolicy::Fail => {
                             return Err(NodeError::Failed(format!(
@@ -268,6 +293,7 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                     }
                     continue;
                 };
+                stuck_since.remove(&vm.id);
                 let req = MigrateRequest {
                     destination_host_id: Some(dest.id),
                     ..Default::default()
@@ -293,7 +319,11 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     })
 }
 
-/// Cancels the moves off the host still in flight (the finished ones stay).
+/// How long a cancelled evacuation waits for its moves to end.
+const MOVES_STOP_WITHIN: Duration = Duration::from_secs(120);
+
+/// Cancels the moves off the host still in flight (the finished ones stay), and
+/// waits for them to end.
 fn stop_moves<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
     Box::pin(async move {
         let p = ctx.params;
@@ -314,6 +344,27 @@ fn stop_moves<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
                 )
                 .await?;
             }
+        }
+        // The evacuation ends once its moves have: each VM then runs on exactly
+        // one host (a cancelled move's destination QEMU is gone).
+        let deadline = tokio::time::Instant::now() + MOVES_STOP_WITHIN;
+        loop {
+            let open = ctx
+                .app
+                .db
+                .migration_list_from_host(p.host, m.created_at)
+                .await?
+                .iter()
+                .filter(|(_, _, state, _)| !state.is_final())
+                .count();
+            if open == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(host = %p.host, open, "evacuation cancelled with moves still ending");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(Undone::Undone)
     })

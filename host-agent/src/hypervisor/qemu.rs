@@ -35,6 +35,8 @@ pub struct QemuBackend {
     accel: AccelChoice,
     cpu_sampler: Mutex<CpuSampler>,
     pub vms: Arc<QemuVms>,
+    /// The memory offered to VMs (`--vm-memory-mib`); all of the machine's if none.
+    pub vm_memory_mib: Option<u64>,
 }
 
 impl QemuBackend {
@@ -93,6 +95,7 @@ impl QemuBackend {
             accel,
             cpu_sampler: Mutex::default(),
             vms,
+            vm_memory_mib: None,
         })
     }
 
@@ -113,8 +116,17 @@ impl Hypervisor for QemuBackend {
         cpu
     }
 
+    /// The machine's memory, or the share offered to VMs: its total, and what of
+    /// it the VMs running here leave free.
     fn memory(&self) -> MemoryFacts {
-        facts::memory()
+        let m = facts::memory();
+        match self.vm_memory_mib {
+            None => m,
+            Some(cap) => MemoryFacts {
+                total_mib: m.total_mib.min(cap),
+                free_mib: m.free_mib.min(cap.saturating_sub(self.vms.committed_mib())),
+            },
+        }
     }
 
     fn load(&self) -> (f32, f32) {
