@@ -4,7 +4,7 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-sim-moves bench-drs fmt lint
+.PHONY: help deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs fmt lint
 
 help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-scale control-plane scale benchmark (sim hosts), writes bench/results/scale.json"
 	@echo "make bench-guests guest boot time, QEMU RSS, guests per host, writes bench/results/guests.json"
 	@echo "make bench-migration Ferry vs raw QEMU live migration, writes bench/results/migration.json"
+	@echo "make bench-evacuate maintenance: evacuate a lab host of 8 guests over 1 Gbit/s vs raw QEMU one at a time, writes bench/results/evacuate.json"
 	@echo "make bench-drs   a balancing pass over 64 hosts / 8,000 VMs, and against brute force, writes bench/results/drs.json"
 	@echo "make bench-sim-moves 200 live migrations at once across 64 sim hosts, writes bench/results/sim_moves.json"
 
@@ -59,6 +60,9 @@ bench-guests: build guest
 
 bench-migration: build guest
 	./target/release/ferry-bench-migration --out bench/results/migration.json; ./deploy/test-pg-stop.sh
+
+bench-evacuate: build guest
+	./target/release/ferry-bench-evacuate --out bench/results/evacuate.json; ./deploy/test-pg-stop.sh
 
 bench-sim-moves: build
 	./target/release/ferry-bench-sim-moves --out bench/results/sim_moves.json

@@ -19,20 +19,20 @@
 //! Internal modes (run inside a host namespace by this program): `--tcp-sink
 //! ADDR` and `--tcp-probe ADDR`.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use ferry_agent::qemu_vm::{memory_arg, needs_tcg_dirty_padding};
+use ferry_bench::lab::{
+    measure_link, qemu_version, set_dirty, status, tcp_probe, tcp_sink, Echo, RawVm,
+};
 use ferry_tests::procs::{AgentOptions, Env};
 use ferry_tests::vmtest::boot_guest;
 use ferry_tests::{guest, wait_for};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Parser)]
 struct Args {
@@ -62,7 +62,6 @@ struct Args {
     tcp_probe: Option<String>,
 }
 
-const PROBE_BYTES: usize = 256 << 20;
 const T: Duration = Duration::from_secs(120);
 
 #[derive(Serialize, Clone)]
@@ -88,68 +87,6 @@ struct Row {
     overhead_ms: Option<i64>,
 }
 
-// ---------------------------------------------------------------- link probe
-
-/// The first line of `qemu-system-x86_64 --version`.
-fn qemu_version() -> String {
-    Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-fn tcp_sink(addr: &str) -> anyhow::Result<()> {
-    let l = std::net::TcpListener::bind(addr)?;
-    println!("listening");
-    std::io::stdout().flush()?;
-    let (mut c, _) = l.accept()?;
-    let mut buf = vec![0u8; 1 << 20];
-    while c.read(&mut buf)? > 0 {}
-    Ok(())
-}
-
-fn tcp_probe(addr: &str) -> anyhow::Result<()> {
-    let mut c = std::net::TcpStream::connect(addr)?;
-    let buf = vec![0x5au8; 1 << 20];
-    let t0 = Instant::now();
-    for _ in 0..PROBE_BYTES / buf.len() {
-        c.write_all(&buf)?;
-    }
-    c.shutdown(std::net::Shutdown::Write)?;
-    let mut end = [0u8; 1];
-    let _ = c.read(&mut end);
-    println!("{}", PROBE_BYTES as f64 / t0.elapsed().as_secs_f64());
-    Ok(())
-}
-
-/// Raw TCP throughput from host 0 to host 1, bytes/s.
-fn measure_link(env: &Env) -> anyhow::Result<f64> {
-    let me = std::env::current_exe()?;
-    let addr = format!("{}:47999", env.lab.host_ip(1));
-    let mut sink = env
-        .lab
-        .command(1, &me)
-        .args(["--tcp-sink", &addr])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut first = [0u8; 9];
-    sink.stdout.as_mut().unwrap().read_exact(&mut first)?;
-    let out = env
-        .lab
-        .command(0, &me)
-        .args(["--tcp-probe", &addr])
-        .output()?;
-    let _ = sink.wait();
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-}
-
 fn shape(env: &Env, on: bool) {
     for i in 0..2 {
         let ns = env.lab.ns(i);
@@ -162,192 +99,6 @@ fn shape(env: &Env, on: bool) {
             c.args(["del", "dev", "eth0", "root"]);
         }
         let _ = c.stderr(Stdio::null()).status();
-    }
-}
-
-// ---------------------------------------------------------------- the client
-
-struct Echo {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<(f64, u64, bool)>,
-}
-
-impl Echo {
-    async fn start(ip: &str) -> anyhow::Result<Self> {
-        let s = tokio::net::TcpStream::connect((ip, 7)).await?;
-        s.set_nodelay(true)?;
-        let (r, mut w) = s.into_split();
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut lines = BufReader::new(r).lines();
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let (mut sent, mut got, mut gap) = (0u64, 0u64, Duration::ZERO);
-            let mut last = Instant::now();
-            let mut held = true;
-            let mut ending: Option<Instant> = None;
-            let trace = std::env::var_os("FERRY_BENCH_TRACE").is_some();
-            loop {
-                tokio::select! {
-                    _ = tick.tick(), if ending.is_none() => {
-                        if w.write_all(format!("{sent}\n").as_bytes()).await.is_err() { held = false; break; }
-                        sent += 1;
-                    }
-                    _ = stopped.changed(), if ending.is_none() => { ending = Some(Instant::now()); }
-                    l = lines.next_line() => match l {
-                        Ok(Some(_)) => {
-                            if trace && last.elapsed() > Duration::from_millis(30) {
-                                eprintln!("  echo gap {:>4} ms ending at {}", last.elapsed().as_millis(), chrono_now());
-                            }
-                            gap = gap.max(last.elapsed());
-                            last = Instant::now();
-                            got += 1;
-                            if ending.is_some() && got >= sent { break; }
-                        }
-                        _ => { held = false; break; }
-                    },
-                    _ = tokio::time::sleep(Duration::from_secs(5)), if ending.is_some() => break,
-                }
-            }
-            (gap.as_secs_f64() * 1000.0, sent.saturating_sub(got), held)
-        });
-        Ok(Self { stop, task })
-    }
-
-    async fn finish(self) -> (f64, u64, bool) {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap_or((f64::NAN, 0, false))
-    }
-}
-
-/// Wall-clock time of day, UTC, to the microsecond (to line up with agent logs).
-fn chrono_now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let s = d.as_secs() % 86400;
-    format!(
-        "{:02}:{:02}:{:02}.{:06}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_micros()
-    )
-}
-
-async fn status(ip: &str) -> Option<Value> {
-    reqwest::Client::new()
-        .get(format!("http://{ip}/status"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-/// Sets the guest's dirtier and returns what it reports doing, MiB/s.
-async fn set_dirty(ip: &str, mibps: u64, wss: u64) -> f64 {
-    let _ = reqwest::Client::new()
-        .post(format!("http://{ip}/dirty?mbps={mibps}&wss_mib={wss}"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    match status(ip).await {
-        Some(s) => s["dirty_mbps"].as_f64().unwrap_or(0.0),
-        None => 0.0,
-    }
-}
-
-// ---------------------------------------------------------------- raw QEMU
-
-struct RawVm {
-    child: Child,
-    qmp: std::sync::Arc<ferry_agent::qmp::Qmp>,
-    ns: String,
-    tap: String,
-    dir: PathBuf,
-}
-
-impl RawVm {
-    #[allow(clippy::too_many_arguments)]
-    async fn start(
-        env: &Env,
-        host: u8,
-        name: &str,
-        mib: u64,
-        ip: &str,
-        mac: &str,
-        incoming: Option<&str>,
-        dir: &Path,
-    ) -> anyhow::Result<Self> {
-        let (kernel, initrd) = guest::image();
-        let ns = env.lab.ns(host);
-        let tap = format!("rq{name}");
-        let _ = Command::new("ip")
-            .args(["-n", &ns, "link", "del", &tap])
-            .stderr(Stdio::null())
-            .status();
-        for args in [
-            vec!["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"],
-            vec!["link", "set", &tap, "master", "fbr-vmnet"],
-            vec!["link", "set", &tap, "up"],
-        ] {
-            let ok = Command::new("ip").args(["-n", &ns]).args(&args).status()?;
-            anyhow::ensure!(ok.success(), "ip {args:?} in {ns}");
-        }
-        let vmdir = dir.join(format!("{name}-{host}"));
-        std::fs::create_dir_all(&vmdir)?;
-        let qmp_path = vmdir.join("qmp.sock");
-        let _ = std::fs::remove_file(&qmp_path);
-        let mut c = env.lab.command(host, Path::new("qemu-system-x86_64"));
-        c.args(["-machine", "q35,accel=tcg", "-cpu", "qemu64", "-smp", "1"])
-            // One page over where Ferry does it: QEMU before 9.0 loses writes when it
-            // migrates a TCG guest otherwise (see the agent's `memory_arg`).
-            .args([
-                "-m",
-                &memory_arg(mib, needs_tcg_dirty_padding(&qemu_version(), "tcg")),
-            ])
-            .args(["-nodefaults", "-no-user-config", "-display", "none"])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", &format!("console=ttyS0 quiet ferry.ip={ip}/24")])
-            .arg("-serial")
-            .arg(format!("file:{}", vmdir.join("console.log").display()))
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
-            .args([
-                "-netdev",
-                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-            ])
-            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(uri) = incoming {
-            c.args(["-incoming", uri]);
-        }
-        let child = c.spawn()?;
-        let (qmp, _events) =
-            ferry_agent::qmp::Qmp::connect(&qmp_path, Duration::from_secs(30)).await?;
-        Ok(Self {
-            child,
-            qmp,
-            ns,
-            tap,
-            dir: vmdir,
-        })
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("ip")
-            .args(["-n", &self.ns, "link", "del", &self.tap])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -592,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
             env.wait_host_state("host-a", "connected", T).await;
             env.wait_host_state("host-b", "connected", T).await;
         }
-        let link = measure_link(&env)?;
+        let link = measure_link(&env, 0, 1)?;
         links.insert(path.clone(), json!(link));
         println!(
             "-- {path}: raw TCP {:.0} MB/s between the hosts",

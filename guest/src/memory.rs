@@ -17,6 +17,9 @@ pub struct State {
     pub pages_verified: AtomicU64,
     pub pages_written: AtomicU64,
     pub errors: AtomicU64,
+    /// Pages the verifier reads at most per 10 ms slice (`POST
+    /// /dirty?verify_pages=N`; a benchmark of many guests keeps them quiet).
+    pub verify_pages: AtomicU64,
 }
 
 impl State {
@@ -28,6 +31,7 @@ impl State {
             pages_verified: AtomicU64::new(0),
             pages_written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            verify_pages: AtomicU64::new(2 * MIB_PAGES),
         }
     }
 }
@@ -100,7 +104,8 @@ pub fn run(state: &State) {
         state.pages_written.fetch_add(per_slice, Ordering::Relaxed);
         // Verify in the time left (bounded, so an idle guest stays mostly idle).
         let mut checked = 0u64;
-        while t0.elapsed() < slice / 2 && checked < 2 * MIB_PAGES {
+        let verify = state.verify_pages.load(Ordering::Relaxed);
+        while t0.elapsed() < slice / 2 && checked < verify {
             let p = next_verify % pages;
             if !page_ok(
                 &mem[(p as usize) * PAGE_WORDS..(p as usize + 1) * PAGE_WORDS],

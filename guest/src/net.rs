@@ -78,6 +78,9 @@ fn handle(conn: TcpStream, state: &State, started: Instant) -> std::io::Result<(
             if let Some(w) = query(q, "wss_mib") {
                 state.wss_mib.store(w.clamp(1, 1 << 20), Ordering::Relaxed);
             }
+            if let Some(v) = query(q, "verify_pages") {
+                state.verify_pages.store(v.min(1 << 20), Ordering::Relaxed);
+            }
             ("200 OK", status_json(state, started))
         }
         _ => ("404 Not Found", "{\"error\":\"not found\"}".to_string()),

@@ -270,7 +270,21 @@ async fn capacity_is_predicted_and_an_evacuation_survives_cancel_and_a_control_p
     }
 
     // Again, and the control plane killed mid-move: after its restart the
-    // evacuation finishes.
+    // evacuation finishes. (First the hosts report the memory the cancelled moves'
+    // destination QEMUs held as free again: facts arrive with a heartbeat.)
+    wait_for("hosts b and c to report their memory free", T, || {
+        let (api, hosts) = (api.clone(), hosts.clone());
+        async move {
+            for h in &hosts[1..] {
+                let free = api.ok(&format!("/hosts/{h}")).await["memory"]["free_mib"].as_u64()?;
+                if free < 320 {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
     let r = api
         .post(&format!("/hosts/{h0}/maintenance"), &json!({}))
         .await;

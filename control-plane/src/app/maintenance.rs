@@ -43,7 +43,7 @@ impl App {
 
     /// The fitting targets for `vm`, best balanced first (those that keep its
     /// should rules before the others), given memory already promised to earlier
-    /// moves (`promised`, MiB per host), hosts to avoid, and the rules (`rules`:
+    /// moves (`promised`, MiB per host), and the rules (`rules`:
     /// built with the host as `leaving`, earlier moves of the plan placed).
     pub async fn evacuation_destinations(
         &self,
@@ -51,14 +51,13 @@ impl App {
         vm: &Vm,
         targets: &[Host],
         promised: &HashMap<HostId, u64>,
-        avoid: &[HostId],
         rules: &RulesContext,
     ) -> ApiResult<(Vec<Host>, Vec<Reason>)> {
         let parts = VmParts::of(vm);
         let needs = parts.needs(vm);
         let mut fitting = Vec::new();
         let mut why = Vec::new();
-        for t in targets.iter().filter(|t| !avoid.contains(&t.id)) {
+        for t in targets {
             let mut t = t.clone();
             t.memory.free_mib = t
                 .memory
@@ -110,7 +109,7 @@ impl App {
         let mut choices: HashMap<VmId, usize> = HashMap::new();
         for vm in &vms {
             let (ranked, _) = self
-                .evacuation_destinations(&host, vm, &targets, &promised, &[], &rules)
+                .evacuation_destinations(&host, vm, &targets, &promised, &rules)
                 .await?;
             choices.insert(vm.id, ranked.len());
         }
@@ -131,7 +130,7 @@ impl App {
                 continue;
             }
             let (ranked, why) = self
-                .evacuation_destinations(&host, vm, &targets, &promised, &[], &rules)
+                .evacuation_destinations(&host, vm, &targets, &promised, &rules)
                 .await?;
             match ranked.first() {
                 Some(dest) if vm.power_state != PowerState::Paused => {

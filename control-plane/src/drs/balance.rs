@@ -354,6 +354,141 @@ fn best_swap(
     best.map(|(_, s)| s)
 }
 
+/// Look-ahead for small clusters, where one greedy step at a time gets stuck (a
+/// big cluster has enough single moves and swaps): sequences of up to three moves
+/// (the first ones may even worsen the imbalance) when there are at most this
+/// many candidate moves, of up to two when there are at most
+/// [`CHAIN_TWO_MOVES`].
+const CHAIN_THREE_MOVES: usize = 64;
+const CHAIN_TWO_MOVES: usize = 400;
+
+struct Chain {
+    moves: Vec<(usize, usize, usize)>,
+    gain: f64,
+    sums: Sums,
+}
+
+/// The search state of [`best_chain`].
+struct ChainSearch<'a> {
+    hosts: &'a [Host],
+    vms: &'a [Vm],
+    limits: &'a Limits,
+    per_host: &'a [usize],
+    now: f64,
+    spread: f64,
+    floor: f64,
+    at: Vec<usize>,
+    loads: Vec<HostLoad>,
+    used: Vec<bool>,
+    path: Vec<(usize, usize, usize)>,
+    best: Option<(f64, Chain)>,
+}
+
+impl ChainSearch<'_> {
+    fn can_go(&self, vi: usize, dst: usize) -> bool {
+        let v = &self.vms[vi];
+        v.movable
+            && !self.used[vi]
+            && v.rules.together.is_empty()
+            && dst != self.at[vi]
+            && self.hosts[dst].eligible
+            && self.per_host[dst] + 1 < self.limits.max_per_host
+            && self.per_host[self.at[vi]] + 1 < self.limits.max_per_host
+            && !v.left.contains(&dst)
+            && v.rules.admit(dst, &self.at)
+    }
+
+    fn search(&mut self, sums: Sums, cost: f64, depth: usize) {
+        if self.path.len() >= 2 {
+            let gain = self.now - sums.imbalance().combined;
+            let score = gain * self.spread - COST_WEIGHT * cost;
+            let need = self.floor * self.path.len() as f64;
+            if gain >= need && score > 0.0 && self.best.as_ref().is_none_or(|b| score > b.0) {
+                self.best = Some((
+                    score,
+                    Chain {
+                        moves: self.path.clone(),
+                        gain,
+                        sums,
+                    },
+                ));
+            }
+        }
+        if depth == 0 {
+            return;
+        }
+        for vi in 0..self.vms.len() {
+            for dst in 0..self.hosts.len() {
+                if !self.can_go(vi, dst) {
+                    continue;
+                }
+                let (v, src) = (&self.vms[vi], self.at[vi]);
+                let x = moved(&self.loads[src], -v.cpu, -v.mem_mib);
+                let y = moved(&self.loads[dst], v.cpu, v.mem_mib);
+                if y.mem_mib > y.mem_capacity_mib * self.limits.mem_fill {
+                    continue;
+                }
+                let next = sums.swap(&self.loads[src], &x, &self.loads[dst], &y);
+                let (old_x, old_y) = (self.loads[src], self.loads[dst]);
+                self.loads[src] = x;
+                self.loads[dst] = y;
+                self.at[vi] = dst;
+                self.used[vi] = true;
+                self.path.push((vi, src, dst));
+                self.search(next, cost + v.cost_s, depth - 1);
+                self.path.pop();
+                self.used[vi] = false;
+                self.at[vi] = src;
+                self.loads[src] = old_x;
+                self.loads[dst] = old_y;
+            }
+        }
+    }
+}
+
+/// The best sequence of two or three moves in a row that together gain at least
+/// `floor` per move beyond their cost, when the candidate moves are few.
+#[allow(clippy::too_many_arguments)]
+fn best_chain(
+    hosts: &[Host],
+    vms: &[Vm],
+    loads: &[HostLoad],
+    sums: &Sums,
+    at: &[usize],
+    moved_vm: &[bool],
+    per_host: &[usize],
+    limits: &Limits,
+    floor: f64,
+) -> Option<Chain> {
+    let mut s = ChainSearch {
+        hosts,
+        vms,
+        limits,
+        per_host,
+        now: sums.imbalance().combined,
+        spread: (sums.n - 1.0).max(1.0).sqrt(),
+        floor,
+        at: at.to_vec(),
+        loads: loads.to_vec(),
+        used: moved_vm.to_vec(),
+        path: Vec::new(),
+        best: None,
+    };
+    let candidates = (0..vms.len())
+        .flat_map(|vi| (0..hosts.len()).map(move |d| (vi, d)))
+        .filter(|&(vi, d)| s.can_go(vi, d))
+        .count();
+    let depth = if candidates <= CHAIN_THREE_MOVES {
+        3
+    } else if candidates <= CHAIN_TWO_MOVES {
+        2
+    } else {
+        return None;
+    };
+    s.search(*sums, 0.0, depth);
+    s.best.map(|(_, c)| c)
+}
+
 /// Plans one pass: first the repairs of broken rules (`super::repair`), then the
 /// balancing moves on the cluster as the repairs leave it; the imbalance before
 /// and after all of them.
@@ -476,7 +611,41 @@ fn balance(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
             limits,
             2.0 * floor,
         ) else {
-            break;
+            // Nor a swap: two moves in a row, in a small cluster.
+            let Some(ch) = best_chain(
+                hosts,
+                vms,
+                &loads,
+                &sums,
+                &at,
+                &moved_vm,
+                &per_host,
+                limits,
+                2.0 * floor,
+            ) else {
+                break;
+            };
+            let share = ch.gain / ch.moves.len() as f64;
+            for (vi, from, to) in ch.moves {
+                let v = &vms[vi];
+                loads[from] = moved(&loads[from], -v.cpu, -v.mem_mib);
+                loads[to] = moved(&loads[to], v.cpu, v.mem_mib);
+                at[vi] = to;
+                moved_vm[vi] = true;
+                per_host[from] += 1;
+                per_host[to] += 1;
+                by_host[to].push(vi);
+                moves.push(Move {
+                    vm: vi,
+                    from,
+                    to,
+                    gain: share,
+                    cost_s: v.cost_s,
+                    kind: MoveKind::Balance,
+                });
+            }
+            sums = ch.sums;
+            continue;
         };
         for (vi, from, to) in [(sw.a, sw.ha, sw.hb), (sw.b, sw.hb, sw.ha)] {
             let v = &vms[vi];

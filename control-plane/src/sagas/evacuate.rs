@@ -228,14 +228,7 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                         && app.db.vm_op_fetch(vm.id).await?.is_none()
                     {
                         let (ranked, _) = app
-                            .evacuation_destinations(
-                                &host,
-                                vm,
-                                &targets,
-                                &HashMap::new(),
-                                &[],
-                                &rules,
-                            )
+                            .evacuation_destinations(&host, vm, &targets, &HashMap::new(), &rules)
                             .await
                             .map_err(|e| NodeError::Failed(e.detail))?;
                         if let Some(d) = ranked.first() {
@@ -256,13 +249,21 @@ fn evacuate<'a>(ctx: &'a ECtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                         vm.name
                     )));
                 }
-                let (ranked, why) = app
-                    .evacuation_destinations(&host, vm, &targets, &HashMap::new(), &avoid, &rules)
+                let (mut ranked, why) = app
+                    .evacuation_destinations(&host, vm, &targets, &HashMap::new(), &rules)
                     .await
                     .map_err(|e| NodeError::Failed(e.detail))?;
-                // The plan's destination while it still fits, so the evacuation
-                // does what the plan said (its order kept the rules satisfiable).
-                let planned = plan_dest.get(&vm.id).copied().flatten();
+                // A retry goes to another host if one fits, else again where it
+                // failed (a failure may have been passing: a restart, a lost link).
+                ranked.sort_by_key(|h| avoid.contains(&h.id));
+                // The plan's destination while it still fits (and did not fail),
+                // so the evacuation does what the plan said (its order kept the
+                // rules satisfiable).
+                let planned = plan_dest
+                    .get(&vm.id)
+                    .copied()
+                    .flatten()
+                    .filter(|h| !avoid.contains(h));
                 let Some(dest) = ranked
                     .iter()
                     .find(|h| Some(h.id) == planned)

@@ -119,18 +119,34 @@ impl QemuVms {
         let spec = req.spec.clone().context("spec is required")?;
         let h = self.handle(&spec);
         let _op = h.op.lock().await;
+        let already = || {
+            coded(
+                ErrorCode::WrongState,
+                format!("VM {} already runs on this host", spec.vm_id),
+            )
+        };
         // Asked again (a replayed saga step): the same waiting QEMU, the same URI.
-        {
+        let unfinished = {
             let l = h.live.lock().unwrap_or_else(|p| p.into_inner());
             if let (Some(reply), PowerState::Paused) = (&l.incoming, l.state) {
                 return Ok(reply.clone());
             }
-            if l.state != PowerState::Stopped {
-                return Err(coded(
-                    ErrorCode::WrongState,
-                    format!("VM {} already runs on this host", spec.vm_id),
-                ));
+            match (l.state, &l.qmp, &l.incoming) {
+                (PowerState::Stopped, _, _) => None,
+                (_, Some(qmp), None) => Some(qmp.clone()),
+                _ => return Err(already()),
             }
+        };
+        // A waiting QEMU that an earlier call left without its reply (its caller
+        // went away mid-call, so the call was dropped): it has received nothing,
+        // so it is replaced by a fresh one.
+        if let Some(qmp) = unfinished {
+            let st = qmp.execute("query-status", json!({})).await?;
+            if st["status"] != "inmigrate" {
+                return Err(already());
+            }
+            tracing::warn!(vm = %spec.vm_id, "replacing a waiting QEMU an interrupted call left");
+            self.force_off(&h).await?;
         }
         self.start_qemu(&h, &spec, true).await?;
         let listen_ip = req.listen_ip.as_str();
