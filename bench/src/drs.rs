@@ -51,6 +51,7 @@ fn vm(host: usize, cpu: f64, mem_mib: f64) -> Vm {
         cpu,
         mem_mib,
         movable: true,
+        cooling: false,
         cost_s: mem_mib / 1024.0,
         left: Vec::new(),
         rules: Default::default(),

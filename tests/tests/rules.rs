@@ -302,11 +302,12 @@ async fn balancing_repairs_a_broken_rule_first_even_at_threshold_1() {
     let cl = cluster_id(&c).await;
     let a = c.vm("a", 0, 1024, "sim.cpu=1").await;
     let b = c.vm("b", 0, 1024, "sim.cpu=1").await;
+    // Manual first (the periodic pass, whenever it comes, only recommends).
     let p = c
         .api
         .patch(
             &format!("/clusters/{cl}"),
-            &json!({"drs": {"automation": "fully_automated", "threshold": 1}}),
+            &json!({"drs": {"automation": "manual", "threshold": 1}}),
         )
         .await;
     assert_eq!(p.status, 200, "{p:?}");
@@ -322,7 +323,7 @@ async fn balancing_repairs_a_broken_rule_first_even_at_threshold_1() {
     assert_eq!(r.body["violations"].as_array().unwrap().len(), 1, "{r:?}");
     let s = c.api.ok(&format!("/clusters/{cl}/drs")).await;
     assert_eq!(s["rule_violations"].as_array().unwrap().len(), 1, "{s}");
-    // A dry run plans the repair; the pass makes it.
+    // A dry run plans the repair, at threshold 1 (no move for load at all).
     let dry = c
         .api
         .post(
@@ -340,23 +341,29 @@ async fn balancing_repairs_a_broken_rule_first_even_at_threshold_1() {
             .contains("repairs a broken must rule"),
         "{dry:?}"
     );
+    // The pass recommends it; applied, it repairs the rule.
     let run = c
         .api
         .post(&format!("/clusters/{cl}/drs/run"), &json!({}))
         .await;
     assert_eq!(run.status, 200, "{run:?}");
-    let started = run.body["migrations"].as_array().unwrap().clone();
-    assert_eq!(started.len(), 1, "{run:?}");
+    assert_eq!(run.body["migrations"], json!([]), "{run:?}");
+    let rec = run.body["recommendations"][0]["id"].as_str().unwrap();
+    let applied = c
+        .api
+        .post(&format!("/drs/recommendations/{rec}/apply"), &json!({}))
+        .await;
+    assert_eq!(applied.status, 202, "{applied:?}");
     assert_eq!(
-        wait_migration(&c.api, started[0].as_str().unwrap()).await["state"],
+        wait_migration(&c.api, applied.body["id"].as_str().unwrap()).await["state"],
         "completed"
     );
     assert_ne!(host_of(&c, &a).await, host_of(&c, &b).await);
-    let r = c
+    let rule = c
         .api
         .ok(&format!("/rules/{}", r.body["id"].as_str().unwrap()))
         .await;
-    assert_eq!(r["violations"], json!([]), "{r}");
+    assert_eq!(rule["violations"], json!([]), "{rule}");
     // Nothing more to do, at threshold 1.
     let again = c
         .api
@@ -366,4 +373,37 @@ async fn balancing_repairs_a_broken_rule_first_even_at_threshold_1() {
         )
         .await;
     assert_eq!(again.body["recommendations"], json!([]), "{again:?}");
+
+    // Fully automated: the periodic pass repairs a newly broken rule by itself, at
+    // its next evaluation, without waiting for an imbalance to persist.
+    let p = c
+        .api
+        .patch(
+            &format!("/clusters/{cl}"),
+            &json!({"drs": {"automation": "fully_automated", "interval_s": 10}}),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{p:?}");
+    let here = host_of(&c, &a).await;
+    let r = c
+        .api
+        .post(
+            &format!("/clusters/{cl}/rules"),
+            &json!({"name": "a-off", "kind": "must_not_run_on", "vms": ["a"], "hosts": [here]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    wait_for(
+        "the periodic pass to move a",
+        Duration::from_secs(60),
+        || {
+            let (api, a, b, here) = (c.api.clone(), a.clone(), b.clone(), here.clone());
+            async move {
+                let ha = api.ok(&format!("/vms/{a}")).await["host_id"].clone();
+                let hb = api.ok(&format!("/vms/{b}")).await["host_id"].clone();
+                (ha != here.as_str() && ha != hb && ha.is_string()).then_some(())
+            }
+        },
+    )
+    .await;
 }

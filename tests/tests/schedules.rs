@@ -267,7 +267,7 @@ async fn a_schedule_survives_a_control_plane_restart() {
     let a = c.vm("restart-a", 0, 1024, "").await;
     let s = schedule(
         &c,
-        json!({"name": "after-restart", "not_before": in_secs(10),
+        json!({"name": "after-restart", "not_before": in_secs(15),
                "action": {"kind": "migrate", "vm_id": a, "destination_host_id": h1}}),
     )
     .await;

@@ -146,8 +146,8 @@ impl App {
                 mem_mib: mem,
                 movable: lvl != VmDrsAutomation::Disabled
                     && vm.power_state == PowerState::Running
-                    && !busy.contains(&vm.id)
-                    && moved.is_none_or(|(at, _)| *at < cooldown_start),
+                    && !busy.contains(&vm.id),
+                cooling: moved.is_some_and(|(at, _)| *at >= cooldown_start),
                 cost_s: (vm.memory_mib as f64 * 1048576.0) / link.max(1.0),
                 left: moved
                     .map(|(_, left)| left.iter().filter_map(|h| index.get(h).copied()).collect())

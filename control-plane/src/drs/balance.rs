@@ -84,9 +84,11 @@ pub struct Vm {
     /// vCPU demand (cores) and memory in use.
     pub cpu: f64,
     pub mem_mib: f64,
-    /// Running, balancing not disabled for it, no operation in flight, not cooling
-    /// down after its last move.
+    /// Running, balancing not disabled for it, no operation in flight.
     pub movable: bool,
+    /// Moved within the cooldown: balancing leaves it be; the repair of a broken
+    /// must rule does not wait for it.
+    pub cooling: bool,
     /// Predicted seconds of transfer (the migration predictor's total).
     pub cost_s: f64,
     /// Hosts it left within the history window: it never goes back to them.
@@ -299,7 +301,11 @@ fn best_swap(
     let spread = (sums.n - 1.0).max(1.0).sqrt();
     let ok = |h: usize| hosts[h].eligible && per_host[h] + 1 < limits.max_per_host;
     let free = |vi: usize, h: usize| {
-        vms[vi].movable && !moved_vm[vi] && at[vi] == h && vms[vi].rules.together.is_empty()
+        vms[vi].movable
+            && !vms[vi].cooling
+            && !moved_vm[vi]
+            && at[vi] == h
+            && vms[vi].rules.together.is_empty()
     };
     // The two moves of a swap run one after the other: each must keep the rules
     // with the other VM still where it was.
@@ -388,6 +394,7 @@ impl ChainSearch<'_> {
     fn can_go(&self, vi: usize, dst: usize) -> bool {
         let v = &self.vms[vi];
         v.movable
+            && !v.cooling
             && !self.used[vi]
             && v.rules.together.is_empty()
             && dst != self.at[vi]
@@ -549,7 +556,7 @@ fn balance(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
         {
             for &vi in &by_host[src] {
                 let v = &vms[vi];
-                if !v.movable || moved_vm[vi] || at[vi] != src {
+                if !v.movable || v.cooling || moved_vm[vi] || at[vi] != src {
                     continue;
                 }
                 let a2 = moved(&loads[src], -v.cpu, -v.mem_mib);

@@ -31,6 +31,7 @@ fn vm(host: usize, cpu: f64, mem_mib: f64) -> Vm {
         cpu,
         mem_mib,
         movable: true,
+        cooling: false,
         cost_s: mem_mib / 1024.0, // about 1 s per GiB on 10 Gbit/s
         left: Vec::new(),
         rules: Default::default(),
@@ -315,4 +316,26 @@ fn balancing_moves_keep_should_rules_and_leave_affinity_groups_whole() {
         );
         assert!(!(m.vm < 4 && m.to == 1), "a should rule was broken: {m:?}");
     }
+}
+
+#[test]
+fn a_must_rule_is_repaired_right_after_a_move_a_should_rule_waits() {
+    let (hosts, mut vms) = ruled();
+    // Both just moved (cooling down); VM 0 breaks a must rule, VM 1 a should rule.
+    vms[0].cooling = true;
+    vms[0].rules.forbidden = vec![0];
+    vms[1].cooling = true;
+    vms[1].rules.avoid = vec![0];
+    let p = plan(&loaded(&hosts, &vms), &vms, &Limits::default());
+    assert!(
+        p.moves
+            .iter()
+            .any(|m| m.vm == 0 && m.kind == MoveKind::RepairMust),
+        "{p:?}"
+    );
+    assert!(p.moves.iter().all(|m| m.vm != 1), "{p:?}");
+    assert_eq!(
+        p.unrepaired.iter().map(|u| u.0).collect::<Vec<_>>(),
+        vec![1]
+    );
 }

@@ -42,6 +42,7 @@ pub fn small_cluster(
                 cpu: rng.gen_range(0.5..4.0),
                 mem_mib,
                 movable: true,
+                cooling: false,
                 cost_s: mem_mib / 1024.0,
                 left: Vec::new(),
                 rules: Default::default(),

@@ -73,10 +73,11 @@ pub fn repair(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Repaired {
         if !must && !should {
             continue;
         }
-        if !v.movable {
+        // A must rule is repaired even right after a move; a should rule waits.
+        if !v.movable || (!must && v.cooling) {
             out.unrepaired.push((
                 vi,
-                "it breaks a rule but is not movable now (balancing disabled for it, another operation in flight, or cooling down after a move)".into(),
+                "it breaks a rule but is not movable now (balancing disabled for it, another operation in flight, or, for a should rule, cooling down after a move)".into(),
             ));
             continue;
         }

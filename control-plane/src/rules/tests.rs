@@ -203,6 +203,7 @@ fn random_case(rng: &mut StdRng) -> Case {
             cpu: rng.gen_range(0.2..4.0),
             mem_mib: f64::from(rng.gen_range(1..6u32) * 1024),
             movable: rng.gen_bool(0.9),
+            cooling: false,
             cost_s: 5.0,
             left: Vec::new(),
             rules: Default::default(),
