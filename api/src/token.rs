@@ -61,3 +61,21 @@ pub struct TokenCreated {
     pub token: Token,
     pub secret: String,
 }
+
+/// `GET /whoami`: the calling token.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Whoami {
+    pub token_id: TokenId,
+    pub name: String,
+    pub role: Role,
+}
+
+/// `POST /events/tickets`: a single-use ticket that opens the event stream without
+/// an `Authorization` header (a browser's `EventSource` cannot send one), so the
+/// long-lived token never appears in a URL.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StreamTicket {
+    /// Pass as `GET /events/stream?ticket=…`; it works once, within 60 s.
+    pub ticket: String,
+    pub expires_at: DateTime<Utc>,
+}

@@ -109,6 +109,8 @@ pub enum Command {
     },
     /// The control plane's health and version.
     Health,
+    /// The token in use: its name and role.
+    Whoami,
 }
 
 #[tokio::main]

@@ -653,6 +653,8 @@ async fn openapi_spec_matches_the_routes() {
         ("/api/v1/schedules", &["get", "post"]),
         ("/api/v1/schedules/{id}", &["get", "patch"]),
         ("/api/v1/schedules/{id}/cancel", &["post"]),
+        ("/api/v1/whoami", &["get"]),
+        ("/api/v1/events/tickets", &["post"]),
     ] {
         let p = paths
             .get(path)
@@ -663,13 +665,13 @@ async fn openapi_spec_matches_the_routes() {
     }
     assert_eq!(
         paths.len(),
-        36,
+        38,
         "the spec lists a route the server does not have (or the reverse)"
     );
     // Every documented operation answers (not 404/405) on the server.
     let api = env.api();
-    for path in paths.keys() {
-        if path.contains('{') || path.ends_with("/stream") {
+    for (path, ops) in paths {
+        if path.contains('{') || path.ends_with("/stream") || ops.get("get").is_none() {
             continue;
         }
         let r = api.get(path.trim_start_matches("/api/v1")).await;
@@ -684,4 +686,79 @@ async fn openapi_spec_matches_the_routes() {
     unique.sort();
     unique.dedup();
     assert_eq!(ids.len(), unique.len(), "operation ids are unique: {ids:?}");
+}
+
+#[tokio::test]
+async fn whoami_and_event_stream_tickets() {
+    let env = Env::new(0, &[]).await;
+    let admin = env.api();
+    let me = admin.ok("/whoami").await;
+    assert_eq!(me["role"], "admin", "{me}");
+    assert!(me["name"].as_str().is_some_and(|n| !n.is_empty()), "{me}");
+    let r = admin
+        .post("/tokens", &json!({"name": "watcher", "role": "viewer"}))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let (viewer_id, secret) = (
+        r.body["id"].as_str().unwrap().to_string(),
+        r.body["secret"].as_str().unwrap().to_string(),
+    );
+    let viewer = admin.with_token(&secret);
+    let me = viewer.ok("/whoami").await;
+    assert_eq!(
+        (
+            me["name"].as_str(),
+            me["role"].as_str(),
+            me["token_id"].as_str()
+        ),
+        (Some("watcher"), Some("viewer"), Some(viewer_id.as_str()))
+    );
+
+    // A ticket opens the stream without the header, once.
+    let open = |ticket: String| {
+        let url = format!("{}/api/v1/events/stream?ticket={ticket}", admin.base);
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("stream request");
+            let ct = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (r.status().as_u16(), ct)
+        }
+    };
+    let t = viewer.post("/events/tickets", &json!({})).await;
+    assert_eq!(t.status, 201, "{t:?}");
+    let ticket = t.body["ticket"].as_str().unwrap().to_string();
+    assert!(t.body["expires_at"].is_string());
+    let (status, ct) = open(ticket.clone()).await;
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    assert_eq!(open(ticket).await.0, 401, "a ticket works once");
+    assert_eq!(open("fyst_nope".into()).await.0, 401);
+    let bare = admin.raw(Method::GET, "/events/stream", None, None).await;
+    bare.assert_problem(401, "unauthorized");
+    // A ticket is for the stream only.
+    let t = viewer.post("/events/tickets", &json!({})).await;
+    let ticket = t.body["ticket"].as_str().unwrap().to_string();
+    admin
+        .raw(Method::GET, &format!("/hosts?ticket={ticket}"), None, None)
+        .await
+        .assert_problem(401, "unauthorized");
+    // Deleting the token voids its unused tickets.
+    assert_eq!(
+        admin.delete(&format!("/tokens/{viewer_id}")).await.status,
+        204
+    );
+    assert_eq!(open(ticket).await.0, 401);
+    viewer
+        .get("/whoami")
+        .await
+        .assert_problem(401, "unauthorized");
 }

@@ -257,7 +257,9 @@ async fn rules_are_validated_and_bind_migrations_power_on_and_evacuation() {
         assert_eq!(r["violations"], json!([]), "{r}");
     }
 
-    // The same through ferryctl.
+    // The same through ferryctl (as the admin).
+    let (ok, out, err) = c.ferryctl(&["whoami"]).await;
+    assert!(ok && out.contains("(admin), token "), "{out}{err}");
     let (ok, out, err) = c.ferryctl(&["rule", "list", "default"]).await;
     assert!(ok, "{err}");
     assert!(

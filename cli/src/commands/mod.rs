@@ -129,5 +129,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let h: ferry_api::Health = ctx.client.get("/health").await?;
             ctx.print(&h, |h| format!("{} (ferry {})", h.status, h.version))
         }
+        Command::Whoami => {
+            let w: ferry_api::token::Whoami = ctx.client.get("/whoami").await?;
+            ctx.print(&w, |w| {
+                format!("{} ({}), token {}", w.name, w.role.as_str(), w.token_id)
+            })
+        }
     }
 }

@@ -53,6 +53,30 @@ pub async fn authenticate(
     if req.uri().path() == "/health" {
         return Ok(next.run(req).await);
     }
+    // The event stream also opens with a single-use ticket (`POST /events/tickets`):
+    // a browser's EventSource cannot send the Authorization header.
+    if req.uri().path() == "/events/stream"
+        && !req
+            .headers()
+            .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        let ticket = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("ticket="))
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing `Authorization: Bearer <token>` header or `?ticket=` (POST /events/tickets)",
+                )
+            })?;
+        let (token_id, role) = app.stream_ticket_redeem(ticket).ok_or_else(|| {
+            ApiError::unauthorized("the ticket is not valid (used, expired or unknown)")
+        })?;
+        req.extensions_mut().insert(Caller { token_id, role });
+        return Ok(next.run(req).await);
+    }
     let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)

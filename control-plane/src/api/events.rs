@@ -31,6 +31,9 @@ pub struct EventParams {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `/events/stream` only: a ticket from `POST /events/tickets`, instead of the
+    /// `Authorization` header (single use, 60 s).
+    pub ticket: Option<String>,
 }
 
 impl EventParams {
@@ -125,4 +128,23 @@ fn to_sse(ev: &Event) -> SseEvent {
         .id(ev.seq.to_string())
         .event(ev.kind.clone())
         .data(serde_json::to_string(ev).unwrap_or_default())
+}
+
+/// A single-use ticket that opens `GET /events/stream?ticket=…` within 60 s,
+/// without the `Authorization` header (for a browser's EventSource).
+#[utoipa::path(operation_id = "events_ticket", post, path = "/api/v1/events/tickets", tag = "events",
+    responses((status = 201, body = ferry_api::token::StreamTicket), (status = 401, body = Problem)))]
+pub async fn ticket(
+    State(app): State<App>,
+    caller: Caller,
+) -> (axum::http::StatusCode, Json<ferry_api::token::StreamTicket>) {
+    let ticket = app.stream_ticket(caller.token_id, caller.role);
+    let ttl = chrono::Duration::from_std(crate::app::tokens::TICKET_TTL).unwrap_or_default();
+    (
+        axum::http::StatusCode::CREATED,
+        Json(ferry_api::token::StreamTicket {
+            ticket,
+            expires_at: chrono::Utc::now() + ttl,
+        }),
+    )
 }

@@ -50,8 +50,8 @@ use crate::error::ApiError;
         vms::list, vms::create, vms::get, vms::patch, vms::delete, vms::power, vms::console,
         migrations::check, migrations::start, migrations::list, migrations::get, migrations::cancel,
         tasks::list, tasks::get,
-        events::list, events::stream,
-        tokens::create, tokens::list, tokens::delete,
+        events::list, events::stream, events::ticket,
+        tokens::create, tokens::list, tokens::delete, tokens::whoami,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -141,6 +141,8 @@ pub fn router(app: App) -> Router {
         .route("/tasks/{id}", get(tasks::get))
         .route("/events", get(events::list))
         .route("/events/stream", get(events::stream))
+        .route("/events/tickets", axum::routing::post(events::ticket))
+        .route("/whoami", get(tokens::whoami))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::delete))
         .fallback(not_found)

@@ -78,3 +78,22 @@ pub async fn delete(
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The calling token: its id, name and role (what a client may offer its user).
+#[utoipa::path(operation_id = "whoami", get, path = "/api/v1/whoami", tag = "tokens",
+    responses((status = 200, body = ferry_api::token::Whoami), (status = 401, body = Problem)))]
+pub async fn whoami(
+    State(app): State<App>,
+    caller: Caller,
+) -> crate::error::ApiResult<Json<ferry_api::token::Whoami>> {
+    let t = app
+        .db
+        .token_fetch(caller.token_id)
+        .await?
+        .ok_or_else(|| crate::error::ApiError::unauthorized("the token was deleted"))?;
+    Ok(Json(ferry_api::token::Whoami {
+        token_id: t.id,
+        name: t.name,
+        role: caller.role,
+    }))
+}

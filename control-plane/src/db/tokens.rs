@@ -109,6 +109,16 @@ impl Db {
         ))
     }
 
+    pub async fn token_fetch(&self, id: TokenId) -> sqlx::Result<Option<Token>> {
+        let row: Option<TokenRow> = sqlx::query_as(
+            "SELECT id, name, role, created_at, last_used_at FROM api_tokens WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Token::from))
+    }
+
     pub async fn token_delete(&self, id: TokenId) -> sqlx::Result<bool> {
         let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
             .bind(id.0)
