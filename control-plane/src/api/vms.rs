@@ -27,6 +27,11 @@ pub struct VmListParams {
     pub host_id: Option<HostId>,
     #[param(value_type = Option<String>, format = Uuid)]
     pub cluster_id: Option<ClusterId>,
+    /// Only VMs in this power state.
+    #[param(value_type = Option<String>)]
+    pub power_state: Option<ferry_api::vm::PowerState>,
+    /// Only VMs whose name contains this (any case; 1..63 characters).
+    pub q: Option<String>,
 }
 
 impl VmListParams {
@@ -46,10 +51,18 @@ pub async fn list(
     ApiQuery(q): ApiQuery<VmListParams>,
 ) -> ApiResult<Json<Page<Vm>>> {
     let page = q.page().by_id()?;
+    if q.q.as_ref().is_some_and(|s| s.is_empty() || s.len() > 63) {
+        return Err(crate::error::ApiError::bad_request(
+            "invalid_query",
+            "q must be 1..63 characters",
+        ));
+    }
     let f = VmFilter {
         name: q.name,
         host_id: q.host_id,
         cluster_id: q.cluster_id,
+        power_state: q.power_state,
+        search: q.q,
     };
     Ok(Json(app.db.vm_list(page, &f).await?))
 }

@@ -94,6 +94,23 @@ pub struct VmFilter {
     pub name: Option<String>,
     pub host_id: Option<HostId>,
     pub cluster_id: Option<ClusterId>,
+    pub power_state: Option<ferry_api::vm::PowerState>,
+    /// Names containing this, in any case.
+    pub search: Option<String>,
+}
+
+/// `s` as a `LIKE` pattern matching names that contain it (its `%`, `_` and `\`
+/// taken literally).
+fn contains_pattern(s: &str) -> String {
+    let mut out = String::from("%");
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
 }
 
 /// A locally administered unicast MAC in QEMU's customary `52:54:00` range.
@@ -113,6 +130,11 @@ impl Db {
             .filter("v.name = ", f.name.clone())
             .filter("v.host_id = ", f.host_id.map(|h| h.0))
             .filter("v.cluster_id = ", f.cluster_id.map(|c| c.0))
+            .filter(
+                "v.power_state = ",
+                f.power_state.map(|p| p.as_str().to_string()),
+            )
+            .filter("v.name ILIKE ", f.search.as_deref().map(contains_pattern))
             .finish_with("v.id", page.limit, PAGE_REST)
             .build_query_as()
             .fetch_all(&self.pool)
