@@ -138,7 +138,13 @@ async fn auto_escalates_when_the_guest_dirties_faster_than_the_link() {
             .any(|s| s.contains("post-copy") || s.contains("throttl")),
         "a decision was recorded: {said:?}"
     );
-    assert_eq!(c.copies(&vm).await, vec![(1, VmState::VmRunning)]);
+    // One copy, on the destination, running (the sim's copy reports its resume
+    // just after the switchover is recorded: a moment's wait).
+    wait_for("one running copy on the destination", T, || {
+        let (c, vm) = (&c, vm.clone());
+        async move { (c.copies(&vm).await == vec![(1, VmState::VmRunning)]).then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -496,6 +496,39 @@ fn best_chain(
     s.best.map(|(_, c)| c)
 }
 
+/// The pass's state as its moves change it.
+struct Applied<'a> {
+    vms: &'a [Vm],
+    loads: &'a mut [HostLoad],
+    at: &'a mut [usize],
+    moved_vm: &'a mut [bool],
+    per_host: &'a mut [usize],
+    by_host: &'a mut [Vec<usize>],
+    moves: &'a mut Vec<Move>,
+}
+
+impl Applied<'_> {
+    /// Moves VM `vi` from host `from` to `to` (a balancing move of `gain`).
+    fn apply(&mut self, vi: usize, from: usize, to: usize, gain: f64) {
+        let v = &self.vms[vi];
+        self.loads[from] = moved(&self.loads[from], -v.cpu, -v.mem_mib);
+        self.loads[to] = moved(&self.loads[to], v.cpu, v.mem_mib);
+        self.at[vi] = to;
+        self.moved_vm[vi] = true;
+        self.per_host[from] += 1;
+        self.per_host[to] += 1;
+        self.by_host[to].push(vi);
+        self.moves.push(Move {
+            vm: vi,
+            from,
+            to,
+            gain,
+            cost_s: v.cost_s,
+            kind: MoveKind::Balance,
+        });
+    }
+}
+
 /// Plans one pass: first the repairs of broken rules (`super::repair`), then the
 /// balancing moves on the cluster as the repairs leave it; the imbalance before
 /// and after all of them.
@@ -582,25 +615,19 @@ fn balance(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
                 }
             }
         }
+        let mut pass = Applied {
+            vms,
+            loads: &mut loads,
+            at: &mut at,
+            moved_vm: &mut moved_vm,
+            per_host: &mut per_host,
+            by_host: &mut by_host,
+            moves: &mut moves,
+        };
         if let Some((_, vi, dst, s2, gain)) = best {
-            let v = &vms[vi];
-            let src = at[vi];
-            loads[src] = moved(&loads[src], -v.cpu, -v.mem_mib);
-            loads[dst] = moved(&loads[dst], v.cpu, v.mem_mib);
+            let src = pass.at[vi];
+            pass.apply(vi, src, dst, gain);
             sums = s2;
-            at[vi] = dst;
-            moved_vm[vi] = true;
-            per_host[src] += 1;
-            per_host[dst] += 1;
-            by_host[dst].push(vi);
-            moves.push(Move {
-                vm: vi,
-                from: src,
-                to: dst,
-                gain,
-                cost_s: v.cost_s,
-                kind: MoveKind::Balance,
-            });
             continue;
         }
         // No single move helps: a swap of two VMs between a loaded host and a
@@ -608,25 +635,26 @@ fn balance(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
         let Some(sw) = best_swap(
             hosts,
             vms,
-            &loads,
+            pass.loads,
             &sums,
-            &at,
-            &moved_vm,
-            &per_host,
-            &by_host,
+            pass.at,
+            pass.moved_vm,
+            pass.per_host,
+            pass.by_host,
             &order,
             limits,
             2.0 * floor,
         ) else {
-            // Nor a swap: two moves in a row, in a small cluster.
+            // Nor a swap: a few moves in a row, in a small cluster (each paying
+            // twice a single move's floor: the extra moves must be worth it).
             let Some(ch) = best_chain(
                 hosts,
                 vms,
-                &loads,
+                pass.loads,
                 &sums,
-                &at,
-                &moved_vm,
-                &per_host,
+                pass.at,
+                pass.moved_vm,
+                pass.per_host,
                 limits,
                 2.0 * floor,
             ) else {
@@ -634,43 +662,13 @@ fn balance(hosts: &[Host], vms: &[Vm], limits: &Limits) -> Plan {
             };
             let share = ch.gain / ch.moves.len() as f64;
             for (vi, from, to) in ch.moves {
-                let v = &vms[vi];
-                loads[from] = moved(&loads[from], -v.cpu, -v.mem_mib);
-                loads[to] = moved(&loads[to], v.cpu, v.mem_mib);
-                at[vi] = to;
-                moved_vm[vi] = true;
-                per_host[from] += 1;
-                per_host[to] += 1;
-                by_host[to].push(vi);
-                moves.push(Move {
-                    vm: vi,
-                    from,
-                    to,
-                    gain: share,
-                    cost_s: v.cost_s,
-                    kind: MoveKind::Balance,
-                });
+                pass.apply(vi, from, to, share);
             }
             sums = ch.sums;
             continue;
         };
         for (vi, from, to) in [(sw.a, sw.ha, sw.hb), (sw.b, sw.hb, sw.ha)] {
-            let v = &vms[vi];
-            loads[from] = moved(&loads[from], -v.cpu, -v.mem_mib);
-            loads[to] = moved(&loads[to], v.cpu, v.mem_mib);
-            at[vi] = to;
-            moved_vm[vi] = true;
-            per_host[from] += 1;
-            per_host[to] += 1;
-            by_host[to].push(vi);
-            moves.push(Move {
-                vm: vi,
-                from,
-                to,
-                gain: sw.gain / 2.0,
-                cost_s: v.cost_s,
-                kind: MoveKind::Balance,
-            });
+            pass.apply(vi, from, to, sw.gain / 2.0);
         }
         sums = sw.sums;
     }
