@@ -75,6 +75,37 @@ struct Run {
     moves: Vec<MoveTimes>,
 }
 
+impl Run {
+    /// A run's figures; the bound from `bytes` and the measured `link` (bytes/s),
+    /// the clients' `(longest gap ms, lost, held)`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        who: &'static str,
+        guests: u8,
+        completed: u8,
+        total_s: f64,
+        bytes: u64,
+        link: f64,
+        (gap, lost, held): (f64, u64, u8),
+        moves: Vec<MoveTimes>,
+    ) -> Self {
+        let bound_s = bytes as f64 / link;
+        Run {
+            who,
+            guests,
+            completed,
+            total_s,
+            bytes,
+            bound_s,
+            total_over_bound: total_s / bound_s,
+            client_gap_ms_max: gap,
+            client_lost: lost,
+            connections_held: held,
+            moves,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct MoveTimes {
     start_s: f64,
@@ -216,20 +247,16 @@ async fn ferry(env: &Env, args: &Args, hosts: &[String], link: f64) -> anyhow::R
         })
         .await;
     }
-    let bound_s = bytes as f64 / link;
-    Ok(Run {
-        who: "ferry",
-        guests: args.guests,
+    Ok(Run::new(
+        "ferry",
+        args.guests,
         completed,
         total_s,
         bytes,
-        bound_s,
-        total_over_bound: total_s / bound_s,
-        client_gap_ms_max: gap,
-        client_lost: lost,
-        connections_held: held,
+        link,
+        (gap, lost, held),
         moves,
-    })
+    ))
 }
 
 async fn raw(env: &Env, args: &Args, link: f64) -> anyhow::Result<Run> {
@@ -326,20 +353,16 @@ async fn raw(env: &Env, args: &Args, link: f64) -> anyhow::Result<Run> {
     for vm in landed {
         vm.stop();
     }
-    let bound_s = bytes as f64 / link;
-    Ok(Run {
-        who: "qemu",
-        guests: args.guests,
+    Ok(Run::new(
+        "qemu",
+        args.guests,
         completed,
         total_s,
         bytes,
-        bound_s,
-        total_over_bound: total_s / bound_s,
-        client_gap_ms_max: gap,
-        client_lost: lost,
-        connections_held: held,
+        link,
+        (gap, lost, held),
         moves,
-    })
+    ))
 }
 
 #[tokio::main]

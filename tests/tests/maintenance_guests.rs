@@ -12,11 +12,26 @@ use std::time::Duration;
 
 use ferry_tests::echo::EchoClient;
 use ferry_tests::procs::{AgentOptions, Env};
-use ferry_tests::vmtest::{boot_guest, guest_status, netns_of, qemus, shape};
+use ferry_tests::vmtest::{boot_guest, guest_status, netns_of, qemus, shape, wait_migration};
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(120);
+
+/// The one QEMU that runs `vm` (pid, network namespace), once the one it left (a
+/// move's source, a cancelled move's destination) has exited: there is never more
+/// than one for long.
+async fn one_qemu(vm: &str) -> (u32, String) {
+    wait_for(
+        "exactly one QEMU to run the VM",
+        Duration::from_secs(30),
+        || {
+            let q = qemus(vm);
+            async move { (q.len() == 1).then(|| q[0].clone()) }
+        },
+    )
+    .await
+}
 
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_string()
@@ -81,14 +96,7 @@ async fn evacuation_spreads_guests_by_rule_and_move_back_brings_them_home() {
         .post(&format!("/hosts/{h0}/maintenance"), &json!({}))
         .await;
     assert_eq!(r.status, 202, "{r:?}");
-    let m = wait_for("the evacuation to end", T, || {
-        let (api, h0) = (api.clone(), h0.clone());
-        async move {
-            let m = api.ok(&format!("/hosts/{h0}/maintenance")).await;
-            (m["state"] != "evacuating").then_some(m)
-        }
-    })
-    .await;
+    let m = maintenance_ended(&api, h0).await;
     assert_eq!(m["state"], "in_maintenance", "{m}");
     assert_eq!(
         api.ok(&format!("/hosts/{h0}")).await["state"],
@@ -98,9 +106,8 @@ async fn evacuation_spreads_guests_by_rule_and_move_back_brings_them_home() {
         let v = api.ok(&format!("/vms/{vm}")).await;
         assert_eq!(v["host_id"], hosts[ns as usize].as_str(), "{v}");
         assert_eq!(v["power_state"], "running");
-        let q = qemus(vm);
-        assert_eq!(q.len(), 1, "exactly one QEMU runs {vm}: {q:?}");
-        assert_eq!(q[0].1, netns_of(&env, ns));
+        let q = one_qemu(vm).await;
+        assert_eq!(q.1, netns_of(&env, ns));
     }
     for (ip, b) in ips.iter().zip(&before) {
         let s = guest_status(ip).await;
@@ -125,12 +132,29 @@ async fn evacuation_spreads_guests_by_rule_and_move_back_brings_them_home() {
     assert_eq!(e.status, 200, "{e:?}");
     assert_eq!(e.body["moved_back"].as_array().unwrap().len(), 2, "{e:?}");
     assert_eq!(e.body["state"], "connected");
-    wait_for("both guests to be home", T, || {
-        let (api, g1, g2, h0) = (api.clone(), g1.clone(), g2.clone(), h0.clone());
+    for mid in e.body["moved_back"].as_array().unwrap() {
+        let m = wait_migration(&api, mid.as_str().unwrap()).await;
+        assert_eq!(m["state"], "completed", "{m}");
+    }
+    // Home, and the QEMUs they left on b and c gone (a moment after the switchover).
+    let home = netns_of(&env, 0);
+    wait_for("both guests to be home, one QEMU each", T, || {
+        let (api, g1, g2, h0, home) = (
+            api.clone(),
+            g1.clone(),
+            g2.clone(),
+            h0.clone(),
+            home.clone(),
+        );
         async move {
             for vm in [&g1, &g2] {
                 let v = api.ok(&format!("/vms/{vm}")).await;
-                if v["host_id"] != h0.as_str() || v["power_state"] != "running" {
+                let q = qemus(vm);
+                if v["host_id"] != h0.as_str()
+                    || v["power_state"] != "running"
+                    || q.len() != 1
+                    || q[0].1 != home
+                {
                     return None;
                 }
             }
@@ -139,9 +163,8 @@ async fn evacuation_spreads_guests_by_rule_and_move_back_brings_them_home() {
     })
     .await;
     for vm in [&g1, &g2] {
-        let q = qemus(vm);
-        assert_eq!(q.len(), 1, "exactly one QEMU runs {vm}: {q:?}");
-        assert_eq!(q[0].1, netns_of(&env, 0));
+        let q = one_qemu(vm).await;
+        assert_eq!(q.1, netns_of(&env, 0));
     }
     for c in clients {
         let (messages, gap) = c.finish().await;
@@ -266,7 +289,7 @@ async fn capacity_is_predicted_and_an_evacuation_survives_cancel_and_a_control_p
     assert_eq!(m["state"], "cancelled", "{m}");
     assert_eq!(api.ok(&format!("/hosts/{h0}")).await["state"], "connected");
     for vm in [&g1, &g2] {
-        assert_eq!(qemus(vm).len(), 1, "exactly one QEMU runs {vm}");
+        one_qemu(vm).await;
     }
 
     // Again, and the control plane killed mid-move: after its restart the
@@ -298,12 +321,11 @@ async fn capacity_is_predicted_and_an_evacuation_survives_cancel_and_a_control_p
     for (vm, ip) in [(&g1, &ips[0]), (&g2, &ips[1])] {
         let v = api.ok(&format!("/vms/{vm}")).await;
         assert_eq!(v["power_state"], "running", "{v}");
-        let q = qemus(vm);
-        assert_eq!(q.len(), 1, "exactly one QEMU runs {vm}: {q:?}");
+        let q = one_qemu(vm).await;
         let host = v["host_id"].as_str().unwrap().to_string();
         let i = hosts.iter().position(|h| *h == host).unwrap() as u8;
         assert_ne!(i, 0, "{v}");
-        assert_eq!(q[0].1, netns_of(&env, i));
+        assert_eq!(q.1, netns_of(&env, i));
         assert_eq!(guest_status(ip).await["integrity_errors"], 0);
         on.push(i);
     }

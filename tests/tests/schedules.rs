@@ -42,6 +42,21 @@ async fn ran(c: &SimCluster, id: &str) -> Value {
     .await
 }
 
+/// Schedule `s` (a migration of `vm` to `to`) ran within 2 s of its time, started
+/// the migration, and the VM arrived.
+async fn moved_on_time(c: &SimCluster, s: &Value, vm: &str, to: &str) {
+    let run = ran(c, s["id"].as_str().unwrap()).await;
+    assert_eq!(run["outcome"], "started", "{run}");
+    let late = at(&run["ran_at"]) - at(&s["not_before"]);
+    assert!(
+        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(2),
+        "ran {late} after its time"
+    );
+    let m = wait_migration(&c.api, run["operation_id"].as_str().unwrap()).await;
+    assert_eq!(m["state"], "completed", "{m}");
+    assert_eq!(host_of(c, vm).await, to);
+}
+
 async fn host_of(c: &SimCluster, vm: &str) -> String {
     c.api.ok(&format!("/vms/{vm}")).await["host_id"]
         .as_str()
@@ -82,16 +97,7 @@ async fn scheduled_migrations_run_on_time_cancelled_ones_never() {
     assert_eq!(cancel.body["state"], "cancelled");
     assert_eq!(cancel.body["next_run_at"], Value::Null);
 
-    let run = ran(&c, sa["id"].as_str().unwrap()).await;
-    assert_eq!(run["outcome"], "started", "{run}");
-    let late = at(&run["ran_at"]) - at(&sa["not_before"]);
-    assert!(
-        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(2),
-        "ran {late} after its time"
-    );
-    let m = wait_migration(&c.api, run["operation_id"].as_str().unwrap()).await;
-    assert_eq!(m["state"], "completed", "{m}");
-    assert_eq!(host_of(&c, &a).await, h1);
+    moved_on_time(&c, &sa, &a, &h1).await;
     let sa = c
         .api
         .ok(&format!("/schedules/{}", sa["id"].as_str().unwrap()))
@@ -282,14 +288,5 @@ async fn a_schedule_survives_a_control_plane_restart() {
         Utc::now() < at(&s["not_before"]),
         "the restart took too long to test this"
     );
-    let run = ran(&c, s["id"].as_str().unwrap()).await;
-    assert_eq!(run["outcome"], "started", "{run}");
-    let late = at(&run["ran_at"]) - at(&s["not_before"]);
-    assert!(
-        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(2),
-        "ran {late} after its time"
-    );
-    let m = wait_migration(&c.api, run["operation_id"].as_str().unwrap()).await;
-    assert_eq!(m["state"], "completed", "{m}");
-    assert_eq!(host_of(&c, &a).await, h1);
+    moved_on_time(&c, &s, &a, &h1).await;
 }
