@@ -4,7 +4,7 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs fmt lint
+.PHONY: help deps test-deps web web-deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs bench-dashboard fmt lint
 
 help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
@@ -17,10 +17,26 @@ help:
 	@echo "make bench-migration Ferry vs raw QEMU live migration, writes bench/results/migration.json"
 	@echo "make bench-evacuate maintenance: evacuate a lab host of 8 guests over 1 Gbit/s vs raw QEMU one at a time, writes bench/results/evacuate.json"
 	@echo "make bench-drs   a balancing pass over 64 hosts / 8,000 VMs, and against brute force, writes bench/results/drs.json"
+	@echo "make bench-dashboard the VM list with 40,000 VMs in headless Chromium, writes bench/results/dashboard.json"
 	@echo "make bench-sim-moves 200 live migrations at once across 64 sim hosts, writes bench/results/sim_moves.json"
 
 deps:
 	@./deploy/install-deps.sh
+
+# deps plus what only the tests need: Node.js/npm, Chromium + ChromeDriver, promtool.
+test-deps:
+	@FERRY_DEPS=test ./deploy/install-deps.sh
+
+# The dashboard's packages from the npm registry, exactly as web/package-lock.json
+# pins them (uPlot for charts, axe-core for the browser tests' accessibility check).
+web-deps:
+	@./deploy/web-deps.sh
+
+# Refreshes the vendored chart library (web/vendor, committed so a plain
+# `cargo build` of a fresh checkout works) from web/node_modules; the test
+# `dashboard::vendored_assets_match_the_lockfile` checks they agree.
+web: web-deps
+	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css web/vendor/
 
 build: deps
 	$(CARGO) build --workspace --release --bins
@@ -40,7 +56,7 @@ demo-down:
 
 # Every test; the test PostgreSQL server (target/test-pg) and any lab leftovers are
 # removed afterwards whatever the outcome.
-test: build-debug guest
+test: test-deps build-debug guest web-deps
 	@./deploy/lab.sh clean-tests
 	@status=0; $(CARGO) test --workspace --no-fail-fast -- --test-threads=4 || status=$$?; \
 	  $(MAKE) --no-print-directory test-pg-stop; ./deploy/lab.sh clean-tests; exit $$status
@@ -69,6 +85,9 @@ bench-sim-moves: build
 
 bench-drs: build
 	./target/release/ferry-bench-drs --out bench/results/drs.json
+
+bench-dashboard: build test-deps
+	./target/release/ferry-bench-dashboard --out bench/results/dashboard.json
 
 fmt:
 	$(CARGO) fmt --all

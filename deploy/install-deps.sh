@@ -105,6 +105,17 @@ have ip || add need iproute2
 have tc || add need iproute2
 have curl || add need curl
 have cc || add need gcc
+# What only `make test` needs (FERRY_DEPS=test, set by the Makefile's test target):
+# Node.js and npm fetch the dashboard's chart library and the accessibility checker
+# from the npm registry (web/package-lock.json); Chromium and ChromeDriver run the
+# browser tests; promtool (Debian's prometheus package) lints both /metrics.
+if [ "${FERRY_DEPS:-}" = test ]; then
+  have node || add need nodejs
+  have npm || add need npm
+  have chromium || add need chromium
+  have chromedriver || add need chromium-driver
+  have promtool || add need prometheus
+fi
 
 if [ ${#need[@]} -gt 0 ] || [ ${#need_bp[@]} -gt 0 ]; then
   mirror=

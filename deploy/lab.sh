@@ -119,7 +119,7 @@ up() {
       --join-token "$(cat "$LAB/cp/join.token")" --ca-cert "$LAB/cp/ca.pem" \
       --name "h$i" --listen "$ip:9091" --backend qemu --state-dir "$LAB/agent-h$i" \
       --datastore "shared=$LAB/shared-ds" --datastore "local-h$i=$LAB/local-h$i" \
-      --network vmnet=eth1 >"$LAB/agent-h$i.log" 2>&1 &
+      --network vmnet=eth1 --metrics-listen "$ip:9102" >"$LAB/agent-h$i.log" 2>&1 &
   done
 
   export FERRY_URL=http://$HTTP FERRY_TOKEN_FILE=$LAB/cp/admin.token
@@ -170,7 +170,8 @@ up() {
   cat <<TXT
 
 Ferry's lab is running.
-  dashboard:   http://$HTTP/
+  dashboard:   http://$HTTP/   (log in with the admin token below: cat $LAB/cp/admin.token)
+  metrics:     http://$HTTP/metrics, and each agent's http://10.76.0.1N:9102/metrics
   API:         http://$HTTP/api/v1   (spec: /api/v1/openapi.json)
   admin token: $LAB/cp/admin.token
   logs:        $LAB/*.log

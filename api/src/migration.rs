@@ -120,6 +120,10 @@ pub struct MigrationResult {
     pub transferred_bytes: u64,
     pub iterations: u64,
     pub strategy: String,
+    /// Frames the source's relay held while the VM was paused and handed to the
+    /// destination (counted when QEMU reported completion; 0 without a relay).
+    #[serde(default)]
+    pub relay_frames: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -3,6 +3,7 @@
 //! certificates (`x509`), and what a VM costs a host beside its RAM.
 
 pub mod duration;
+pub mod prom;
 pub mod x509;
 
 /// Memory QEMU itself needs beside the guest's RAM: the control plane's host-fit

@@ -101,6 +101,10 @@ pub struct Config {
     /// (their RAM and QEMU's overhead) against it.
     #[arg(long, env = "FERRY_VM_MEMORY_MIB")]
     pub vm_memory_mib: Option<u64>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (port 0: any; the bound
+    /// address is written to STATE_DIR/metrics.addr). Off unless given.
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {

@@ -29,12 +29,17 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use pnet_datalink::{Channel, Config, DataLinkReceiver, DataLinkSender};
+
+/// Frames this agent's relays forwarded (held at a switchover), since it started.
+pub static FRAMES_HELD: AtomicU64 = AtomicU64::new(0);
+/// Frames this agent's sinks wrote into a VM's taps, since it started.
+pub static FRAMES_DELIVERED: AtomicU64 = AtomicU64::new(0);
 
 /// How far before QEMU's stop (by its event's timestamp) captured frames are
 /// still forwarded.
@@ -175,6 +180,7 @@ fn sink_loop(
                     tracing::warn!(len = frame.len(), "frame into tap: {e}");
                 } else {
                     n += 1;
+                    FRAMES_DELIVERED.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -215,6 +221,8 @@ fn read_full(conn: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool) -> anyhow:
 pub struct Relay {
     paused_at: Mutex<Option<SystemTime>>,
     stop: AtomicBool,
+    /// Frames forwarded to the destination so far.
+    forwarded: AtomicU64,
 }
 
 impl Relay {
@@ -228,6 +236,7 @@ impl Relay {
         let relay = Arc::new(Self {
             paused_at: Mutex::new(None),
             stop: AtomicBool::new(false),
+            forwarded: AtomicU64::new(0),
         });
         let conn = Arc::new(Mutex::new(None::<TcpStream>));
         // Connected now, so the pause costs no handshake (or, failing that, at the
@@ -260,6 +269,12 @@ impl Relay {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Frames forwarded to the destination so far (those that arrived while the VM
+    /// was paused, and after).
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
     }
 
     fn capture(
@@ -301,7 +316,12 @@ impl Relay {
                         .collect();
                     if !send.is_empty() {
                         match forward(conn, address, token, nic, &send) {
-                            Ok(()) => forwarded += send.len() as u64,
+                            Ok(()) => {
+                                let k = send.len() as u64;
+                                forwarded += k;
+                                self.forwarded.fetch_add(k, Ordering::Relaxed);
+                                FRAMES_HELD.fetch_add(k, Ordering::Relaxed);
+                            }
                             Err(e) => tracing::warn!("frame relay: {e:#}"),
                         }
                     }

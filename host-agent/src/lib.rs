@@ -12,6 +12,7 @@ pub mod frames;
 pub mod generation;
 pub mod hypervisor;
 pub mod identity;
+pub mod metrics;
 pub mod netdev;
 pub mod qemu_vm;
 pub mod qmp;

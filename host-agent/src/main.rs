@@ -75,6 +75,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let mut hosts = tokio::task::JoinSet::new();
+    let mut served: Vec<(String, Arc<dyn Hypervisor>)> = Vec::new();
     for i in 0..config.count {
         let (name, state_dir, port) = if config.count == 1 {
             (
@@ -110,7 +111,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
             heartbeat: config.heartbeat_interval,
             hypervisor,
         };
+        served.push((spec.name.clone(), spec.hypervisor.clone()));
         hosts.spawn(run_host(spec, stop.clone()));
+    }
+    if let Some(addr) = config.metrics_listen {
+        let (file, hosts, stop) = (
+            config.state_dir.join("metrics.addr"),
+            Arc::new(served),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = ferry_agent::metrics::serve(addr, file, hosts, stop).await {
+                tracing::error!("metrics listener: {e:#}");
+            }
+        });
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -108,6 +108,8 @@ pub struct QemuVms {
     generation: Generation,
     pub shutdown_timeout: Duration,
     load_sampler: load::LoadSampler,
+    /// The last dirty rate measured per VM (bytes/s), for `/metrics`.
+    dirty_rates: Mutex<HashMap<String, u64>>,
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -178,6 +180,7 @@ impl QemuVms {
             generation: Generation::default(),
             shutdown_timeout: Duration::from_secs(30),
             load_sampler: load::LoadSampler::default(),
+            dirty_rates: Mutex::default(),
         }))
     }
 

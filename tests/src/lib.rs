@@ -3,6 +3,7 @@
 //! on a lab fabric (`netns`), and a small REST client (`rest`). Everything a test
 //! creates is removed when its guard drops, also when the test fails.
 
+pub mod browser;
 pub mod echo;
 pub mod guest;
 pub mod netns;

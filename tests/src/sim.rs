@@ -129,6 +129,7 @@ impl SimCluster {
                 .args(["--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"])
                 .args(["--sim-link-mbps", &link_mbps.to_string()])
                 .args(["--network", "vmnet"])
+                .args(["--metrics-listen", "127.0.0.1:0"])
                 .arg("--state-dir")
                 .arg(dir.path().join(format!("agents-{k}")))
                 .env("FERRY_LOG", "info");
@@ -306,6 +307,17 @@ impl SimCluster {
             String::from_utf8_lossy(&out.stdout).into(),
             String::from_utf8_lossy(&out.stderr).into(),
         )
+    }
+
+    /// `http://ADDR/metrics` of agent process `k` (every sim agent serves one).
+    pub async fn agent_metrics_url(&self, k: usize) -> String {
+        let file = self.dir.path().join(format!("agents-{k}/metrics.addr"));
+        let addr = wait_for("the agent's metrics listener", T, || {
+            let file = file.clone();
+            async move { std::fs::read_to_string(&file).ok() }
+        })
+        .await;
+        format!("http://{}/metrics", addr.trim())
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -126,6 +126,21 @@ pub async fn boot_guest(env: &Env, name: &str, host_id: &str, memory_mib: u64, i
     id
 }
 
+/// The one QEMU that runs `vm` (pid, network namespace), once the one it left (a
+/// move's source, a cancelled move's destination) has exited: there is never more
+/// than one for long.
+pub async fn one_qemu_of(vm: &str) -> (u32, String) {
+    wait_for(
+        "exactly one QEMU to run the VM",
+        Duration::from_secs(30),
+        || {
+            let q = qemus(vm);
+            async move { (q.len() == 1).then(|| q[0].clone()) }
+        },
+    )
+    .await
+}
+
 /// The guest's `/status`, waiting until it answers.
 pub async fn guest_status(ip: &str) -> Value {
     let ip = ip.to_string();

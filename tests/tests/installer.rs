@@ -23,6 +23,11 @@ const MANAGED: &[&str] = &[
     "apt-get",
     "apt-cache",
     "id",
+    "node",
+    "npm",
+    "chromium",
+    "chromedriver",
+    "promtool",
 ];
 
 /// The machine's Debian mirror as the fixture's apt sources name it.
@@ -53,6 +58,11 @@ case ${args[0]} in
         iproute2) stub ip true; stub tc true ;;
         curl) stub curl true ;;
         gcc) stub cc true ;;
+        nodejs) stub node true ;;
+        npm) stub npm true ;;
+        chromium) stub chromium true ;;
+        chromium-driver) stub chromedriver true ;;
+        prometheus) stub promtool true ;;
         *) echo "E: Unable to locate package $p" >&2; exit 100 ;;
       esac
     done ;;
@@ -493,4 +503,90 @@ fn guest_packages_already_cached_are_not_downloaded_again() {
         vec!["apt-cache depends linux-image-cloud-amd64"]
     );
     assert!(Path::new(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).exists());
+}
+
+/// The test target's extra tools (`FERRY_DEPS=test`, as `make test-deps` runs it).
+const TEST_TOOLS: &[&str] = &["node", "npm", "chromium", "chromedriver", "promtool"];
+
+#[test]
+fn test_deps_on_a_machine_without_them_install_node_npm_chromium_its_driver_and_promtool() {
+    let m = Machine::complete();
+    let o = m.install(&[("FERRY_DEPS", "test")]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        m.apt_calls(),
+        vec![
+            UPDATE.to_string(),
+            install_plain("nodejs npm chromium chromium-driver prometheus")
+        ]
+    );
+    for t in TEST_TOOLS {
+        assert!(m.has(t), "{t} not installed");
+    }
+    // Without FERRY_DEPS=test (make demo, make build) none of them is asked for.
+    let plain = Machine::complete();
+    assert_exit(&plain.install(&[]), 0);
+    assert_eq!(plain.apt_calls(), Vec::<String>::new());
+}
+
+#[test]
+fn test_deps_present_ask_apt_nothing_and_one_missing_is_installed_alone() {
+    let m = Machine::complete();
+    for t in TEST_TOOLS {
+        m.tool(t);
+    }
+    assert_exit(&m.install(&[("FERRY_DEPS", "test")]), 0);
+    assert_eq!(m.apt_calls(), Vec::<String>::new());
+    m.hide("chromedriver");
+    assert_exit(&m.install(&[("FERRY_DEPS", "test")]), 0);
+    assert_eq!(
+        m.apt_calls(),
+        vec![UPDATE.to_string(), install_plain("chromium-driver")]
+    );
+}
+
+#[test]
+fn web_deps_run_npm_ci_once_per_lockfile_and_name_what_is_missing() {
+    let m = Machine::complete();
+    let web = m.path("web");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(web.join("package-lock.json"), "{\"lockfileVersion\": 3}\n").unwrap();
+    let web_s = web.display().to_string();
+    // No npm: it says how to get it, and fails.
+    let o = m.run("deploy/web-deps.sh", &[], &[("FERRY_WEB_DIR", &web_s)]);
+    assert_exit(&o, 1);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("make test-deps"),
+        "{}",
+        text(&o)
+    );
+    // An npm that records its calls and makes node_modules, as npm ci does.
+    m.script(
+        "npm",
+        "#!/bin/sh\necho \"npm $*\" >>\"$FAKE_LOG\"\nmkdir -p node_modules\n",
+    );
+    assert_exit(
+        &m.run("deploy/web-deps.sh", &[], &[("FERRY_WEB_DIR", &web_s)]),
+        0,
+    );
+    assert_exit(
+        &m.run("deploy/web-deps.sh", &[], &[("FERRY_WEB_DIR", &web_s)]),
+        0,
+    );
+    assert_eq!(
+        m.apt_calls(),
+        vec!["npm ci --no-audit --no-fund --loglevel=error"],
+        "npm ci runs once for one lockfile"
+    );
+    // A changed lockfile installs again.
+    std::fs::write(
+        web.join("package-lock.json"),
+        "{\"lockfileVersion\": 3, \"x\": 1}\n",
+    )
+    .unwrap();
+    assert_exit(
+        &m.run("deploy/web-deps.sh", &[], &[("FERRY_WEB_DIR", &web_s)]),
+        0,
+    );
+    assert_eq!(m.apt_calls().len(), 2);
 }

@@ -12,26 +12,13 @@ use std::time::Duration;
 
 use ferry_tests::echo::EchoClient;
 use ferry_tests::procs::{AgentOptions, Env};
-use ferry_tests::vmtest::{boot_guest, guest_status, netns_of, qemus, shape, wait_migration};
+use ferry_tests::vmtest::{
+    boot_guest, guest_status, netns_of, one_qemu_of, qemus, shape, wait_migration,
+};
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(120);
-
-/// The one QEMU that runs `vm` (pid, network namespace), once the one it left (a
-/// move's source, a cancelled move's destination) has exited: there is never more
-/// than one for long.
-async fn one_qemu(vm: &str) -> (u32, String) {
-    wait_for(
-        "exactly one QEMU to run the VM",
-        Duration::from_secs(30),
-        || {
-            let q = qemus(vm);
-            async move { (q.len() == 1).then(|| q[0].clone()) }
-        },
-    )
-    .await
-}
 
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_string()
@@ -106,7 +93,7 @@ async fn evacuation_spreads_guests_by_rule_and_move_back_brings_them_home() {
         let v = api.ok(&format!("/vms/{vm}")).await;
         assert_eq!(v["host_id"], hosts[ns as usize].as_str(), "{v}");
         assert_eq!(v["power_state"], "running");
-        let q = one_qemu(vm).await;
+        let q = one_qemu_of(vm).await;
         assert_eq!(q.1, netns_of(&env, ns));
     }
     for (ip, b) in ips.iter().zip(&before) {
@@ -163,7 +150,7 @@ async fn evacuation_spreads_guests_by_rule_and_move_back_brings_them_home() {
     })
     .await;
     for vm in [&g1, &g2] {
-        let q = one_qemu(vm).await;
+        let q = one_qemu_of(vm).await;
         assert_eq!(q.1, netns_of(&env, 0));
     }
     for c in clients {
@@ -289,7 +276,7 @@ async fn capacity_is_predicted_and_an_evacuation_survives_cancel_and_a_control_p
     assert_eq!(m["state"], "cancelled", "{m}");
     assert_eq!(api.ok(&format!("/hosts/{h0}")).await["state"], "connected");
     for vm in [&g1, &g2] {
-        one_qemu(vm).await;
+        one_qemu_of(vm).await;
     }
 
     // Again, and the control plane killed mid-move: after its restart the
@@ -321,7 +308,7 @@ async fn capacity_is_predicted_and_an_evacuation_survives_cancel_and_a_control_p
     for (vm, ip) in [(&g1, &ips[0]), (&g2, &ips[1])] {
         let v = api.ok(&format!("/vms/{vm}")).await;
         assert_eq!(v["power_state"], "running", "{v}");
-        let q = one_qemu(vm).await;
+        let q = one_qemu_of(vm).await;
         let host = v["host_id"].as_str().unwrap().to_string();
         let i = hosts.iter().position(|h| *h == host).unwrap() as u8;
         assert_ne!(i, 0, "{v}");

@@ -31,6 +31,9 @@ pub struct EventParams {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `/events` only: the newest first (the cursor then pages to older ones; `since`
+    /// is not allowed with it).
+    pub newest_first: Option<bool>,
     /// `/events/stream` only: a ticket from `POST /events/tickets`, instead of the
     /// `Authorization` header (single use, 60 s).
     pub ticket: Option<String>,
@@ -65,6 +68,21 @@ pub async fn list(
     _caller: Caller,
     ApiQuery(q): ApiQuery<EventParams>,
 ) -> ApiResult<Json<Page<Event>>> {
+    if q.newest_first == Some(true) {
+        if q.since.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "since cannot be combined with newest_first",
+            ));
+        }
+        let page = PageReq {
+            limit: q.page().limit()?,
+            after: q.page().by_seq()?.after,
+        };
+        return Ok(Json(
+            app.db.event_list_newest(page, q.kind.as_deref()).await?,
+        ));
+    }
     let page = PageReq {
         limit: q.page().limit()?,
         after: q.after()?,

@@ -49,6 +49,8 @@ pub struct MigrationListParams {
     pub cursor: Option<String>,
     #[param(value_type = Option<String>, format = Uuid)]
     pub vm_id: Option<VmId>,
+    /// `true`: only migrations still under way; `false`: only finished ones.
+    pub active: Option<bool>,
 }
 
 #[utoipa::path(operation_id = "migrations_list", get, path = "/api/v1/migrations", tag = "migrations",
@@ -63,7 +65,7 @@ pub async fn list(
         cursor: q.cursor,
     }
     .by_id()?;
-    Ok(Json(app.db.migration_list(page, q.vm_id).await?))
+    Ok(Json(app.db.migration_list(page, q.vm_id, q.active).await?))
 }
 
 #[utoipa::path(operation_id = "migrations_get", get, path = "/api/v1/migrations/{id}", tag = "migrations",

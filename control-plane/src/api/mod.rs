@@ -16,13 +16,15 @@ pub mod networks;
 pub mod rules;
 pub mod schedules;
 pub mod tasks;
+pub mod timing;
 pub mod tokens;
 pub mod vms;
+pub mod web;
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -154,9 +156,14 @@ pub fn router(app: App) -> Router {
 
     Router::new()
         .nest("/api/v1", v1)
-        .route("/", get(index))
+        .route("/", get(web::index))
+        .route("/ui/{*path}", get(web::asset))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            timing::record,
+        ))
         .with_state(app)
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -179,7 +186,7 @@ async fn metrics(axum::extract::State(app): axum::extract::State<App>) -> impl I
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        app.metrics.render(),
+        app.metrics.render(&app.db).await,
     )
 }
 
@@ -198,8 +205,4 @@ async fn method_not_allowed() -> Response {
         "this path does not accept that method",
     )
     .into_response()
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../../../web/index.html"))
 }

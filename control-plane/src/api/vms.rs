@@ -9,10 +9,11 @@ use ferry_api::vm::{PowerRequest, Vm, VmCreate, VmPatch};
 use ferry_api::{ClusterId, HostId, Page, Problem, VmId};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, PageParams};
+use super::extract::{invalid_cursor, ApiJson, ApiPath, ApiQuery, PageParams};
 use super::Caller;
 use crate::app::App;
-use crate::db::vms::VmFilter;
+use crate::db::vms::{VmFilter, VmSort};
+use crate::db::PageReq;
 use crate::error::ApiResult;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -32,6 +33,10 @@ pub struct VmListParams {
     pub power_state: Option<ferry_api::vm::PowerState>,
     /// Only VMs whose name contains this (any case; 1..63 characters).
     pub q: Option<String>,
+    /// The order: `id` (default), `name`, `memory_mib` or `created_at`; a leading
+    /// `-` reverses it. A cursor belongs to the order that made it.
+    #[param(value_type = Option<String>, pattern = "^-?(id|name|memory_mib|created_at)$")]
+    pub sort: Option<VmSort>,
 }
 
 impl VmListParams {
@@ -50,7 +55,15 @@ pub async fn list(
     _caller: Caller,
     ApiQuery(q): ApiQuery<VmListParams>,
 ) -> ApiResult<Json<Page<Vm>>> {
-    let page = q.page().by_id()?;
+    let sort = q.sort.unwrap_or_default();
+    let page = q.page();
+    let page = PageReq {
+        limit: page.limit()?,
+        after: match &page.cursor {
+            None => None,
+            Some(c) => Some(sort.parse_cursor(c).ok_or_else(|| invalid_cursor(c))?),
+        },
+    };
     if q.q.as_ref().is_some_and(|s| s.is_empty() || s.len() > 63) {
         return Err(crate::error::ApiError::bad_request(
             "invalid_query",
@@ -64,7 +77,7 @@ pub async fn list(
         power_state: q.power_state,
         search: q.q,
     };
-    Ok(Json(app.db.vm_list(page, &f).await?))
+    Ok(Json(app.db.vm_list(page, sort, &f).await?))
 }
 
 #[utoipa::path(operation_id = "vms_create", post, path = "/api/v1/vms", tag = "vms", request_body = VmCreate,

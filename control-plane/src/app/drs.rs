@@ -348,6 +348,7 @@ impl App {
         };
         if !dry_run {
             self.db.drs_pass_insert(id, &pass, &recs).await?;
+            self.count_pass(&cluster.name, &pass);
         }
         Ok(DrsRun {
             pass,
@@ -359,6 +360,19 @@ impl App {
                 .map(|(i, why)| format!("{}: {why}", snap.vms[*i].0.name))
                 .collect(),
         })
+    }
+
+    /// A recorded pass, for `/metrics`.
+    fn count_pass(&self, cluster: &str, pass: &DrsPass) {
+        let m = &self.metrics;
+        m.drs_passes
+            .inc(vec![("trigger", pass.trigger.as_str().to_string())]);
+        m.drs_moves
+            .add(vec![("kind", "recommended".into())], u64::from(pass.moves));
+        m.drs_moves
+            .add(vec![("kind", "applied".into())], u64::from(pass.applied));
+        m.drs_imbalance
+            .set(vec![("cluster", cluster.to_string())], pass.before.combined);
     }
 
     /// Starts a pending recommendation's move.
@@ -472,6 +486,7 @@ impl App {
                     applied: 0,
                 };
                 self.db.drs_pass_record(cluster.id, &pass).await?;
+                self.count_pass(&cluster.name, &pass);
             }
         }
         Ok(())

@@ -116,6 +116,33 @@ impl Db {
     }
 
     /// Events after `seq` (oldest first), optionally of one kind prefix.
+    /// Newest first: events before `page.after` (a `seq`), or the latest ones.
+    pub async fn event_list_newest(
+        &self,
+        page: PageReq<i64>,
+        kind_prefix: Option<&str>,
+    ) -> sqlx::Result<ferry_api::Page<Event>> {
+        let mut q = sqlx::QueryBuilder::new(format!("{SELECT} WHERE seq < "));
+        q.push_bind(page.after.unwrap_or(i64::MAX));
+        if let Some(k) = kind_prefix {
+            q.push(" AND left(kind, ")
+                .push_bind(k.chars().count() as i32)
+                .push(") = ")
+                .push_bind(k.to_string());
+        }
+        q.push(format!(
+            " ORDER BY seq DESC LIMIT {}",
+            u64::from(page.limit) + 1
+        ));
+        let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        Ok(paginate(
+            rows,
+            page.limit,
+            |r| r.seq.to_string(),
+            Event::from,
+        ))
+    }
+
     pub async fn event_list(
         &self,
         page: PageReq<i64>,

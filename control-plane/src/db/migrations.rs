@@ -100,6 +100,7 @@ impl Db {
         &self,
         page: PageReq<Uuid>,
         vm: Option<VmId>,
+        active: Option<bool>,
     ) -> sqlx::Result<ferry_api::Page<Migration>> {
         let mut q = sqlx::QueryBuilder::new(format!("{SELECT} WHERE true"));
         if let Some(after) = page.after {
@@ -110,6 +111,11 @@ impl Db {
         if let Some(vm) = vm {
             q.push(" AND vm_id = ").push_bind(vm.0);
         }
+        match active {
+            Some(true) => q.push(" AND finished_at IS NULL"),
+            Some(false) => q.push(" AND finished_at IS NOT NULL"),
+            None => &mut q,
+        };
         q.push(format!(
             " ORDER BY created_at DESC, id DESC LIMIT {}",
             u64::from(page.limit) + 1

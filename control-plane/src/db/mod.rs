@@ -141,6 +141,24 @@ impl<'a> PagedQuery<'a> {
         self
     }
 
+    /// Adds ` AND <sql>(<a>, <b>)`, e.g. a row comparison for a keyset page:
+    /// `filter_pair("(v.memory_mib, v.id) > ", m, id)`.
+    pub fn filter_pair<A, B>(mut self, sql: &str, a: A, b: B) -> Self
+    where
+        A: 'a + sqlx::Encode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+        B: 'a + sqlx::Encode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        self.qb
+            .push(" AND ")
+            .push(sql)
+            .push("(")
+            .push_bind(a)
+            .push(", ")
+            .push_bind(b)
+            .push(")");
+        self
+    }
+
     pub fn finish(
         self,
         order_by: &str,

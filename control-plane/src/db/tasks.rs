@@ -48,29 +48,48 @@ impl From<TaskRow> for Task {
     }
 }
 
+/// What `GET /tasks` narrows the list to.
+#[derive(Debug, Default)]
+pub struct TaskFilter {
+    pub state: Option<TaskState>,
+    pub kind: Option<String>,
+    pub target_id: Option<Uuid>,
+}
+
 const SELECT: &str =
     "SELECT id, kind, state, progress_pct, target_kind, target_id, error, created_at, \
     finished_at FROM tasks";
 
 impl Db {
-    /// Newest first.
+    /// Newest first, only those `f` admits.
     pub async fn task_list(
         &self,
         page: PageReq<(DateTime<Utc>, Uuid)>,
+        f: &TaskFilter,
     ) -> sqlx::Result<ferry_api::Page<Task>> {
-        let (at, id) = page
-            .after
-            .map(|(a, i)| (Some(a), Some(i)))
-            .unwrap_or((None, None));
-        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2)) \
-             ORDER BY created_at DESC, id DESC LIMIT $3"
-        ))
-        .bind(at)
-        .bind(id)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("{SELECT} WHERE true"));
+        if let Some((at, id)) = page.after {
+            qb.push(" AND (created_at, id) < (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        if let Some(state) = f.state {
+            qb.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(kind) = &f.kind {
+            qb.push(" AND kind = ").push_bind(kind.clone());
+        }
+        if let Some(target) = f.target_id {
+            qb.push(" AND target_id = ").push_bind(target);
+        }
+        // A literal limit (validated by the caller), as in `PagedQuery`.
+        qb.push(format!(
+            " ORDER BY created_at DESC, id DESC LIMIT {}",
+            u64::from(page.limit) + 1
+        ));
+        let rows: Vec<TaskRow> = qb.build_query_as().fetch_all(&self.pool).await?;
         Ok(paginate(
             rows,
             page.limit,

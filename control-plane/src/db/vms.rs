@@ -70,7 +70,7 @@ const PAGE_REST: &str = ", \
     SELECT v.id, v.name, v.cluster_id, v.host_id, v.power_state, v.vcpus, v.memory_mib, \
     v.cpu_model, v.machine_type, v.boot, v.migration_policy, v.drs_automation, v.created_at, \
     COALESCE(dk.j, '[]'::json) AS disks, COALESCE(nc.j, '[]'::json) AS nics \
-    FROM page v LEFT JOIN dk ON dk.vm_id = v.id LEFT JOIN nc ON nc.vm_id = v.id ORDER BY v.id";
+    FROM page v LEFT JOIN dk ON dk.vm_id = v.id LEFT JOIN nc ON nc.vm_id = v.id ORDER BY ";
 
 /// A VM ready to be stored: validated, with its cluster and host resolved.
 #[derive(Debug, Clone)]
@@ -86,6 +86,100 @@ pub struct NewVm {
     pub nics: Vec<NetworkId>,
     pub boot: Option<Boot>,
     pub migration_policy: MigrationPolicy,
+}
+
+/// The orders `GET /vms?sort=` offers; each ends on the id, so pages are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum VmSort {
+    #[default]
+    #[serde(rename = "id")]
+    Id,
+    #[serde(rename = "name")]
+    Name,
+    #[serde(rename = "-name")]
+    NameDesc,
+    #[serde(rename = "memory_mib")]
+    Memory,
+    #[serde(rename = "-memory_mib")]
+    MemoryDesc,
+    #[serde(rename = "created_at")]
+    Created,
+    #[serde(rename = "-created_at")]
+    CreatedDesc,
+}
+
+/// Where the previous page of a sorted list ended: its last row's sort key and id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmAfter {
+    Id(Uuid),
+    Name(String),
+    Memory(i64, Uuid),
+    Created(DateTime<Utc>, Uuid),
+}
+
+impl VmSort {
+    /// The `ORDER BY` list over alias `v`.
+    fn order(self) -> &'static str {
+        match self {
+            VmSort::Id => "v.id",
+            VmSort::Name => "v.name",
+            VmSort::NameDesc => "v.name DESC",
+            VmSort::Memory => "v.memory_mib, v.id",
+            VmSort::MemoryDesc => "v.memory_mib DESC, v.id DESC",
+            VmSort::Created => "v.created_at, v.id",
+            VmSort::CreatedDesc => "v.created_at DESC, v.id DESC",
+        }
+    }
+
+    fn descending(self) -> bool {
+        matches!(
+            self,
+            VmSort::NameDesc | VmSort::MemoryDesc | VmSort::CreatedDesc
+        )
+    }
+
+    /// The cursor of a page ending on `r`: the id alone for the default order, else
+    /// the sort key and id, URL-safe base64 of JSON.
+    fn cursor_of(self, r: &VmRow) -> String {
+        use base64::Engine;
+        let key = match self {
+            VmSort::Id => return r.id.to_string(),
+            VmSort::Name | VmSort::NameDesc => serde_json::json!({ "name": r.name }),
+            VmSort::Memory | VmSort::MemoryDesc => {
+                serde_json::json!({ "memory_mib": r.memory_mib, "id": r.id })
+            }
+            VmSort::Created | VmSort::CreatedDesc => {
+                serde_json::json!({ "created_at": r.created_at.timestamp_micros(), "id": r.id })
+            }
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.to_string())
+    }
+
+    /// Reads a cursor this order wrote; `None` for anything else.
+    pub fn parse_cursor(self, c: &str) -> Option<VmAfter> {
+        use base64::Engine;
+        if self == VmSort::Id {
+            return c.parse().ok().map(VmAfter::Id);
+        }
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c)
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+        let id = || v.get("id")?.as_str()?.parse::<Uuid>().ok();
+        match self {
+            VmSort::Id => None,
+            VmSort::Name | VmSort::NameDesc => {
+                Some(VmAfter::Name(v.get("name")?.as_str()?.to_string()))
+            }
+            VmSort::Memory | VmSort::MemoryDesc => {
+                Some(VmAfter::Memory(v.get("memory_mib")?.as_i64()?, id()?))
+            }
+            VmSort::Created | VmSort::CreatedDesc => Some(VmAfter::Created(
+                DateTime::<Utc>::from_timestamp_micros(v.get("created_at")?.as_i64()?)?,
+                id()?,
+            )),
+        }
+    }
 }
 
 /// Filters of `GET /vms`.
@@ -122,11 +216,24 @@ fn random_mac() -> String {
 impl Db {
     pub async fn vm_list(
         &self,
-        page: PageReq<Uuid>,
+        page: PageReq<VmAfter>,
+        sort: VmSort,
         f: &VmFilter,
     ) -> sqlx::Result<ferry_api::Page<Vm>> {
-        let rows: Vec<VmRow> = PagedQuery::new("vms v")
-            .filter("v.id > ", page.after)
+        let cmp = if sort.descending() { "<" } else { ">" };
+        let mut q = PagedQuery::new("vms v");
+        q = match page.after {
+            None => q,
+            Some(VmAfter::Id(id)) => q.filter("v.id > ", Some(id)),
+            Some(VmAfter::Name(n)) => q.filter(&format!("v.name {cmp} "), Some(n)),
+            Some(VmAfter::Memory(m, id)) => {
+                q.filter_pair(&format!("(v.memory_mib, v.id) {cmp} "), m, id)
+            }
+            Some(VmAfter::Created(at, id)) => {
+                q.filter_pair(&format!("(v.created_at, v.id) {cmp} "), at, id)
+            }
+        };
+        let rows: Vec<VmRow> = q
             .filter("v.name = ", f.name.clone())
             .filter("v.host_id = ", f.host_id.map(|h| h.0))
             .filter("v.cluster_id = ", f.cluster_id.map(|c| c.0))
@@ -135,11 +242,15 @@ impl Db {
                 f.power_state.map(|p| p.as_str().to_string()),
             )
             .filter("v.name ILIKE ", f.search.as_deref().map(contains_pattern))
-            .finish_with("v.id", page.limit, PAGE_REST)
+            .finish_with(
+                sort.order(),
+                page.limit,
+                &format!("{PAGE_REST}{}", sort.order()),
+            )
             .build_query_as()
             .fetch_all(&self.pool)
             .await?;
-        Ok(paginate(rows, page.limit, |r| r.id.to_string(), Vm::from))
+        Ok(paginate(rows, page.limit, |r| sort.cursor_of(r), Vm::from))
     }
 
     pub async fn vm_fetch(&self, id: VmId) -> sqlx::Result<Option<Vm>> {

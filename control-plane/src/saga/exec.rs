@@ -130,7 +130,17 @@ impl<'a, S: Saga> Run<'a, S> {
         }
         tx.commit().await?;
         self.outputs.insert(node.to_string(), done.output);
+        self.step(node, "succeeded");
         Ok(())
+    }
+
+    /// Counts a node's run for `ferry_saga_steps_total`.
+    fn step(&self, node: &'static str, result: &'static str) {
+        self.app.metrics.saga_steps.inc(vec![
+            ("saga", S::KIND.to_string()),
+            ("node", node.to_string()),
+            ("result", result.to_string()),
+        ]);
     }
 
     /// Runs node `i`'s action (twice under the replay hook) and records it.
@@ -177,6 +187,7 @@ impl<'a, S: Saga> Run<'a, S> {
                 }
                 Err(NodeError::Stuck(why)) => return self.stuck(i, why).await,
                 Err(e) if i >= S::NO_RETURN => {
+                    self.step(name, "failed");
                     // Past the point of no return: only forward.
                     tracing::warn!(saga = %self.saga, node = name, "{e}; retrying (past the point of no return)");
                     let data = serde_json::json!({ "error": e.to_string() });
@@ -188,6 +199,7 @@ impl<'a, S: Saga> Run<'a, S> {
                     attempt += 1;
                 }
                 Err(e) => {
+                    self.step(name, "failed");
                     tracing::warn!(saga = %self.saga, node = name, "{e}; unwinding");
                     let data = serde_json::json!({ "error": e.to_string() });
                     self.must("log failure", || {
@@ -268,6 +280,7 @@ impl<'a, S: Saga> Run<'a, S> {
                 }
             }
             self.undone[j] = true;
+            self.step(name, "undone");
             self.must("log undo end", || {
                 self.log(name, NodeEvent::UndoFinished, serde_json::Value::Null)
             })
@@ -281,8 +294,23 @@ impl<'a, S: Saga> Run<'a, S> {
 /// Runs a new saga (its row already recorded) to its end.
 pub async fn start<S: Saga>(app: &App, saga: SagaId, params: S::Params) -> Outcome {
     let outcome = Run::<S>::new(app, saga, params.clone()).forward(0).await;
+    ended::<S>(app, &outcome);
     S::after(app, &params, &outcome).await;
     outcome
+}
+
+/// Counts a saga's end for `ferry_sagas_ended_total`.
+fn ended<S: Saga>(app: &App, outcome: &Outcome) {
+    let o = match outcome {
+        Outcome::Done => "done",
+        Outcome::Unwound(_) => "unwound",
+        Outcome::Stuck(_) => "stuck",
+        Outcome::Crashed => return,
+    };
+    app.metrics.sagas_ended.inc(vec![
+        ("saga", S::KIND.to_string()),
+        ("outcome", o.to_string()),
+    ]);
 }
 
 /// Resumes one recorded saga from its log.
@@ -312,6 +340,9 @@ pub async fn resume<S: Saga>(app: &App, row: SagaRow) -> anyhow::Result<Outcome>
         }
     }
     tracing::warn!(saga = %row.id, kind = row.kind, state = row.state.as_str(), "resuming a saga");
+    app.metrics
+        .saga_recoveries
+        .inc(vec![("saga", S::KIND.to_string())]);
     let outcome = match row.state {
         SagaState::Running => {
             // The first node without an outcome runs (again: actions are replayable).
@@ -333,6 +364,7 @@ pub async fn resume<S: Saga>(app: &App, row: SagaRow) -> anyhow::Result<Outcome>
         }
         SagaState::Done | SagaState::Failed => return Ok(Outcome::Done),
     };
+    ended::<S>(app, &outcome);
     S::after(app, &params, &outcome).await;
     Ok(outcome)
 }

@@ -441,16 +441,16 @@ pub async fn run(app: App, saga: ferry_api::SagaId, p: Params) -> Outcome {
 
 /// What follows a saga's end outside it: the completion notice.
 async fn after(app: &App, p: &Params, outcome: &Outcome) {
+    let ended = match outcome {
+        Outcome::Crashed => None,
+        _ => app.db.migration_fetch(p.migration).await.ok().flatten(),
+    };
+    if let Some(m) = &ended {
+        app.metrics.migration_ended(m.state, m.result.as_ref());
+    }
     match outcome {
         Outcome::Done => {
-            let result = app
-                .db
-                .migration_fetch(p.migration)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|m| m.result);
-            announce_completed(app, p, result).await;
+            announce_completed(app, p, ended.and_then(|m| m.result)).await;
         }
         Outcome::Stuck(why) => {
             let ev = NewEvent::warning(

@@ -165,6 +165,7 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
                     transferred_bytes: st.transferred_bytes,
                     iterations: st.iteration,
                     strategy: esc.plan.strategy(esc.postcopy_started, esc.throttled),
+                    relay_frames: st.relay_frames,
                 });
             }
             s @ (Qs::MigrationFailed | Qs::MigrationCancelled) => {

@@ -24,6 +24,19 @@ pub struct AccelChoice {
     pub reason: String,
 }
 
+/// One VM as the agent's `/metrics` shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VmMetrics {
+    pub vm_id: String,
+    pub name: String,
+    /// CPU time its vCPUs used, seconds (monotonic while the process lives).
+    pub cpu_seconds: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    /// The last dirty rate measured (a sample for a prediction, or a migration's
+    /// progress), bytes/s; `None` until one was.
+    pub dirty_rate_bps: Option<u64>,
+}
+
 #[tonic::async_trait]
 pub trait Hypervisor: Send + Sync + 'static {
     fn accel(&self) -> AccelChoice;
@@ -36,6 +49,14 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn version(&self) -> String;
     /// Each running VM's load since the last call (sent with heartbeats).
     fn vm_loads(&self) -> Vec<VmLoad>;
+    /// Each VM with a process here, for the agent's `/metrics` (no side effects).
+    fn vm_metrics(&self) -> Vec<VmMetrics> {
+        Vec::new()
+    }
+    /// QEMU processes this agent runs; `None` for a backend without processes.
+    fn qemu_processes(&self) -> Option<usize> {
+        None
+    }
 
     /// A power operation: `On` needs `spec`; `Shutdown` asks the guest (ACPI) and
     /// forces it off after the timeout.

@@ -152,6 +152,14 @@ impl Hypervisor for QemuBackend {
         self.vms.loads()
     }
 
+    fn vm_metrics(&self) -> Vec<super::VmMetrics> {
+        self.vms.metrics()
+    }
+
+    fn qemu_processes(&self) -> Option<usize> {
+        Some(self.vms.process_count())
+    }
+
     async fn vm_power(
         &self,
         vm_id: &str,

@@ -164,6 +164,8 @@ fn status_reply(o: &Outgoing) -> MigrationStatusReply {
         total_time_ms: (m.elapsed * 1000.0) as u64,
         throttle_pct: m.throttle_pct,
         error: o.error.clone(),
+        // Simulated VMs have no taps: nothing to relay.
+        relay_frames: 0,
     }
 }
 
@@ -268,6 +270,21 @@ impl Hypervisor for SimHost {
                     cpu_cores: g.cpu_cores.unwrap_or(0.1),
                     mem_used_mib: g.mem_used_mib.unwrap_or(v.spec.memory_mib / 2),
                 }
+            })
+            .collect()
+    }
+
+    fn vm_metrics(&self) -> Vec<super::VmMetrics> {
+        self.lock()
+            .iter()
+            .filter(|(_, v)| v.state == VmState::VmRunning)
+            .map(|(id, v)| super::VmMetrics {
+                vm_id: id.clone(),
+                name: v.spec.name.clone(),
+                // A simulated guest has no process: only its model's dirty rate.
+                cpu_seconds: None,
+                rss_bytes: None,
+                dirty_rate_bps: Some(GuestModel::from_cmdline(&v.spec.cmdline).dirty_bps),
             })
             .collect()
     }

@@ -102,6 +102,47 @@ impl super::QemuVms {
             .unwrap_or_default();
         self.load_sampler.sample(&running)
     }
+
+    /// Remembers `vm`'s latest measured dirty rate (bytes/s).
+    pub fn note_dirty_rate(&self, vm: &str, bps: u64) {
+        if let Ok(mut m) = self.dirty_rates.lock() {
+            m.insert(vm.to_string(), bps);
+        }
+    }
+
+    /// Every VM with a QEMU process here: vCPU time, resident memory, last dirty rate.
+    pub fn metrics(&self) -> Vec<crate::hypervisor::VmMetrics> {
+        let dirty = self
+            .dirty_rates
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let vms = self.vms.lock().unwrap_or_else(|p| p.into_inner());
+        vms.values()
+            .filter_map(|h| {
+                let pid = h.live.lock().ok()?.pid?;
+                Some(crate::hypervisor::VmMetrics {
+                    vm_id: h.id.clone(),
+                    name: h.spec.lock().map(|s| s.name.clone()).unwrap_or_default(),
+                    cpu_seconds: vcpu_ticks(pid).map(|t| t as f64 / TICKS_PER_S),
+                    rss_bytes: Some(rss_mib(pid) << 20),
+                    dirty_rate_bps: dirty.get(&h.id).copied(),
+                })
+            })
+            .collect()
+    }
+
+    /// QEMU processes this agent runs.
+    pub fn process_count(&self) -> usize {
+        let vms = self.vms.lock().unwrap_or_else(|p| p.into_inner());
+        vms.values()
+            .filter(|h| {
+                h.live
+                    .lock()
+                    .is_ok_and(|l| l.pid.is_some_and(super::pid_alive))
+            })
+            .count()
+    }
 }
 
 #[cfg(test)]

@@ -315,6 +315,10 @@ impl QemuVms {
             .await?;
         let ram = &v["ram"];
         let u = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+        let rate = u(&ram["dirty-pages-rate"]) * u(&ram["page-size"]);
+        if rate > 0 {
+            self.note_dirty_rate(vm_id, rate);
+        }
         Ok(MigrationStatusReply {
             status: status_of(v["status"].as_str().unwrap_or("none")) as i32,
             transferred_bytes: u(&ram["transferred"]),
@@ -329,6 +333,12 @@ impl QemuVms {
             total_time_ms: u(&v["total-time"]),
             throttle_pct: u(&v["cpu-throttle-percentage"]) as u32,
             error: v["error-desc"].as_str().unwrap_or_default().to_string(),
+            relay_frames: h
+                .live
+                .lock()
+                .ok()
+                .and_then(|l| l.relay.as_ref().map(|r| r.forwarded()))
+                .unwrap_or(0),
         })
     }
 
@@ -415,7 +425,9 @@ impl QemuVms {
             let v = qmp.execute("query-dirty-rate", json!({})).await?;
             if v["status"] == "measured" {
                 // QEMU reports MiB/s.
-                return Ok(v["dirty-rate"].as_u64().unwrap_or(0) << 20);
+                let bps = v["dirty-rate"].as_u64().unwrap_or(0) << 20;
+                self.note_dirty_rate(vm_id, bps);
+                return Ok(bps);
             }
         }
         Err(coded(
