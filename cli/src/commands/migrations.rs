@@ -46,12 +46,17 @@ fn mib(b: u64) -> u64 {
 fn summary(m: &Migration) -> String {
     match (&m.state, &m.result) {
         (MigrationState::Completed, Some(r)) => format!(
-            "migrated in {:.2} s: downtime {} ms, {} MiB sent in {} passes, strategy {}",
+            "migrated in {:.2} s: downtime {} ms, {} MiB sent in {} passes, strategy {}{}",
             r.total_ms as f64 / 1000.0,
             r.downtime_ms,
             mib(r.transferred_bytes),
             r.iterations,
-            r.strategy
+            r.strategy,
+            if r.relay_frames > 0 {
+                format!(", {} frames held by the relay", r.relay_frames)
+            } else {
+                String::new()
+            }
         ),
         (s, _) => format!(
             "migration {}{}",

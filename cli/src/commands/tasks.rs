@@ -1,10 +1,10 @@
-//! `ferryctl tasks [list | show ID]`.
+//! `ferryctl tasks [list [--state S] [--kind K] [--vm VM] | show ID]`.
 
 use clap::Subcommand;
 use ferry_api::task::Task;
 use ferry_api::Page;
 
-use super::{when, Ctx};
+use super::{urlencode, when, Ctx};
 use crate::table::Table;
 
 #[derive(Debug, Subcommand)]
@@ -13,6 +13,15 @@ pub enum TaskCmd {
     List {
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only tasks in this state.
+        #[arg(long, value_parser = ["queued", "running", "succeeded", "failed", "cancelled"])]
+        state: Option<String>,
+        /// Only tasks of this kind (e.g. vm.power_on).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only tasks acting on this VM (name or id).
+        #[arg(long)]
+        vm: Option<String>,
     },
     Show {
         id: uuid::Uuid,
@@ -20,9 +29,30 @@ pub enum TaskCmd {
 }
 
 pub async fn run(ctx: &Ctx, cmd: Option<TaskCmd>) -> anyhow::Result<()> {
-    match cmd.unwrap_or(TaskCmd::List { limit: 50 }) {
-        TaskCmd::List { limit } => {
-            let page: Page<Task> = ctx.client.get(&format!("/tasks?limit={limit}")).await?;
+    let all = TaskCmd::List {
+        limit: 50,
+        state: None,
+        kind: None,
+        vm: None,
+    };
+    match cmd.unwrap_or(all) {
+        TaskCmd::List {
+            limit,
+            state,
+            kind,
+            vm,
+        } => {
+            let mut path = format!("/tasks?limit={limit}");
+            if let Some(s) = state {
+                path.push_str(&format!("&state={s}"));
+            }
+            if let Some(k) = kind {
+                path.push_str(&format!("&kind={}", urlencode(&k)));
+            }
+            if let Some(v) = vm {
+                path.push_str(&format!("&target_id={}", ctx.resolve("vms", &v).await?));
+            }
+            let page: Page<Task> = ctx.client.get(&path).await?;
             ctx.print(&page.items, |items| {
                 let mut t = Table::new(&[
                     "ID", "KIND", "STATE", "PROGRESS", "TARGET", "CREATED", "ERROR",

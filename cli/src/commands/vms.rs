@@ -6,7 +6,7 @@ use ferry_api::vm::{Boot, DiskSpec, NicSpec, Vm, VmCreate};
 use ferry_api::{ClusterId, DatastoreId, HostId, NetworkId};
 
 use super::migrations as commands_migrate;
-use super::{when, Ctx};
+use super::{urlencode, when, Ctx};
 use crate::table::Table;
 
 #[derive(Debug, Subcommand)]
@@ -15,6 +15,15 @@ pub enum VmCmd {
     List {
         #[arg(long)]
         host: Option<String>,
+        /// Only VMs in this power state.
+        #[arg(long, value_parser = ["running", "stopped", "paused", "migrating"])]
+        state: Option<String>,
+        /// Only VMs whose name contains this (any case).
+        #[arg(long)]
+        search: Option<String>,
+        /// Order: name (default), memory_mib or created_at; a leading - reverses.
+        #[arg(long, default_value = "name", value_parser = ["name", "-name", "memory_mib", "-memory_mib", "created_at", "-created_at"], allow_hyphen_values = true)]
+        sort: String,
     },
     /// One VM in full (by name or id).
     Show { vm: String },
@@ -73,14 +82,31 @@ pub struct CreateArgs {
 }
 
 pub async fn run(ctx: &Ctx, cmd: Option<VmCmd>) -> anyhow::Result<()> {
-    match cmd.unwrap_or(VmCmd::List { host: None }) {
-        VmCmd::List { host } => {
-            let path = match host {
-                Some(h) => format!("/vms?host_id={}", ctx.resolve("hosts", &h).await?),
-                None => "/vms".to_string(),
-            };
-            let mut vms: Vec<Vm> = ctx.list_all(&path).await?;
-            vms.sort_by(|a, b| a.name.cmp(&b.name));
+    let all = VmCmd::List {
+        host: None,
+        state: None,
+        search: None,
+        sort: "name".into(),
+    };
+    match cmd.unwrap_or(all) {
+        VmCmd::List {
+            host,
+            state,
+            search,
+            sort,
+        } => {
+            let mut path = format!("/vms?sort={sort}");
+            if let Some(h) = host {
+                path.push_str(&format!("&host_id={}", ctx.resolve("hosts", &h).await?));
+            }
+            if let Some(s) = state {
+                path.push_str(&format!("&power_state={s}"));
+            }
+            if let Some(q) = search {
+                path.push_str(&format!("&q={}", urlencode(&q)));
+            }
+            // In the server's order (it pages in it).
+            let vms: Vec<Vm> = ctx.list_all(&path).await?;
             ctx.print(&vms, |vms| {
                 let mut t = Table::new(&[
                     "NAME",
