@@ -43,6 +43,10 @@ pub struct Prediction {
     /// The guest's dirty rate sampled by QEMU, bytes/s.
     #[serde(default)]
     pub dirty_rate_bps: u64,
+    /// Disk bytes a storage migration copies first (the disks' virtual size: an
+    /// upper bound, unallocated regions cost little); 0 with shared storage.
+    #[serde(default)]
+    pub disk_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -142,4 +146,18 @@ pub struct Migration {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Each phase so far, in order: `queued`, `preparing` (the destination's QEMU
+    /// starts), `mirroring` (a storage migration's disk copy), `precopy` /
+    /// `postcopy` (the memory), `switchover` (commit and the source's clean-up).
+    #[serde(default)]
+    pub phases: Vec<MigrationPhase>,
+}
+
+/// One phase of a migration.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MigrationPhase {
+    pub name: String,
+    pub started_at: DateTime<Utc>,
+    /// Until the next phase began, or the migration ended; none while it lasts.
+    pub duration_ms: Option<u64>,
 }

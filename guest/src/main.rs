@@ -9,8 +9,12 @@
 //!   each 4 KiB page holds a version and words derived from (page, version, word), so
 //!   a page that migration corrupted, lost or tore is counted as an integrity error.
 //!
+//! * with `ferry.disk=/dev/vda`, a disk writer and verifier (`disk.rs`): checksummed
+//!   blocks written with `O_DIRECT`, read back by `POST /disk/verify`.
+//!
 //! It prints `ferry-guest: ready` on the console once it serves.
 
+mod disk;
 mod memory;
 mod net;
 
@@ -39,9 +43,28 @@ fn main() {
 
     let worker = state.clone();
     std::thread::spawn(move || memory::run(&worker));
+    let disk = cmdline_value(&cmdline, "ferry.disk").and_then(|path| {
+        let mib = cmdline_value(&cmdline, "ferry.disk_mib")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32);
+        let mbps = cmdline_value(&cmdline, "ferry.disk_mbps")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
+        match disk::Disk::open(&path, mib, mbps) {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                println!("ferry-guest: no disk workload on {path}: {e}");
+                None
+            }
+        }
+    });
+    if let Some(d) = disk.clone() {
+        std::thread::spawn(move || d.run());
+    }
     let echo = std::thread::spawn(|| net::serve_echo(7));
     let http_state = state.clone();
-    let http = std::thread::spawn(move || net::serve_http(80, &http_state, started));
+    let http =
+        std::thread::spawn(move || net::serve_http(80, &http_state, disk.as_deref(), started));
 
     println!("ferry-guest: ready (dirty {mbps} MiB/s over {wss} MiB)");
     let _ = echo.join();

@@ -5,6 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::disk::Disk;
 use crate::memory::State;
 
 fn bind(port: u16) -> TcpListener {
@@ -40,9 +41,9 @@ fn echo(mut conn: TcpStream) {
     }
 }
 
-pub fn serve_http(port: u16, state: &State, started: Instant) {
+pub fn serve_http(port: u16, state: &State, disk: Option<&Disk>, started: Instant) {
     for conn in bind(port).incoming().flatten() {
-        let _ = handle(conn, state, started);
+        let _ = handle(conn, state, disk, started);
     }
 }
 
@@ -54,7 +55,12 @@ fn query(q: &str, key: &str) -> Option<u64> {
     })
 }
 
-fn handle(conn: TcpStream, state: &State, started: Instant) -> std::io::Result<()> {
+fn handle(
+    conn: TcpStream,
+    state: &State,
+    disk: Option<&Disk>,
+    started: Instant,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
@@ -70,7 +76,29 @@ fn handle(conn: TcpStream, state: &State, started: Instant) -> std::io::Result<(
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, q) = target.split_once('?').unwrap_or((target, ""));
     let (status, body) = match (method, path) {
-        ("GET", "/status") => ("200 OK", status_json(state, started)),
+        ("GET", "/status") => ("200 OK", status_json(state, disk, started)),
+        ("POST", "/disk/verify") => match disk {
+            Some(d) => {
+                d.verify();
+                ("200 OK", status_json(state, Some(d), started))
+            }
+            None => (
+                "404 Not Found",
+                "{\"error\":\"no disk workload\"}".to_string(),
+            ),
+        },
+        ("POST", "/disk") => match disk {
+            Some(d) => {
+                if let Some(m) = query(q, "mbps") {
+                    d.target_mbps.store(m.min(1000), Ordering::Relaxed);
+                }
+                ("200 OK", status_json(state, Some(d), started))
+            }
+            None => (
+                "404 Not Found",
+                "{\"error\":\"no disk workload\"}".to_string(),
+            ),
+        },
         ("POST", "/dirty") => {
             if let Some(m) = query(q, "mbps") {
                 state.target_mbps.store(m.min(100_000), Ordering::Relaxed);
@@ -81,7 +109,7 @@ fn handle(conn: TcpStream, state: &State, started: Instant) -> std::io::Result<(
             if let Some(v) = query(q, "verify_pages") {
                 state.verify_pages.store(v.min(1 << 20), Ordering::Relaxed);
             }
-            ("200 OK", status_json(state, started))
+            ("200 OK", status_json(state, disk, started))
         }
         _ => ("404 Not Found", "{\"error\":\"not found\"}".to_string()),
     };
@@ -93,10 +121,20 @@ fn handle(conn: TcpStream, state: &State, started: Instant) -> std::io::Result<(
     )
 }
 
-fn status_json(state: &State, started: Instant) -> String {
+fn status_json(state: &State, disk: Option<&Disk>, started: Instant) -> String {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let disk = match disk {
+        Some(d) => format!(
+            ",\"disk\":{{\"writes\":{},\"write_errors\":{},\"blocks_verified\":{},\"mismatches\":{}}}",
+            d.writes.load(Ordering::Relaxed),
+            d.write_errors.load(Ordering::Relaxed),
+            d.verified.load(Ordering::Relaxed),
+            d.mismatches.load(Ordering::Relaxed)
+        ),
+        None => String::new(),
+    };
     format!(
-        "{{\"boot_id\":\"{}\",\"uptime_s\":{:.3},\"dirty_mbps_target\":{},\"dirty_mbps\":{:.2},\"wss_mib\":{},\"pages_written\":{},\"pages_verified\":{},\"integrity_errors\":{}}}",
+        "{{\"boot_id\":\"{}\",\"uptime_s\":{:.3},\"dirty_mbps_target\":{},\"dirty_mbps\":{:.2},\"wss_mib\":{},\"pages_written\":{},\"pages_verified\":{},\"integrity_errors\":{}{disk}}}",
         boot_id.trim(),
         started.elapsed().as_secs_f64(),
         state.target_mbps.load(Ordering::Relaxed),

@@ -34,6 +34,7 @@ mod load;
 mod memory;
 mod migrate;
 mod spec;
+mod storage;
 
 pub use memory::{memory_arg, needs_tcg_dirty_padding};
 
@@ -359,6 +360,8 @@ impl QemuVms {
                             .unwrap_or(false);
                         me.set_state(&h, PowerState::Running, "running");
                         if was_incoming {
+                            // A storage migration's disks are the VM's own now.
+                            me.incoming_disks_done(&h).await;
                             // Arrived by migration: announce the VM's MACs at once, and
                             // densely, so the fabric learns its new port before the
                             // peers' retransmissions back off.
@@ -470,8 +473,9 @@ impl QemuVms {
         for (i, d) in spec.disks.iter().enumerate() {
             let path = self.datastore_path(&d.datastore_id)?.join(&d.path);
             c.arg("-drive").arg(format!(
-                "file={},if=none,id=disk{i},format=qcow2",
-                path.display()
+                "file={},if=none,id=disk{i},format=qcow2,node-name={}",
+                path.display(),
+                storage::disk_node(i)
             ));
             let boot = if spec.boot_disk == i as i32 {
                 ",bootindex=1"

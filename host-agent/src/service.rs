@@ -10,7 +10,8 @@ use std::time::Duration;
 use ferry_proto::v1::{
     BandwidthProbeReply, BandwidthProbeRequest, BandwidthSinkReply, BandwidthSinkRequest,
     DirtyRateReply, GetFactsRequest, HostReport, MigrateInReply, MigrateInRequest,
-    MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply, VmConsoleReply, VmConsoleRequest,
+    MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply, MirrorStartRequest,
+    MirrorStatusReply, RemoveDisksReply, RemoveDisksRequest, VmConsoleReply, VmConsoleRequest,
     VmListRequest, VmPowerRequest, VmRef, VmRuntime, VmRuntimeList,
 };
 use tonic::{Request, Response, Status};
@@ -194,6 +195,60 @@ impl Agent for AgentService {
             .await
             .map(Response::new)
             .map_err(|e| to_status(e, ErrorCode::QemuFailed))
+    }
+
+    async fn mirror_start(
+        &self,
+        req: Request<MirrorStartRequest>,
+    ) -> Result<Response<MirrorStatusReply>, Status> {
+        require_control_plane(&req)?;
+        self.state
+            .hypervisor()
+            .mirror_start(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
+    }
+
+    async fn mirror_status(
+        &self,
+        req: Request<VmRef>,
+    ) -> Result<Response<MirrorStatusReply>, Status> {
+        require_control_plane(&req)?;
+        let id = req.into_inner().vm_id;
+        self.state
+            .hypervisor()
+            .mirror_status(&id)
+            .await
+            .map(Response::new)
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
+    }
+
+    async fn mirror_cancel(
+        &self,
+        req: Request<VmRef>,
+    ) -> Result<Response<MirrorStatusReply>, Status> {
+        require_control_plane(&req)?;
+        let id = req.into_inner().vm_id;
+        self.state
+            .hypervisor()
+            .mirror_cancel(&id)
+            .await
+            .map(Response::new)
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
+    }
+
+    async fn remove_disks(
+        &self,
+        req: Request<RemoveDisksRequest>,
+    ) -> Result<Response<RemoveDisksReply>, Status> {
+        require_control_plane(&req)?;
+        self.state
+            .hypervisor()
+            .remove_disks(req.into_inner())
+            .await
+            .map(|removed| Response::new(RemoveDisksReply { removed }))
+            .map_err(|e| to_status(e, ErrorCode::Internal))
     }
 
     async fn sample_dirty_rate(

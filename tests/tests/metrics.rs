@@ -125,7 +125,16 @@ async fn control_plane_and_agent_metrics_are_valid_true_and_cover_the_dashboard(
     );
     assert_eq!(api.get("/no/such/path").await.status, 404);
 
-    let text = scrape(&format!("{base}/metrics")).await;
+    // The migration's end is counted just after its saga's last step (which the
+    // API shows as completed a moment before): wait for it.
+    let text = wait_for("the migration's end to be counted", T, || {
+        let url = format!("{base}/metrics");
+        async move {
+            let t = scrape(&url).await;
+            sample(&t, r#"ferry_migrations_ended_total{state="completed"}"#).map(|_| t)
+        }
+    })
+    .await;
     promtool(&text, "the control plane");
     // The inventory, as the API lists it.
     let vms = api.ok("/vms?limit=1000").await;

@@ -116,6 +116,7 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
         [
             "queue",
             "destination_start",
+            "mirror",
             "transfer",
             "commit",
             "source_cleanup",

@@ -2,7 +2,7 @@
 // check and the prediction, shown before anything moves. Confirm starts the move.
 
 import { all, post } from "./api.js";
-import { dialog, errorBox, fill, fmtMs, fmtRate, h, names } from "./ui.js";
+import { dialog, errorBox, fill, fmtBytes, fmtMs, fmtRate, h, names } from "./ui.js";
 
 export function migrateDialog(vm) {
   return dialog(`Migrate ${vm.name}`, (close) => {
@@ -85,7 +85,8 @@ export function checksView(r) {
     p ? h("div", { class: "stat-line", id: "mig-prediction" },
       stat("Strategy", p.strategy), stat("Predicted total", fmtMs(p.total_ms)),
       stat("Predicted downtime", fmtMs(p.downtime_ms)),
-      stat("Bandwidth", fmtRate(p.bandwidth_bps)), stat("Dirty rate", fmtRate(p.dirty_rate_bps)))
+      stat("Bandwidth", fmtRate(p.bandwidth_bps)), stat("Dirty rate", fmtRate(p.dirty_rate_bps)),
+      p.disk_bytes ? stat("Disks to copy", fmtBytes(p.disk_bytes)) : null)
       : h("p", { class: "muted" }, "No prediction (the checks must pass first)."));
 }
 

@@ -89,6 +89,7 @@ pub fn predict_precopy(
         strategy: strategy.into(),
         bandwidth_bps: bandwidth,
         dirty_rate_bps: dirty,
+        disk_bytes: 0,
     }
 }
 

@@ -128,6 +128,15 @@ impl App {
                         .host(id),
                 )
                 .await;
+            // What a migration could not discard while the host was away.
+            let app = self.clone();
+            tokio::spawn(async move {
+                match app.discard_leftovers(id).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(host = %id, n, "discarded leftover copies"),
+                    Err(e) => tracing::warn!(host = %id, "leftover copies: {e:#}"),
+                }
+            });
         }
         Ok(outcome.report_generation < hb.generation)
     }

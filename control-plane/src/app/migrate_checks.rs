@@ -9,6 +9,7 @@ use ferry_api::{HostId, VmId};
 
 use super::host_fit::{self, FitKind, Role, VmParts};
 use super::rules::RulesContext;
+use super::storage::StoragePlan;
 use super::App;
 use crate::error::{ApiError, ApiResult};
 
@@ -98,13 +99,27 @@ impl App {
                         );
                     }
                 }
-                FitKind::Datastores if req.destination_datastore_id.is_some() => {
-                    c = check(
-                        "datastores",
-                        false,
-                        "storage_migration_unsupported",
-                        "storage migration is not supported yet".into(),
-                    );
+                // Disks not on the destination's datastores are copied while the
+                // VM runs (storage migration), when one of its datastores has room.
+                FitKind::Datastores => {
+                    c = match self.storage_plan(vm, dest, req).await? {
+                        StoragePlan::Shared => c,
+                        StoragePlan::Copy { name, moves } => check(
+                            "datastores",
+                            true,
+                            "ok",
+                            format!(
+                                "{} disk(s), {:.1} GiB, will be copied to datastore {name} on {} while the VM runs",
+                                moves.len(),
+                                moves.iter().map(|m| m.size_bytes).sum::<u64>() as f64
+                                    / (1u64 << 30) as f64,
+                                dest.name
+                            ),
+                        ),
+                        StoragePlan::Impossible { code, detail } => {
+                            check("datastores", false, code, detail)
+                        }
+                    };
                 }
                 _ => {}
             }
@@ -170,7 +185,10 @@ impl App {
         ));
         for c in out
             .iter_mut()
-            .filter(|c| c.passed && c.name != "concurrency" && c.name != "rules")
+            // (A passed `datastores` check says where a disk copy goes.)
+            .filter(|c| {
+                c.passed && c.name != "concurrency" && c.name != "rules" && c.name != "datastores"
+            })
         {
             c.detail = format!("{}: ok", c.name);
         }

@@ -28,7 +28,22 @@ impl App {
                     )
                     .await
                 {
-                    Ok(p) => Some(p),
+                    Ok(mut p) => {
+                        // A storage migration copies the disks first, over the same link.
+                        let disks: u64 = self
+                            .storage_plan(&prep.vm, dest, req)
+                            .await?
+                            .moves()
+                            .iter()
+                            .map(|m| m.size_bytes)
+                            .sum();
+                        if disks > 0 {
+                            p.disk_bytes = disks;
+                            p.total_ms += disks * 1000 / p.bandwidth_bps.max(1);
+                            p.strategy = format!("mirror+{}", p.strategy);
+                        }
+                        Some(p)
+                    }
                     Err(e) => {
                         tracing::warn!(%vm, "prediction failed: {e:#}");
                         None
@@ -90,6 +105,18 @@ impl App {
             prep.source.cpu.cores.min(dest.cpu.cores),
         );
         policy.parallel_channels = channels;
+        // Disks the destination lacks are copied while the VM runs (the check
+        // above passed, so the plan is a copy or nothing).
+        let disks = self.storage_plan(&prep.vm, &dest, req).await?.moves();
+        if !disks.is_empty() && policy.mode == ferry_api::vm::MigrationMode::Postcopy {
+            return Err(ApiError::conflict(
+                "postcopy_with_storage",
+                format!(
+                    "{} moves with its disks, which post-copy cannot do (the destination would run before its disks are complete): use auto or precopy",
+                    prep.vm.name
+                ),
+            ));
+        }
         let params = migrate::Params {
             migration: id,
             vm,
@@ -97,6 +124,7 @@ impl App {
             source: prep.source.id,
             destination: dest.id,
             policy: policy.clone(),
+            disks,
         };
         let new = NewMigration {
             id,

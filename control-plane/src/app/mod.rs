@@ -6,6 +6,7 @@ pub mod clusters;
 pub mod drs;
 pub mod host_fit;
 pub mod hosts;
+pub mod leftovers;
 pub mod load;
 pub mod maintenance;
 pub mod migrate_checks;
@@ -15,6 +16,7 @@ pub mod placement;
 pub mod power;
 pub mod rules;
 pub mod schedules;
+pub mod storage;
 pub mod tokens;
 pub mod vms;
 

@@ -27,6 +27,37 @@ pub struct MigrationRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// `[{"name", "at"}]`, each phase's start.
+    pub phases: Json<Vec<PhaseStart>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PhaseStart {
+    pub name: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Phases with durations: each lasts until the next begins, the last until the end.
+fn timeline(
+    created: DateTime<Utc>,
+    starts: &[PhaseStart],
+    finished: Option<DateTime<Utc>>,
+) -> Vec<ferry_api::migration::MigrationPhase> {
+    let mut all = vec![PhaseStart {
+        name: "queued".into(),
+        at: created,
+    }];
+    all.extend(starts.iter().cloned());
+    (0..all.len())
+        .map(|i| {
+            let end = all.get(i + 1).map(|n| n.at).or(finished);
+            ferry_api::migration::MigrationPhase {
+                name: all[i].name.clone(),
+                started_at: all[i].at,
+                duration_ms: end.map(|e| (e - all[i].at).num_milliseconds().max(0) as u64),
+            }
+        })
+        .collect()
 }
 
 impl From<MigrationRow> for Migration {
@@ -46,13 +77,14 @@ impl From<MigrationRow> for Migration {
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            phases: timeline(r.created_at, &r.phases.0, r.finished_at),
         }
     }
 }
 
 const SELECT: &str =
     "SELECT id, vm_id, source_host_id, destination_host_id, state, phase, policy, progress, \
-    prediction, result, error, created_at, started_at, finished_at FROM migrations";
+    prediction, result, error, created_at, started_at, finished_at, phases FROM migrations";
 
 /// A migration about to be recorded.
 pub struct NewMigration<'a> {
@@ -147,6 +179,8 @@ impl Db {
     ) -> sqlx::Result<()> {
         sqlx::query(
             "UPDATE migrations SET state = $2, phase = $3, \
+             phases = CASE WHEN phase = $3 THEN phases \
+                      ELSE phases || jsonb_build_array(jsonb_build_object('name', $3::text, 'at', clock_timestamp())) END, \
              started_at = COALESCE(started_at, CASE WHEN $2 <> 'queued' THEN now() END) WHERE id = $1",
         )
         .bind(id.0)
@@ -296,7 +330,9 @@ impl Db {
         .fetch_one(&mut *tx)
         .await?;
         if ok {
-            sqlx::query("UPDATE migrations SET state = 'preparing', phase = 'preparing', started_at = now() WHERE id = $1")
+            sqlx::query("UPDATE migrations SET state = 'preparing', phase = 'preparing', started_at = now(), \
+                 phases = phases || jsonb_build_array(jsonb_build_object('name', 'preparing', 'at', clock_timestamp())) \
+                 WHERE id = $1")
                 .bind(id.0)
                 .execute(&mut *tx)
                 .await?;
@@ -306,6 +342,23 @@ impl Db {
     }
 
     /// Moves the VM to `host` and marks it running: the migration's commit.
+    /// A storage migration's disks now live on their new datastores.
+    pub async fn vm_disks_moved_on(
+        conn: &mut sqlx::PgConnection,
+        vm: VmId,
+        moves: &[crate::app::storage::DiskMove],
+    ) -> sqlx::Result<()> {
+        for m in moves {
+            sqlx::query("UPDATE vm_disks SET datastore_id = $3 WHERE vm_id = $1 AND idx = $2")
+                .bind(vm.0)
+                .bind(m.disk as i32)
+                .bind(m.to.0)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn vm_commit_move_on(
         conn: &mut sqlx::PgConnection,
         vm: VmId,

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use super::escalation::Plan;
+use super::migrate_storage;
 use super::migrate_transfer::{cancel_on_source, follow, wait_postcopy_done};
 use crate::app::App;
 use crate::config::Transport;
@@ -52,6 +53,9 @@ pub struct Params {
     pub source: HostId,
     pub destination: HostId,
     pub policy: MigrationPolicy,
+    /// The disks it copies to the destination's datastore (none: shared storage).
+    #[serde(default)]
+    pub disks: Vec<crate::app::storage::DiskMove>,
 }
 
 /// The migration saga.
@@ -59,7 +63,7 @@ pub struct Migrate;
 
 pub type MCtx<'a> = Ctx<'a, Migrate>;
 
-static NODES: [Node<Migrate>; 6] = [
+static NODES: [Node<Migrate>; 7] = [
     Node {
         name: "queue",
         action: queue,
@@ -69,6 +73,11 @@ static NODES: [Node<Migrate>; 6] = [
         name: "destination_start",
         action: destination_start,
         undo: discard_destination,
+    },
+    Node {
+        name: "mirror",
+        action: mirror,
+        undo: cancel_mirror,
     },
     Node {
         name: "transfer",
@@ -94,7 +103,7 @@ static NODES: [Node<Migrate>; 6] = [
 
 impl Saga for Migrate {
     const KIND: &'static str = KIND;
-    const NO_RETURN: usize = 3;
+    const NO_RETURN: usize = 4;
     type Params = Params;
 
     fn nodes() -> &'static [Node<Self>] {
@@ -251,11 +260,17 @@ fn destination_start<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
             .vm_get(p.vm)
             .await
             .map_err(|e| NodeError::Failed(e.detail))?;
-        let spec = ctx
+        let mut spec = ctx
             .app
             .vm_spec(&vm)
             .await
             .map_err(|e| NodeError::Failed(e.detail))?;
+        // A storage migration: the destination's copy uses its own datastore.
+        for m in &p.disks {
+            if let Some(d) = spec.disks.get_mut(m.disk as usize) {
+                d.datastore_id = m.to.to_string();
+            }
+        }
         let plan = Plan::new(&p.policy);
         let mut dest = ctx
             .agent(p.destination)
@@ -266,8 +281,9 @@ fn destination_start<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                 spec: Some(spec),
                 listen_ip: String::new(),
                 tls: ctx.app.config.migration_transport == Transport::Tls,
-                postcopy: plan.postcopy,
+                postcopy: plan.postcopy && p.disks.is_empty(),
                 channels: plan.channels,
+                mirror_disks: !p.disks.is_empty(),
             })
             .await
             .map_err(|s| NodeError::Failed(format!("destination: {}", Failure::of(&s))))?
@@ -282,6 +298,9 @@ pub struct Incoming {
     pub uri: String,
     pub frames_address: String,
     pub frames_token: String,
+    /// The destination's NBD server (a storage migration).
+    #[serde(default)]
+    pub nbd_address: String,
 }
 
 impl From<MigrateInReply> for Incoming {
@@ -290,6 +309,7 @@ impl From<MigrateInReply> for Incoming {
             uri: r.uri,
             frames_address: r.frames_address,
             frames_token: r.frames_token,
+            nbd_address: r.nbd_address,
         }
     }
 }
@@ -322,6 +342,18 @@ fn discard_destination<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone
             }
         }
         tracing::warn!(vm = %p.vm, "destination unreachable; its waiting copy stays until it returns");
+        Ok(Undone::Undone)
+    })
+}
+
+/// Storage migration: the disks mirrored until in sync (a no-op without copies).
+fn mirror<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
+    Box::pin(async move { Ok(Done::new(migrate_storage::mirror(ctx).await?)) })
+}
+
+fn cancel_mirror<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
+    Box::pin(async move {
+        migrate_storage::cancel_mirror(ctx).await?;
         Ok(Undone::Undone)
     })
 }
@@ -367,7 +399,13 @@ fn cancel_transfer<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
 fn commit<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
         let (vm, dest) = (ctx.params.vm, ctx.params.destination);
-        Ok(Done::nothing().write(move |c| Box::pin(Db::vm_commit_move_on(c, vm, dest))))
+        let disks = ctx.params.disks.clone();
+        Ok(Done::nothing().write(move |c| {
+            Box::pin(async move {
+                Db::vm_commit_move_on(c, vm, dest).await?;
+                Db::vm_disks_moved_on(c, vm, &disks).await
+            })
+        }))
     })
 }
 
@@ -376,22 +414,29 @@ fn source_cleanup<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
         let p = ctx.params;
         wait_postcopy_done(ctx).await;
-        match ctx.agent(p.source).await {
-            Ok(mut src) => match src.vm_discard(ctx.vm_ref()).await {
-                Ok(_) => {}
-                Err(s) => match Failure::of(&s) {
-                    f @ Failure::Agent(..) => {
-                        return Err(NodeError::Failed(format!("discard the source's copy: {f}")))
-                    }
-                    f => {
-                        tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({f}); its paused copy stays until it returns")
-                    }
+        let removed = async {
+            match ctx.agent(p.source).await {
+                Ok(mut src) => match src.vm_discard(ctx.vm_ref()).await {
+                    Ok(_) => {}
+                    Err(s) => match Failure::of(&s) {
+                        f @ Failure::Agent(..) => {
+                            return Err(NodeError::Failed(format!(
+                                "discard the source's copy: {f}"
+                            )))
+                        }
+                        f => {
+                            tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({f}); its paused copy stays until it returns")
+                        }
+                    },
                 },
-            },
-            Err(f) => {
-                tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({f}); its paused copy stays until it returns")
+                Err(f) => {
+                    tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({f}); its paused copy stays until it returns")
+                }
             }
-        }
+            Ok(())
+        };
+        removed.await?;
+        migrate_storage::remove_source_disks(ctx).await?;
         Ok(Done::nothing())
     })
 }

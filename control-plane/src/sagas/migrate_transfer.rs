@@ -42,7 +42,19 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
         .agent(p.source)
         .await
         .map_err(|f| NodeError::Failed(format!("source: {f}")))?;
-    let mut esc = Escalator::new(Plan::new(&p.policy));
+    let mut plan = Plan::new(&p.policy);
+    // Mirrored disks cannot switch over by post-copy (the destination would run
+    // before its disks are complete).
+    let mirrored = !p.disks.is_empty();
+    if mirrored {
+        plan.postcopy = false;
+    }
+    // The disks' share of the move's progress, already done (`mirror`).
+    let mirror_out: Option<super::migrate_storage::Mirrored> = ctx.output("mirror")?;
+    let disk_share = mirror_out.map_or(0.0, |m| m.share);
+    // A storage move's total counts its disk copy too.
+    let mirror_ms = mirror_out.map_or(0, |m| m.ms);
+    let mut esc = Escalator::new(plan);
     let bw = u64::from(p.policy.max_bandwidth_mbps) * 1_000_000 / 8;
     let request = MigrateOutRequest {
         vm_id: p.vm.to_string(),
@@ -63,6 +75,7 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
             String::new()
         },
         frames_token: incoming.frames_token.clone(),
+        disks_mirrored: mirrored,
     };
     source
         .migrate_out(request)
@@ -149,7 +162,9 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
             eta_ms: (st.remaining_bytes * 1000)
                 .checked_div(bandwidth)
                 .unwrap_or(0),
-            percent: pct.max(progress.percent).min(100.0),
+            percent: (100.0 * disk_share + pct * (1.0 - disk_share))
+                .max(progress.percent)
+                .min(100.0),
         };
         match st.status() {
             Qs::MigrationCompleted => {
@@ -160,7 +175,7 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
                 )
                 .await?;
                 return Ok(MigrationResult {
-                    total_ms: st.total_time_ms.max(t0.elapsed().as_millis() as u64),
+                    total_ms: st.total_time_ms.max(t0.elapsed().as_millis() as u64) + mirror_ms,
                     downtime_ms: st.downtime_ms,
                     transferred_bytes: st.transferred_bytes,
                     iterations: st.iteration,

@@ -6,4 +6,5 @@
 pub mod escalation;
 pub mod evacuate;
 pub mod migrate;
+pub mod migrate_storage;
 pub mod migrate_transfer;

@@ -10,9 +10,11 @@ pub mod sim_migration;
 
 use std::time::Duration;
 
+use ferry_proto::errors::ErrorCode;
 use ferry_proto::v1::{
     CpuFacts, MemoryFacts, MigrateInReply, MigrateInRequest, MigrateOutRequest, MigrateTuneRequest,
-    MigrationStatusReply, PowerAction, VmLoad, VmRuntime, VmSpec,
+    MigrationStatusReply, MirrorStartRequest, MirrorStatusReply, PowerAction, RemoveDisksRequest,
+    VmLoad, VmRuntime, VmSpec,
 };
 use tokio::sync::broadcast;
 
@@ -89,8 +91,34 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn migrate_cancel(&self, vm_id: &str) -> anyhow::Result<VmRuntime>;
     /// The guest's dirty-page rate, in bytes per second, sampled now.
     async fn sample_dirty_rate(&self, vm_id: &str) -> anyhow::Result<u64>;
-    /// Stops this host's copy and removes it, keeping the disks.
+    /// Stops this host's copy and removes it, keeping the disks (but those an
+    /// unfinished incoming storage migration created).
     async fn vm_discard(&self, vm_id: &str) -> anyhow::Result<VmRuntime>;
+    /// Storage migration, source side: mirror the VM's disks to the destination's
+    /// NBD export (idempotent).
+    async fn mirror_start(&self, req: MirrorStartRequest) -> anyhow::Result<MirrorStatusReply> {
+        Err(crate::error::coded(
+            ErrorCode::Invalid,
+            format!("this backend cannot mirror disks (VM {})", req.vm_id),
+        ))
+    }
+    async fn mirror_status(&self, vm_id: &str) -> anyhow::Result<MirrorStatusReply> {
+        Err(crate::error::coded(
+            ErrorCode::Invalid,
+            format!("this backend cannot mirror disks (VM {vm_id})"),
+        ))
+    }
+    /// Stops the mirrors, leaving the source's disks as they are (idempotent).
+    async fn mirror_cancel(&self, _vm_id: &str) -> anyhow::Result<MirrorStatusReply> {
+        Ok(MirrorStatusReply::default())
+    }
+    /// Removes disk images no QEMU here uses; returns how many were removed.
+    async fn remove_disks(&self, req: RemoveDisksRequest) -> anyhow::Result<u32> {
+        Err(crate::error::coded(
+            ErrorCode::Invalid,
+            format!("this backend has no disk images (VM {})", req.vm_id),
+        ))
+    }
     /// Bandwidth measurement, destination side: open a sink for one probe.
     async fn bandwidth_sink(&self, listen_ip: &str) -> anyhow::Result<String> {
         crate::bandwidth::sink(listen_ip).await

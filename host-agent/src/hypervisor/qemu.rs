@@ -215,6 +215,31 @@ impl Hypervisor for QemuBackend {
     async fn vm_discard(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {
         self.vms.discard(vm_id).await
     }
+
+    async fn mirror_start(
+        &self,
+        req: ferry_proto::v1::MirrorStartRequest,
+    ) -> anyhow::Result<ferry_proto::v1::MirrorStatusReply> {
+        self.vms.mirror_start(req).await
+    }
+
+    async fn mirror_status(
+        &self,
+        vm_id: &str,
+    ) -> anyhow::Result<ferry_proto::v1::MirrorStatusReply> {
+        self.vms.mirror_status(vm_id).await
+    }
+
+    async fn mirror_cancel(
+        &self,
+        vm_id: &str,
+    ) -> anyhow::Result<ferry_proto::v1::MirrorStatusReply> {
+        self.vms.mirror_cancel(vm_id).await
+    }
+
+    async fn remove_disks(&self, req: ferry_proto::v1::RemoveDisksRequest) -> anyhow::Result<u32> {
+        self.vms.remove_disks(req).await
+    }
 }
 
 /// Model names from `qemu-system-x86_64 -cpu help` (`x86 Skylake-Client  Intel ...`).

@@ -446,6 +446,7 @@ impl Hypervisor for SimHost {
             uri: format!("sim:{}:{port}:{}", req.listen_ip, self.link_bps),
             frames_address: String::new(),
             frames_token: String::new(),
+            nbd_address: String::new(),
         })
     }
 

@@ -54,12 +54,12 @@ pub fn in_postcopy(s: MigrationStatus) -> bool {
 pub const OUTGOING: &str = "outgoing-migration";
 
 /// The QOM id of the TLS credentials object in each QEMU.
-const TLS_OBJECT: &str = "ferry-tls";
+pub(super) const TLS_OBJECT: &str = "ferry-tls";
 
 impl QemuVms {
     /// This host's identity laid out as QEMU's `tls-creds-x509` expects it (the
     /// cluster CA, and the host's CA-issued certificate as both server and client).
-    fn tls_dir(&self) -> anyhow::Result<std::path::PathBuf> {
+    pub(super) fn tls_dir(&self) -> anyhow::Result<std::path::PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         let state = self.root.parent().context("no state dir")?;
         let dir = state.join("migration-tls");
@@ -87,7 +87,11 @@ impl QemuVms {
     }
 
     /// (Re)creates the VM's TLS credentials object for `endpoint` (server/client).
-    async fn tls_object(&self, qmp: &crate::qmp::Qmp, endpoint: &str) -> anyhow::Result<()> {
+    pub(super) async fn tls_object(
+        &self,
+        qmp: &crate::qmp::Qmp,
+        endpoint: &str,
+    ) -> anyhow::Result<()> {
         let dir = self.tls_dir()?;
         let _ = qmp.execute("object-del", json!({"id": TLS_OBJECT})).await;
         qmp.execute(
@@ -99,7 +103,7 @@ impl QemuVms {
         Ok(())
     }
 
-    fn qmp_of(&self, vm_id: &str) -> anyhow::Result<Arc<crate::qmp::Qmp>> {
+    pub(super) fn qmp_of(&self, vm_id: &str) -> anyhow::Result<Arc<crate::qmp::Qmp>> {
         let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
         let qmp = h.live.lock().ok().and_then(|l| l.qmp.clone());
         qmp.ok_or_else(|| {
@@ -148,6 +152,9 @@ impl QemuVms {
             tracing::warn!(vm = %spec.vm_id, "replacing a waiting QEMU an interrupted call left");
             self.force_off(&h).await?;
         }
+        if req.mirror_disks {
+            self.create_incoming_disks(&h, &spec).await?;
+        }
         self.start_qemu(&h, &spec, true).await?;
         let listen_ip = req.listen_ip.as_str();
         let port = std::net::TcpListener::bind((listen_ip, 0))
@@ -168,6 +175,12 @@ impl QemuVms {
                 .await?;
         }
         qmp.execute("migrate-incoming", json!({"uri": uri})).await?;
+        let nbd_address = if req.mirror_disks {
+            self.export_disks(&qmp, listen_ip, spec.disks.len(), req.tls)
+                .await?
+        } else {
+            String::new()
+        };
         let taps = (0..spec.nics.len())
             .map(|i| crate::netdev::tap_name(&spec.vm_id, i))
             .collect();
@@ -182,6 +195,7 @@ impl QemuVms {
             uri,
             frames_address: sink.as_ref().map(|s| s.address.clone()).unwrap_or_default(),
             frames_token: sink.as_ref().map(|s| s.token.clone()).unwrap_or_default(),
+            nbd_address,
         };
         if let Ok(mut l) = h.live.lock() {
             l.incoming = Some(reply.clone());
@@ -222,6 +236,14 @@ impl QemuVms {
             return Ok(self.runtime(&h));
         }
         set_capabilities(&qmp, req.auto_converge, req.postcopy, req.channels).await?;
+        // Mirrored disks: stop before the switchover until the mirrors complete.
+        qmp.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [
+                {"capability": "pause-before-switchover", "state": req.disks_mirrored},
+            ]}),
+        )
+        .await?;
         // No cap: as fast as the link goes (QEMU's default caps it at 128 MiB/s).
         let bandwidth = if req.max_bandwidth_bytes_per_s == 0 {
             64u64 << 30
@@ -265,6 +287,9 @@ impl QemuVms {
         }
         std::fs::write(&marker, &req.uri)?;
         qmp.execute("migrate", json!({"uri": req.uri})).await?;
+        if req.disks_mirrored {
+            self.watch_switchover(h.clone(), qmp.clone());
+        }
         Ok(self.runtime(&h))
     }
 
@@ -313,6 +338,12 @@ impl QemuVms {
             .qmp_of(vm_id)?
             .execute("query-migrate", json!({}))
             .await?;
+        // Paused before the switchover with mirrors still to finish (the watcher
+        // died with an agent restart): finish them now.
+        if v["status"] == "pre-switchover" && h.dir.join(super::storage::MIRRORING).exists() {
+            let qmp = self.qmp_of(vm_id)?;
+            self.finish_mirrors(h, &qmp).await?;
+        }
         let ram = &v["ram"];
         let u = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
         let rate = u(&ram["dirty-pages-rate"]) * u(&ram["page-size"]);
@@ -399,6 +430,7 @@ impl QemuVms {
         }
         let spec = h.spec.lock().map(|s| s.clone()).unwrap_or_default();
         self.cleanup_taps(&spec);
+        self.remove_incoming_disks(&h.dir);
         let _ = std::fs::remove_dir_all(&h.dir);
         self.vms
             .lock()
