@@ -309,7 +309,7 @@ async fn raw(env: &Env, args: &Args, link: f64) -> anyhow::Result<Run> {
             args.memory_mib,
             &ip,
             &mac,
-            Some(&uri),
+            Some((uri.as_str(), 0)),
             scratch.path(),
         )
         .await?;

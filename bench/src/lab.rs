@@ -194,7 +194,8 @@ impl RawVm {
         mib: u64,
         ip: &str,
         mac: &str,
-        incoming: Option<&str>,
+        // The URI to wait for a migration on, and the multifd channels (0/1: none).
+        incoming: Option<(&str, u32)>,
         dir: &Path,
     ) -> anyhow::Result<Self> {
         let (kernel, initrd) = guest::image();
@@ -241,12 +242,29 @@ impl RawVm {
             .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(uri) = incoming {
-            c.args(["-incoming", uri]);
+        if incoming.is_some() {
+            c.args(["-incoming", "defer"]);
         }
         let child = c.spawn()?;
         let (qmp, _events) =
             ferry_agent::qmp::Qmp::connect(&qmp_path, Duration::from_secs(30)).await?;
+        if let Some((uri, channels)) = incoming {
+            // As a user would: the destination's capabilities match the source's.
+            if channels > 1 {
+                qmp.execute(
+                    "migrate-set-capabilities",
+                    serde_json::json!({"capabilities": [{"capability": "multifd", "state": true}]}),
+                )
+                .await?;
+                qmp.execute(
+                    "migrate-set-parameters",
+                    serde_json::json!({"multifd-channels": channels}),
+                )
+                .await?;
+            }
+            qmp.execute("migrate-incoming", serde_json::json!({"uri": uri}))
+                .await?;
+        }
         Ok(Self {
             child,
             qmp,

@@ -1,6 +1,12 @@
 //! `ferry-bench-migration`: Ferry's live migration side by side with raw QEMU
-//! `migrate` (QEMU's default settings) on the same guest image, the same two lab
-//! host namespaces and the same path, in one run.
+//! `migrate` on the same guest image, the same two lab host namespaces and the same
+//! path, in one run. Four contenders: Ferry (TLS, the default), Ferry over plain TCP
+//! (the control plane restarted with `--migration-transport tcp`), raw QEMU with its
+//! defaults, and raw QEMU tuned as a knowledgeable user would (no bandwidth cap, a
+//! 30 ms downtime target, multifd with two channels on the unshaped path, plain
+//! TCP). Every total is measured the same way: from the request to move until the
+//! VM runs on the destination, the destination's start included (for raw QEMU:
+//! from starting the destination QEMU); QEMU's own `total-time` is kept beside it.
 //!
 //! For each path (unshaped; `tc tbf` at 1 Gbit/s on both hosts' fabric links),
 //! each guest size and each dirty rate (idle; about a third of the link; above the
@@ -54,6 +60,9 @@ struct Args {
     /// Skip raw QEMU (to compare Ferry's settings alone).
     #[arg(long)]
     no_raw: bool,
+    /// Skip the Ferry-over-plain-TCP rows.
+    #[arg(long)]
+    no_tcp: bool,
     #[arg(long, default_value = "bench/results/migration.json")]
     out: PathBuf,
     #[arg(long, hide = true)]
@@ -63,6 +72,8 @@ struct Args {
 }
 
 const T: Duration = Duration::from_secs(120);
+/// The tuned raw QEMU's downtime target, ms.
+const TUNED_DOWNTIME_MS: u64 = 30;
 
 #[derive(Serialize, Clone)]
 struct Row {
@@ -73,7 +84,11 @@ struct Row {
     /// What the guest reported dirtying, MiB/s.
     dirty_mibps: f64,
     completed: bool,
+    /// From the request to move until the VM runs on the destination, the
+    /// destination's start included: measured the same way for every contender.
     total_ms: u64,
+    /// QEMU's own `total-time` (from `migrate` to completion).
+    qemu_total_ms: u64,
     qemu_downtime_ms: u64,
     client_gap_ms: f64,
     client_lost: u64,
@@ -102,6 +117,15 @@ fn shape(env: &Env, on: bool) {
     }
 }
 
+/// Restarts the control plane with another migration transport.
+async fn set_transport(env: &mut Env, transport: &str) {
+    env.cp.stop().await;
+    env.cp.set_arg("--migration-transport", transport);
+    env.cp.restart().await;
+    env.wait_host_state("host-a", "connected", T).await;
+    env.wait_host_state("host-b", "connected", T).await;
+}
+
 // ---------------------------------------------------------------- runs
 
 struct Case<'a> {
@@ -126,6 +150,7 @@ impl Case<'_> {
             dirty_mibps: self.dirty_mibps,
             completed: false,
             total_ms: 0,
+            qemu_total_ms: 0,
             qemu_downtime_ms: 0,
             client_gap_ms: f64::NAN,
             client_lost: 0,
@@ -143,13 +168,14 @@ impl Case<'_> {
 async fn ferry_move(
     env: &Env,
     case: &Case<'_>,
+    who: &str,
     id: &str,
     ip: &str,
     to: &str,
     policy: Option<&Value>,
 ) -> Row {
     let api = env.api();
-    let mut row = case.row("ferry");
+    let mut row = case.row(who);
     let Ok(echo) = Echo::start(ip).await else {
         return row;
     };
@@ -171,14 +197,15 @@ async fn ferry_move(
         {
             break m;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let api_ms = t0.elapsed().as_millis() as i64;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (gap, lost, held) = echo.finish().await;
     let res = &m["result"];
     row.completed = m["state"] == "completed";
-    row.total_ms = res["total_ms"].as_u64().unwrap_or(0);
+    row.qemu_total_ms = res["total_ms"].as_u64().unwrap_or(0);
+    row.total_ms = api_ms.max(0) as u64;
     row.qemu_downtime_ms = res["downtime_ms"].as_u64().unwrap_or(0);
     row.bytes = res["transferred_bytes"].as_u64().unwrap_or(0);
     row.iterations = res["iterations"].as_u64().unwrap_or(0);
@@ -187,24 +214,47 @@ async fn ferry_move(
     row.client_lost = lost;
     row.connection_held = held;
     row.total_over_t_phys = row.total_ms as f64 / row.t_phys_ms;
-    row.overhead_ms = Some(api_ms - row.total_ms as i64);
+    row.overhead_ms = Some(api_ms - row.qemu_total_ms as i64);
     row
 }
 
 /// One raw QEMU migration of the guest in `src` to host `to`; returns the row and
 /// the VM that holds the guest afterwards.
+#[allow(clippy::too_many_arguments)]
 async fn raw_move(
     env: &Env,
     case: &Case<'_>,
+    tuned: bool,
     src: RawVm,
     to: u8,
     ip: &str,
     mac: &str,
     dir: &Path,
 ) -> (Row, RawVm) {
-    let mut row = case.row("qemu");
+    let mut row = case.row(if tuned { "qemu-tuned" } else { "qemu" });
     let uri = format!("tcp:{}:47100", env.lab.host_ip(to));
-    let dst = match RawVm::start(env, to, "bench", case.mib, ip, mac, Some(&uri), dir).await {
+    // Tuned as a user who knows QEMU's knobs would: no bandwidth cap, a tight
+    // downtime target (Ferry's first one is as tight), and multifd where one
+    // channel cannot fill the link (the unshaped path is CPU-bound), plain TCP.
+    let channels = if tuned && case.path == "unshaped" {
+        2
+    } else {
+        0
+    };
+    // Measured like Ferry's: from the request to move, destination start included.
+    let t_req = Instant::now();
+    let dst = match RawVm::start(
+        env,
+        to,
+        if tuned { "tuned" } else { "bench" },
+        case.mib,
+        ip,
+        mac,
+        Some((uri.as_str(), channels)),
+        dir,
+    )
+    .await
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("raw destination: {e:#}");
@@ -215,8 +265,35 @@ async fn raw_move(
         dst.stop();
         return (row, src);
     };
+    // (The echo client's connection settles; not counted.)
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let settle = Duration::from_millis(200);
     let limit = Duration::from_secs_f64((case.t_phys_ms() * 4.0 / 1000.0).max(30.0));
+    if tuned {
+        if channels > 1 {
+            let _ = src
+                .qmp
+                .execute(
+                    "migrate-set-capabilities",
+                    json!({"capabilities": [{"capability": "multifd", "state": true}]}),
+                )
+                .await;
+            let _ = src
+                .qmp
+                .execute(
+                    "migrate-set-parameters",
+                    json!({"multifd-channels": channels}),
+                )
+                .await;
+        }
+        let _ = src
+            .qmp
+            .execute(
+                "migrate-set-parameters",
+                json!({"max-bandwidth": 64u64 << 30, "downtime-limit": TUNED_DOWNTIME_MS}),
+            )
+            .await;
+    }
     let _ = src.qmp.execute("migrate", json!({"uri": uri})).await;
     let t0 = Instant::now();
     let st = loop {
@@ -233,19 +310,27 @@ async fn raw_move(
             let _ = src.qmp.execute("migrate_cancel", json!({})).await;
             break st;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let req_ms = t_req.elapsed().saturating_sub(settle).as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (gap, lost, held) = echo.finish().await;
     row.completed = st["status"] == "completed";
     let ram = &st["ram"];
-    row.total_ms = st["total-time"]
+    row.qemu_total_ms = st["total-time"]
         .as_u64()
         .unwrap_or(t0.elapsed().as_millis() as u64);
+    row.total_ms = req_ms;
     row.qemu_downtime_ms = st["downtime"].as_u64().unwrap_or(0);
     row.bytes = ram["transferred"].as_u64().unwrap_or(0);
     row.iterations = ram["dirty-sync-count"].as_u64().unwrap_or(0);
-    row.strategy = if row.completed {
+    row.strategy = if row.completed && tuned {
+        if channels > 1 {
+            format!("tuned, multifd({channels})")
+        } else {
+            "tuned".into()
+        }
+    } else if row.completed {
         "qemu defaults".into()
     } else {
         format!("did not finish in {:.0} s", limit.as_secs_f64())
@@ -275,7 +360,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
 
 fn print_row(r: &Row) {
     println!(
-        "{:<6} {:<8} {:>5} {:<6} {:>7.0} {:>4} {:>8} {:>6} {:>8.0} {:>5} {:>8} {:>4} {:>6.2} {:>9} {}",
+        "{:<10} {:<8} {:>5} {:<6} {:>7.0} {:>4} {:>8} {:>8} {:>6} {:>8.0} {:>5} {:>8} {:>4} {:>6.2} {:>9} {}",
         r.who,
         r.path,
         r.memory_mib,
@@ -283,6 +368,7 @@ fn print_row(r: &Row) {
         r.dirty_mibps,
         if r.completed { "yes" } else { "NO" },
         r.total_ms,
+        r.qemu_total_ms,
         r.qemu_downtime_ms,
         r.client_gap_ms,
         r.client_lost,
@@ -292,6 +378,60 @@ fn print_row(r: &Row) {
         r.overhead_ms.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
         r.strategy
     );
+}
+
+/// Per case (path, size, dirty rate): each contender's median total (completed
+/// moves only; null when it never finished) and the ratios.
+fn compare(rows: &[Row]) -> Vec<Value> {
+    let mut keys: Vec<(String, u64, String)> = rows
+        .iter()
+        .map(|r| (r.path.clone(), r.memory_mib, r.dirty.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::new();
+    for (path, mib, dirty) in keys {
+        let med = |who: &str| -> Option<f64> {
+            let mut v: Vec<f64> = rows
+                .iter()
+                .filter(|r| {
+                    r.who == who
+                        && r.path == path
+                        && r.memory_mib == mib
+                        && r.dirty == dirty
+                        && r.completed
+                })
+                .map(|r| r.total_ms as f64)
+                .collect();
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_by(f64::total_cmp);
+            Some(v[v.len() / 2])
+        };
+        let (f, ft, q, qt) = (
+            med("ferry"),
+            med("ferry-tcp"),
+            med("qemu"),
+            med("qemu-tuned"),
+        );
+        let best_raw = match (q, qt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) if y > 0.0 => json!((x / y * 100.0).round() / 100.0),
+            _ => Value::Null,
+        };
+        out.push(json!({
+            "path": path, "memory_mib": mib, "dirty": dirty,
+            "ferry": f, "ferry-tcp": ft, "qemu": q, "qemu-tuned": qt,
+            "tcp_over_best_raw": ratio(ft, best_raw),
+            "tls_over_best_raw": ratio(f, best_raw),
+            "tls_over_qemu_defaults": ratio(f, q),
+        }));
+    }
+    out
 }
 
 #[tokio::main]
@@ -320,15 +460,15 @@ async fn main() -> anyhow::Result<()> {
     let api = env.api();
     let scratch = tempfile::tempdir()?;
     println!(
-        "== Ferry ({}) vs raw QEMU (defaults, plain TCP) live migration, two lab hosts ({}, {}), guest image {}",
+        "== Ferry ({}, and over plain TCP) vs raw QEMU (its defaults, and tuned) live migration, two lab hosts ({}, {}), guest image {}",
         args.transport,
         a["accel"].as_str().unwrap_or("?"),
         qemu_version(),
         guest::image().0.display()
     );
     println!(
-        "{:<6} {:<8} {:>5} {:<6} {:>7} {:>4} {:>8} {:>6} {:>8} {:>5} {:>8} {:>4} {:>6} {:>9} strategy",
-        "who", "path", "MiB", "dirty", "MiB/s", "done", "total_ms", "qemu_dt", "gap_ms", "lost", "sent_MiB", "pass", "/Tphys", "cp_ovh_ms"
+        "{:<10} {:<8} {:>5} {:<6} {:>7} {:>4} {:>8} {:>8} {:>6} {:>8} {:>5} {:>8} {:>4} {:>6} {:>9} strategy",
+        "who", "path", "MiB", "dirty", "MiB/s", "done", "total_ms", "qemu_tot", "qemu_dt", "gap_ms", "lost", "sent_MiB", "pass", "/Tphys", "cp_ovh_ms"
     );
     let mut rows: Vec<Row> = Vec::new();
     let mut links = serde_json::Map::new();
@@ -371,24 +511,38 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await;
             let mut at = 0usize;
-            for (dirty, rate) in dirties {
-                let dirty_mibps = set_dirty(&ip, rate, wss).await;
-                let case = Case {
-                    path,
-                    mib,
-                    dirty,
-                    dirty_mibps,
-                    link,
-                };
-                let reps = if dirty == "above" { 1 } else { args.repeats };
-                for _ in 0..reps {
-                    let row =
-                        ferry_move(&env, &case, &id, &ip, &hosts[1 - at], policy.as_ref()).await;
-                    if row.completed {
-                        at = 1 - at;
+            let ferries: &[(&str, &str)] = if args.no_tcp {
+                &[("ferry", "tls")]
+            } else {
+                &[("ferry", "tls"), ("ferry-tcp", "tcp")]
+            };
+            for &(who, transport) in ferries {
+                if transport != args.transport {
+                    set_transport(&mut env, transport).await;
+                }
+                for (dirty, rate) in dirties {
+                    let dirty_mibps = set_dirty(&ip, rate, wss).await;
+                    let case = Case {
+                        path,
+                        mib,
+                        dirty,
+                        dirty_mibps,
+                        link,
+                    };
+                    let reps = if dirty == "above" { 1 } else { args.repeats };
+                    for _ in 0..reps {
+                        let row =
+                            ferry_move(&env, &case, who, &id, &ip, &hosts[1 - at], policy.as_ref())
+                                .await;
+                        if row.completed {
+                            at = 1 - at;
+                        }
+                        print_row(&row);
+                        rows.push(row);
                     }
-                    print_row(&row);
-                    rows.push(row);
+                }
+                if transport != args.transport {
+                    set_transport(&mut env, &args.transport).await;
                 }
             }
             let _ = api
@@ -403,47 +557,50 @@ async fn main() -> anyhow::Result<()> {
             .await;
             let _ = api.delete(&format!("/vms/{id}")).await;
 
-            // Raw QEMU, same image, same path.
+            // Raw QEMU, same image, same path: with its defaults, then tuned.
             if args.no_raw {
                 continue;
             }
-            n += 1;
-            let ip = env.lab.guest_ip(n);
-            let mac = format!("52:54:00:fe:00:{n:02x}");
-            let mut vm =
-                RawVm::start(&env, 0, "bench", mib, &ip, &mac, None, scratch.path()).await?;
-            let mut at = 0u8;
-            wait_for("the raw guest to serve /status", T, || {
-                let ip = ip.clone();
-                async move { status(&ip).await.map(|_| ()) }
-            })
-            .await;
-            for (dirty, rate) in dirties {
-                let dirty_mibps = set_dirty(&ip, rate, wss).await;
-                let case = Case {
-                    path,
-                    mib,
-                    dirty,
-                    dirty_mibps,
-                    link,
-                };
-                let reps = if dirty == "above" { 1 } else { args.repeats };
-                for _ in 0..reps {
-                    let (row, holder) =
-                        raw_move(&env, &case, vm, 1 - at, &ip, &mac, scratch.path()).await;
-                    let done = row.completed;
-                    if done {
-                        at = 1 - at;
-                    }
-                    vm = holder;
-                    print_row(&row);
-                    rows.push(row);
-                    if !done {
-                        break; // once is enough to know it does not finish
+            for tuned in [false, true] {
+                n += 1;
+                let ip = env.lab.guest_ip(n);
+                let mac = format!("52:54:00:fe:00:{n:02x}");
+                let mut vm =
+                    RawVm::start(&env, 0, "bench", mib, &ip, &mac, None, scratch.path()).await?;
+                let mut at = 0u8;
+                wait_for("the raw guest to serve /status", T, || {
+                    let ip = ip.clone();
+                    async move { status(&ip).await.map(|_| ()) }
+                })
+                .await;
+                for (dirty, rate) in dirties {
+                    let dirty_mibps = set_dirty(&ip, rate, wss).await;
+                    let case = Case {
+                        path,
+                        mib,
+                        dirty,
+                        dirty_mibps,
+                        link,
+                    };
+                    let reps = if dirty == "above" { 1 } else { args.repeats };
+                    for _ in 0..reps {
+                        let (row, holder) =
+                            raw_move(&env, &case, tuned, vm, 1 - at, &ip, &mac, scratch.path())
+                                .await;
+                        let done = row.completed;
+                        if done {
+                            at = 1 - at;
+                        }
+                        vm = holder;
+                        print_row(&row);
+                        rows.push(row);
+                        if !done {
+                            break; // once is enough to know it does not finish
+                        }
                     }
                 }
+                vm.stop();
             }
-            vm.stop();
         }
         shape(&env, false);
     }
@@ -469,6 +626,18 @@ async fn main() -> anyhow::Result<()> {
         "qemu_not_finished": rows.iter().filter(|r| r.who == "qemu" && !r.completed).count(),
     });
     println!("== summary (idle and light-dirty moves): {summary}");
+    let cases = compare(&rows);
+    println!("== medians per case (total from the request, destination start included), ms:");
+    for c in &cases {
+        println!(
+            "{:<8} {:>5} MiB {:<6} ferry {:>7} ferry-tcp {:>7} qemu {:>7} qemu-tuned {:>7} | tcp/best-raw {:>5} tls/best-raw {:>5} tls/qemu {:>5}",
+            c["path"].as_str().unwrap_or(""),
+            c["memory_mib"],
+            c["dirty"].as_str().unwrap_or(""),
+            c["ferry"], c["ferry-tcp"], c["qemu"], c["qemu-tuned"],
+            c["tcp_over_best_raw"], c["tls_over_best_raw"], c["tls_over_qemu_defaults"]
+        );
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -480,6 +649,7 @@ async fn main() -> anyhow::Result<()> {
             "ferry_transport": args.transport,
             "links_bytes_per_s": links,
             "summary": summary,
+            "cases": cases,
             "rows": rows,
         }))?,
     )?;

@@ -199,6 +199,19 @@ impl ControlPlane {
         Proc::spawn("control-plane", cmd, data_dir.with_extension("log"))
     }
 
+    /// Sets `flag` to `value` for the next (re)start: replaces the flag's value
+    /// if it was given, else adds it.
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        let args = &mut self.opts.args;
+        match args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < args.len() => args[i + 1] = value.to_string(),
+            _ => {
+                args.push(flag.to_string());
+                args.push(value.to_string());
+            }
+        }
+    }
+
     /// Starts the process again with the same data dir, ports and database.
     pub async fn restart(&mut self) {
         assert!(
