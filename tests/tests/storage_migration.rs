@@ -218,14 +218,30 @@ async fn a_guest_writing_to_its_disk_moves_to_a_host_without_its_datastore() {
 
     let before = guest_status(&ip).await;
     let echo = EchoClient::start(&ip).await;
-    let r = api
-        .post(
-            &format!("/vms/{vm}/migrate"),
-            &json!({"destination_host_id": l.hosts[1]}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let m = wait_migration(&api, &id(&r.body)).await;
+    // Through ferryctl, naming the datastore: it waits and prints the summary.
+    let out = tokio::process::Command::new(ferry_tests::bin("ferryctl"))
+        .args([
+            "vm",
+            "migrate",
+            "st-mover",
+            "--to",
+            "st-b",
+            "--to-datastore",
+            "local-st-b",
+        ])
+        .env("FERRY_URL", &l.env.cp.http)
+        .env("FERRY_TOKEN", l.env.cp.admin_token())
+        .output()
+        .await
+        .expect("run ferryctl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("migrated in "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let newest = api.ok(&format!("/migrations?vm_id={vm}&limit=1")).await;
+    let m = wait_migration(&api, newest["items"][0]["id"].as_str().unwrap()).await;
     assert_eq!(m["state"], "completed", "{m}");
     let (sent, gap) = echo.finish().await;
     assert!(sent > 0);

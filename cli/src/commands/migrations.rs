@@ -16,6 +16,10 @@ pub struct MigrateArgs {
     /// Destination host (name or id); default: placement picks one.
     #[arg(long)]
     pub to: Option<String>,
+    /// Copy the disks to this datastore of the destination (name or id); without
+    /// it, disks move only when the destination lacks their datastore.
+    #[arg(long = "to-datastore")]
+    pub to_datastore: Option<String>,
     #[arg(long = "max-downtime-ms")]
     pub max_downtime_ms: Option<u32>,
     #[arg(long = "max-bandwidth-mbps")]
@@ -74,6 +78,9 @@ pub async fn migrate(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<()> {
     let mut body = serde_json::json!({});
     if let Some(to) = &a.to {
         body["destination_host_id"] = serde_json::json!(ctx.resolve("hosts", to).await?);
+    }
+    if let Some(ds) = &a.to_datastore {
+        body["destination_datastore_id"] = serde_json::json!(ctx.resolve("datastores", ds).await?);
     }
     if a.max_downtime_ms.is_some() || a.max_bandwidth_mbps.is_some() {
         let vm: serde_json::Value = ctx.client.get(&format!("/vms/{id}")).await?;
