@@ -154,9 +154,18 @@ async fn wait_mirroring(env: &Env, mig: &str) {
 /// disk, and nothing of it is left on the destination.
 async fn still_on_source(l: &Lab, vm: &str, ip: &str, src_ds: &str, path: &str, dst_dir: &str) {
     let api = l.env.api();
-    let v = api.ok(&format!("/vms/{vm}")).await;
+    // (A cancel drains the guest's writes with a moment's pause: the agent reports
+    // the resume a moment later.)
+    let v = wait_for("the VM to run on its source", T, || {
+        let (api, vm) = (api.clone(), vm.to_string());
+        async move {
+            let v = api.ok(&format!("/vms/{vm}")).await;
+            assert_ne!(v["power_state"], "stopped", "the VM died: {v}");
+            (v["power_state"] == "running").then_some(v)
+        }
+    })
+    .await;
     assert_eq!(v["host_id"].as_str(), Some(l.hosts[0].as_str()), "{v}");
-    assert_eq!(v["power_state"], "running", "{v}");
     assert_eq!(v["disks"][0]["datastore_id"].as_str(), Some(src_ds), "{v}");
     let (_, ns) = one_qemu_of(vm).await;
     assert_eq!(ns, netns_of(&l.env, 0), "the QEMU runs on the source");

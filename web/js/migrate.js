@@ -7,6 +7,7 @@ import { dialog, errorBox, fill, fmtBytes, fmtMs, fmtRate, h, names } from "./ui
 export function migrateDialog(vm) {
   return dialog(`Migrate ${vm.name}`, (close) => {
     const dest = h("select", { id: "mig-dest" }, h("option", { value: "" }, "Let placement choose"));
+    const ds = h("select", { id: "mig-datastore" }, h("option", { value: "" }, "Keep the disks (copy only if needed)"));
     const mode = h("select", { id: "mig-mode" }, ["auto", "precopy", "postcopy"].map((m) =>
       h("option", { value: m, selected: m === vm.migration_policy.mode }, m)));
     const downtime = h("input", { id: "mig-downtime", type: "number", min: "1", max: "60000",
@@ -16,9 +17,21 @@ export function migrateDialog(vm) {
     let checked = null;
     let seq = 0;
 
+    let datastores = [];
+    // The datastores a storage migration can copy the disks to: the destination's.
+    const fillDatastores = () => {
+      const keep = ds.value;
+      ds.replaceChildren(h("option", { value: "" }, "Keep the disks (copy only if needed)"));
+      if (!dest.value || !vm.disks.length) return;
+      for (const d of datastores) {
+        if (!d.host_ids.includes(dest.value) || vm.disks.some((x) => x.datastore_id === d.id)) continue;
+        ds.append(h("option", { value: d.id, selected: d.id === keep }, `Copy them to ${d.name} (${d.kind}, ${fmtBytes(d.free_bytes)} free)`));
+      }
+    };
     const body = () => {
       const b = {};
       if (dest.value) b.destination_host_id = dest.value;
+      if (ds.value) b.destination_datastore_id = ds.value;
       const dt = Number(downtime.value);
       b.policy = { ...vm.migration_policy, mode: mode.value };
       if (Number.isInteger(dt) && dt > 0) b.policy.max_downtime_ms = dt;
@@ -56,12 +69,15 @@ export function migrateDialog(vm) {
         dest.append(h("option", { value: x.id }, `${x.name} (${x.state.replaceAll("_", " ")})`));
       }
     }).catch((e) => fill(result, errorBox(e)));
-    for (const el of [dest, mode, downtime]) el.addEventListener("change", check);
+    all("/datastores").then((list) => { datastores = list; fillDatastores(); }).catch(() => {});
+    dest.addEventListener("change", fillDatastores);
+    for (const el of [dest, ds, mode, downtime]) el.addEventListener("change", check);
     check();
     return {
       body: h("div", {},
         h("div", { class: "row" },
           h("label", { for: "mig-dest" }, "Destination", dest),
+          vm.disks.length ? h("label", { for: "mig-datastore" }, "Disks", ds) : null,
           h("label", { for: "mig-mode" }, "Mode", mode),
           h("label", { for: "mig-downtime" }, "Max downtime (ms)", downtime)),
         h("p", { class: "small muted" }, "From ", names.host(vm.host_id), ". Nothing moves until you confirm."),
