@@ -523,20 +523,7 @@ impl QemuVms {
                 );
             }
             if !path.exists() {
-                let out = tokio::process::Command::new("qemu-img")
-                    .args(["create", "-q", "-f", "qcow2"])
-                    .arg(&path)
-                    .arg(d.size_bytes.to_string())
-                    .output()
-                    .await
-                    .context("run qemu-img")?;
-                if !out.status.success() {
-                    bail!(
-                        "qemu-img create {}: {}",
-                        path.display(),
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
+                storage::create_image(&path, d.size_bytes).await?;
             }
         }
         for (i, n) in spec.nics.iter().enumerate() {

@@ -150,6 +150,23 @@ async fn wait_mirroring(env: &Env, mig: &str) {
     .await;
 }
 
+/// Starts moving `vm` to the lab's second host; returns the migration's id once its
+/// disk mirror is under way.
+async fn move_until_mirroring(l: &Lab, vm: &str) -> String {
+    let r = l
+        .env
+        .api()
+        .post(
+            &format!("/vms/{vm}/migrate"),
+            &json!({"destination_host_id": l.hosts[1]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let mig = id(&r.body);
+    wait_mirroring(&l.env, &mig).await;
+    mig
+}
+
 /// After a move that did not happen: the VM runs on its source from its own
 /// disk, and nothing of it is left on the destination.
 async fn still_on_source(l: &Lab, vm: &str, ip: &str, src_ds: &str, path: &str, dst_dir: &str) {
@@ -336,15 +353,7 @@ async fn a_move_cancelled_or_whose_destination_dies_during_the_mirror_changes_no
     shape(&l.env, 0, "24mbit");
 
     // Cancelled during the mirror.
-    let r = api
-        .post(
-            &format!("/vms/{vm}/migrate"),
-            &json!({"destination_host_id": l.hosts[1]}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let mig = id(&r.body);
-    wait_mirroring(&l.env, &mig).await;
+    let mig = move_until_mirroring(&l, &vm).await;
     let c = api
         .post(&format!("/migrations/{mig}/cancel"), &json!({}))
         .await;
@@ -357,15 +366,7 @@ async fn a_move_cancelled_or_whose_destination_dies_during_the_mirror_changes_no
     println!("cancel case done");
     // The destination's agent killed during the mirror: the move fails, the VM
     // stays; the destination's waiting QEMU and its disk go when its agent is back.
-    let r = api
-        .post(
-            &format!("/vms/{vm}/migrate"),
-            &json!({"destination_host_id": l.hosts[1]}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let mig = id(&r.body);
-    wait_mirroring(&l.env, &mig).await;
+    let mig = move_until_mirroring(&l, &vm).await;
     l.env.agents[1].kill9();
     let m = wait_migration(&api, &mig).await;
     assert_eq!(m["state"], "failed", "{m}");
@@ -384,15 +385,7 @@ async fn a_move_cancelled_or_whose_destination_dies_during_the_mirror_changes_no
     let t = std::time::Instant::now();
     // The control plane killed during the mirror and restarted: the saga resumes
     // and the move still completes, or unwinds; either way one copy, disk intact.
-    let r = api
-        .post(
-            &format!("/vms/{vm}/migrate"),
-            &json!({"destination_host_id": l.hosts[1]}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{r:?}");
-    let mig = id(&r.body);
-    wait_mirroring(&l.env, &mig).await;
+    let mig = move_until_mirroring(&l, &vm).await;
     l.env.cp.proc.kill9();
     l.env.cp.restart().await;
     // The rest of the move at full speed (the memory is most of the bytes).

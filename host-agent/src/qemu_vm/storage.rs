@@ -53,6 +53,25 @@ fn target_node(i: usize) -> String {
 /// re-created for each migration, which an NBD node in use would forbid).
 const NBD_TLS_OBJECT: &str = "ferry-tls-nbd";
 
+/// Creates an empty qcow2 image of `size` bytes at `path`.
+pub async fn create_image(path: &Path, size: u64) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size.to_string())
+        .output()
+        .await
+        .context("run qemu-img")?;
+    if !out.status.success() {
+        bail!(
+            "qemu-img create {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 fn listed(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_to_string(dir.join(INCOMING_DISKS))
         .unwrap_or_default()
@@ -88,20 +107,7 @@ impl QemuVms {
                 let text: String = mine.iter().map(|p| format!("{}\n", p.display())).collect();
                 std::fs::write(h.dir.join(INCOMING_DISKS), text)?;
             }
-            let out = tokio::process::Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2"])
-                .arg(&path)
-                .arg(d.size_bytes.to_string())
-                .output()
-                .await
-                .context("run qemu-img")?;
-            if !out.status.success() {
-                bail!(
-                    "qemu-img create {}: {}",
-                    path.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            create_image(&path, d.size_bytes).await?;
         }
         Ok(())
     }
