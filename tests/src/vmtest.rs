@@ -188,22 +188,11 @@ pub async fn migrate_and_wait(api: &Api, vm: &str, body: &Value) -> Value {
     wait_migration(api, &mid).await
 }
 
-/// Shapes host `i`'s fabric link (where migration streams go) to `rate`.
-pub fn shape(env: &Env, i: u8, rate: &str) {
+/// Runs `tc qdisc <args>` on host `i`'s fabric link (`eth0`), which must succeed.
+fn tc_qdisc(env: &Env, i: u8, args: &[&str]) {
     let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &env.lab.ns(i),
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "eth0",
-        ])
-        .args([
-            "root", "tbf", "rate", rate, "burst", "512kb", "latency", "50ms",
-        ])
+        .args(["netns", "exec", &env.lab.ns(i), "tc", "qdisc"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -211,4 +200,20 @@ pub fn shape(env: &Env, i: u8, rate: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Shapes host `i`'s fabric link (where migration streams go) to `rate`.
+pub fn shape(env: &Env, i: u8, rate: &str) {
+    tc_qdisc(
+        env,
+        i,
+        &[
+            "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "512kb", "latency", "50ms",
+        ],
+    );
+}
+
+/// Removes [`shape`]'s limit from host `i`'s fabric link.
+pub fn unshape(env: &Env, i: u8) {
+    tc_qdisc(env, i, &["del", "dev", "eth0", "root"]);
 }

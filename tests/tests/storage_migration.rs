@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use ferry_tests::echo::EchoClient;
 use ferry_tests::procs::{AgentOptions, Env};
-use ferry_tests::vmtest::{guest_status, netns_of, one_qemu_of, qemus, shape, wait_migration};
+use ferry_tests::vmtest::{
+    guest_status, netns_of, one_qemu_of, qemus, shape, unshape, wait_migration,
+};
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
 
@@ -100,29 +102,6 @@ async fn verify_disk(ip: &str) -> Value {
     );
     assert_eq!(r["integrity_errors"], 0, "{r}");
     r
-}
-
-/// Removes `shape`'s limit from host `i`'s fabric link.
-fn unshape(env: &Env, i: u8) {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &env.lab.ns(i),
-            "tc",
-            "qdisc",
-            "del",
-            "dev",
-            "eth0",
-            "root",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn image(l: &Lab, ds_name: &str, path: &str) -> PathBuf {

@@ -125,6 +125,7 @@ impl QemuVms {
             .and_then(|l| l.local_addr())
             .with_context(|| format!("no free port on {ip}"))?
             .port();
+        // A server an earlier, interrupted attempt left (none is the usual answer).
         let _ = qmp.execute("nbd-server-stop", json!({})).await;
         let mut args =
             json!({"addr": {"type": "inet", "data": {"host": ip, "port": port.to_string()}}});
@@ -192,6 +193,7 @@ impl QemuVms {
             .with_context(|| format!("bad NBD address {:?}", req.nbd_address))?;
         if !req.tls_hostname.is_empty() {
             let dir = self.tls_dir()?;
+            // Replaced if an earlier attempt made it; absent is the usual answer.
             let _ = qmp
                 .execute("object-del", json!({"id": NBD_TLS_OBJECT}))
                 .await;
@@ -203,6 +205,7 @@ impl QemuVms {
             .await?;
         }
         for i in 0..disks {
+            // A node an earlier attempt left; absent is the usual answer.
             let _ = qmp
                 .execute("blockdev-del", json!({"node-name": target_node(i)}))
                 .await;
@@ -338,6 +341,7 @@ impl QemuVms {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         for (i, _) in &jobs {
+            // Its job is gone; a node QEMU already dropped is no error here.
             let _ = qmp
                 .execute("blockdev-del", json!({"node-name": target_node(*i)}))
                 .await;
@@ -381,7 +385,11 @@ impl QemuVms {
                     "pre-switchover" => {
                         if let Err(e) = me.finish_mirrors(&h, &qmp).await {
                             tracing::error!(vm = %h.id, "finish the disk mirrors: {e:#}");
-                            let _ = qmp.execute("migrate_cancel", json!({})).await;
+                            // The move must not switch over with incomplete disks; the
+                            // saga sees the cancelled migration and unwinds.
+                            if let Err(e) = qmp.execute("migrate_cancel", json!({})).await {
+                                tracing::error!(vm = %h.id, "cancel the migration: {e:#}");
+                            }
                         }
                         return;
                     }
