@@ -14,7 +14,11 @@ pub struct MigrateRequest {
     /// Omitted: placement picks one.
     #[serde(default)]
     pub destination_host_id: Option<HostId>,
-    /// Storage migration (not supported yet: disks must be on shared storage).
+    /// Copy every disk to this datastore of the destination while the VM runs
+    /// (storage migration). Omitted: disks move only when the destination lacks
+    /// their datastore (to one of the same kind with the most room). With the
+    /// VM's own host as `destination_host_id`: a storage-only move (the VM stays,
+    /// its disks switch to their copies).
     #[serde(default)]
     pub destination_datastore_id: Option<DatastoreId>,
     /// Overrides the VM's migration policy for this move.

@@ -185,6 +185,15 @@ pub struct RawVm {
     dir: PathBuf,
 }
 
+/// A raw guest's disk: its qcow2 image (made beforehand) and what the guest
+/// image's disk writer does with it (`ferry.disk_mib`, `ferry.disk_mbps`).
+#[derive(Clone, Copy)]
+pub struct RawDisk<'a> {
+    pub image: &'a Path,
+    pub write_mib: u64,
+    pub write_mbps: u32,
+}
+
 impl RawVm {
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
@@ -197,6 +206,22 @@ impl RawVm {
         // The URI to wait for a migration on, and the multifd channels (0/1: none).
         incoming: Option<(&str, u32)>,
         dir: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_disk(env, host, name, mib, ip, mac, incoming, dir, None).await
+    }
+
+    /// As [`Self::start`], with a virtio disk (`-drive id=disk0`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with_disk(
+        env: &Env,
+        host: u8,
+        name: &str,
+        mib: u64,
+        ip: &str,
+        mac: &str,
+        incoming: Option<(&str, u32)>,
+        dir: &Path,
+        disk: Option<RawDisk<'_>>,
     ) -> anyhow::Result<Self> {
         let (kernel, initrd) = guest::image();
         let ns = env.lab.ns(host);
@@ -230,7 +255,16 @@ impl RawVm {
             .arg(&kernel)
             .arg("-initrd")
             .arg(&initrd)
-            .args(["-append", &format!("console=ttyS0 quiet ferry.ip={ip}/24")])
+            .args([
+                "-append",
+                &match disk {
+                    Some(d) => format!(
+                        "console=ttyS0 quiet ferry.ip={ip}/24 ferry.disk=/dev/vda ferry.disk_mib={} ferry.disk_mbps={}",
+                        d.write_mib, d.write_mbps
+                    ),
+                    None => format!("console=ttyS0 quiet ferry.ip={ip}/24"),
+                },
+            ])
             .arg("-serial")
             .arg(format!("file:{}", vmdir.join("console.log").display()))
             .arg("-qmp")
@@ -242,6 +276,14 @@ impl RawVm {
             .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(d) = disk {
+            c.arg("-drive")
+                .arg(format!(
+                    "file={},if=none,id=disk0,format=qcow2,node-name=rdisk0",
+                    d.image.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=disk0"]);
+        }
         if incoming.is_some() {
             c.args(["-incoming", "defer"]);
         }

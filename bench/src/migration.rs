@@ -25,6 +25,9 @@
 //! Internal modes (run inside a host namespace by this program): `--tcp-sink
 //! ADDR` and `--tcp-probe ADDR`.
 
+#[path = "migration_disks.rs"]
+mod disks;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,6 +66,12 @@ struct Args {
     /// Skip the Ferry-over-plain-TCP rows.
     #[arg(long)]
     no_tcp: bool,
+    /// The disk cases' disk, MiB (0: no disk cases).
+    #[arg(long, default_value_t = 512)]
+    disk_mib: u64,
+    /// How much of it the guest has written before a move (and rewrites during).
+    #[arg(long, default_value_t = 128)]
+    disk_write_mib: u64,
     #[arg(long, default_value = "bench/results/migration.json")]
     out: PathBuf,
     #[arg(long, hide = true)]
@@ -85,8 +94,12 @@ struct Row {
     dirty_mibps: f64,
     completed: bool,
     /// From the request to move until the VM runs on the destination, the
-    /// destination's start included: measured the same way for every contender.
+    /// destination's start included: measured the same way for every contender
+    /// (Ferry: until `GET /vms/{id}` names the destination as its host).
     total_ms: u64,
+    /// Ferry only: from the request until the migration's state is `completed`
+    /// (the source's copy removed too).
+    completed_ms: Option<u64>,
     /// QEMU's own `total-time` (from `migrate` to completion).
     qemu_total_ms: u64,
     qemu_downtime_ms: u64,
@@ -100,6 +113,12 @@ struct Row {
     total_over_t_phys: f64,
     /// Ferry only: API call to running on the destination, minus QEMU's total.
     overhead_ms: Option<i64>,
+    /// Ferry only: the migration record's phases, ms each (`GET /migrations/{id}`).
+    phases: Vec<(String, u64)>,
+    /// Ferry only: each saga node's time, ms (from its recorded events).
+    nodes: Vec<(String, u64)>,
+    /// Disk cases: blocks the guest found not as last written (0 expected).
+    disk_mismatches: Option<u64>,
 }
 
 fn shape(env: &Env, on: bool) {
@@ -150,6 +169,7 @@ impl Case<'_> {
             dirty_mibps: self.dirty_mibps,
             completed: false,
             total_ms: 0,
+            completed_ms: None,
             qemu_total_ms: 0,
             qemu_downtime_ms: 0,
             client_gap_ms: f64::NAN,
@@ -161,10 +181,16 @@ impl Case<'_> {
             t_phys_ms: self.t_phys_ms(),
             total_over_t_phys: f64::NAN,
             overhead_ms: None,
+            phases: Vec::new(),
+            nodes: Vec::new(),
+            disk_mismatches: None,
         }
     }
 }
 
+/// One Ferry move of VM `id` to host `to`; with `to_datastore`, its disks go to
+/// that datastore (the move has arrived when the VM names it).
+#[allow(clippy::too_many_arguments)]
 async fn ferry_move(
     env: &Env,
     case: &Case<'_>,
@@ -173,6 +199,7 @@ async fn ferry_move(
     ip: &str,
     to: &str,
     policy: Option<&Value>,
+    to_datastore: Option<&str>,
 ) -> Row {
     let api = env.api();
     let mut row = case.row(who);
@@ -185,10 +212,24 @@ async fn ferry_move(
     if let Some(p) = policy {
         body["policy"] = p.clone();
     }
+    if let Some(ds) = to_datastore {
+        body["destination_datastore_id"] = ds.into();
+    }
     let r = api.post(&format!("/vms/{id}/migrate"), &body).await;
+    if r.status != 202 {
+        eprintln!("migrate {id}: {} {}", r.status, r.body);
+    }
     let mid = r.body["id"].as_str().unwrap_or_default().to_string();
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut on_dest_ms = None;
     let m = loop {
+        if on_dest_ms.is_none() {
+            let vm = api.ok(&format!("/vms/{id}")).await;
+            let there = to_datastore.is_none_or(|ds| vm["disks"][0]["datastore_id"] == ds);
+            if vm["host_id"] == to && vm["power_state"] == "running" && there {
+                on_dest_ms = Some(t0.elapsed().as_millis() as i64);
+            }
+        }
         let m = api.ok(&format!("/migrations/{mid}")).await;
         if matches!(
             m["state"].as_str(),
@@ -199,13 +240,15 @@ async fn ferry_move(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let api_ms = t0.elapsed().as_millis() as i64;
+    let done_ms = t0.elapsed().as_millis() as i64;
+    let api_ms = on_dest_ms.unwrap_or(done_ms);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (gap, lost, held) = echo.finish().await;
     let res = &m["result"];
     row.completed = m["state"] == "completed";
     row.qemu_total_ms = res["total_ms"].as_u64().unwrap_or(0);
     row.total_ms = api_ms.max(0) as u64;
+    row.completed_ms = Some(done_ms.max(0) as u64);
     row.qemu_downtime_ms = res["downtime_ms"].as_u64().unwrap_or(0);
     row.bytes = res["transferred_bytes"].as_u64().unwrap_or(0);
     row.iterations = res["iterations"].as_u64().unwrap_or(0);
@@ -215,7 +258,35 @@ async fn ferry_move(
     row.connection_held = held;
     row.total_over_t_phys = row.total_ms as f64 / row.t_phys_ms;
     row.overhead_ms = Some(api_ms - row.qemu_total_ms as i64);
+    row.phases = m["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or("?").to_string(),
+                p["duration_ms"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    row.nodes = node_times(env, &mid).await;
     row
+}
+
+/// Each node of the migration's saga: from its start to its recorded success, ms.
+async fn node_times(env: &Env, migration: &str) -> Vec<(String, u64)> {
+    let pool = env.db.pool().await;
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT e.step, extract(epoch FROM max(e.at) - min(e.at))::float8 * 1000 \
+         FROM saga_events e JOIN sagas s ON s.id = e.saga_id \
+         WHERE s.params->>'migration' = $1 GROUP BY e.step ORDER BY min(e.seq)",
+    )
+    .bind(migration)
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_default();
+    pool.close().await;
+    rows.into_iter().map(|(n, ms)| (n, ms as u64)).collect()
 }
 
 /// One raw QEMU migration of the guest in `src` to host `to`; returns the row and
@@ -378,6 +449,23 @@ fn print_row(r: &Row) {
         r.overhead_ms.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
         r.strategy
     );
+    if let Some(m) = r.disk_mismatches {
+        println!("           disk blocks not as last written, after the move: {m}");
+    }
+    if !r.phases.is_empty() {
+        let list = |v: &[(String, u64)]| {
+            v.iter()
+                .map(|(n, ms)| format!("{n} {ms}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "           completed at {} ms | phases: {} | nodes: {}",
+            r.completed_ms.unwrap_or(0),
+            list(&r.phases),
+            list(&r.nodes)
+        );
+    }
 }
 
 /// Per case (path, size, dirty rate): each contender's median total (completed
@@ -519,6 +607,14 @@ async fn main() -> anyhow::Result<()> {
             for &(who, transport) in ferries {
                 if transport != args.transport {
                     set_transport(&mut env, transport).await;
+                    // As before: a cluster that has been running knows its link.
+                    let _ = env
+                        .api()
+                        .post(
+                            &format!("/vms/{id}/migrate/check"),
+                            &json!({"destination_host_id": hosts[1 - at]}),
+                        )
+                        .await;
                 }
                 for (dirty, rate) in dirties {
                     let dirty_mibps = set_dirty(&ip, rate, wss).await;
@@ -531,9 +627,17 @@ async fn main() -> anyhow::Result<()> {
                     };
                     let reps = if dirty == "above" { 1 } else { args.repeats };
                     for _ in 0..reps {
-                        let row =
-                            ferry_move(&env, &case, who, &id, &ip, &hosts[1 - at], policy.as_ref())
-                                .await;
+                        let row = ferry_move(
+                            &env,
+                            &case,
+                            who,
+                            &id,
+                            &ip,
+                            &hosts[1 - at],
+                            policy.as_ref(),
+                            None,
+                        )
+                        .await;
                         if row.completed {
                             at = 1 - at;
                         }
@@ -601,6 +705,25 @@ async fn main() -> anyhow::Result<()> {
                 }
                 vm.stop();
             }
+        }
+        if args.disk_mib > 0 {
+            let a = disks::DiskArgs {
+                disk_mib: args.disk_mib,
+                write_mib: args.disk_write_mib,
+                repeats: args.repeats,
+            };
+            disks::run(
+                &env,
+                &a,
+                path,
+                link,
+                &hosts,
+                ["host-a", "host-b"],
+                &mut rows,
+                &mut n,
+                scratch.path(),
+            )
+            .await?;
         }
         shape(&env, false);
     }

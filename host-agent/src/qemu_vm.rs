@@ -389,11 +389,12 @@ impl QemuVms {
             }
             let pid = h.live.lock().map(|l| l.pid).unwrap_or(None);
             if let Some(pid) = pid {
-                for _ in 0..200 {
+                // Polled finely: a migration's source clean-up waits on this.
+                for _ in 0..1000 {
                     if !pid_alive(pid) {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
             let spec = h.spec.lock().map(|s| s.clone()).unwrap_or_default();
@@ -597,7 +598,7 @@ impl QemuVms {
             {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         false
     }

@@ -49,7 +49,7 @@ impl Qmp {
                 Ok(s) => break s,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::trace!("QMP {} not ready: {e}", path.display());
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(e) => return Err(e).with_context(|| format!("connect QMP {}", path.display())),
             }

@@ -238,6 +238,20 @@ impl Agent for AgentService {
             .map_err(|e| to_status(e, ErrorCode::QemuFailed))
     }
 
+    async fn mirror_pivot(
+        &self,
+        req: Request<VmRef>,
+    ) -> Result<Response<MirrorStatusReply>, Status> {
+        require_control_plane(&req)?;
+        let id = req.into_inner().vm_id;
+        self.state
+            .hypervisor()
+            .mirror_pivot(&id)
+            .await
+            .map(Response::new)
+            .map_err(|e| to_status(e, ErrorCode::QemuFailed))
+    }
+
     async fn remove_disks(
         &self,
         req: Request<RemoveDisksRequest>,

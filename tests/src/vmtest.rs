@@ -102,20 +102,46 @@ pub async fn two_hosts_and_guest(
 /// Creates a guest of the test image on `host_id` at `ip`, powers it on, and waits
 /// until it serves `/status`; returns its id.
 pub async fn boot_guest(env: &Env, name: &str, host_id: &str, memory_mib: u64, ip: &str) -> String {
+    boot_guest_with_disk(env, name, host_id, memory_mib, ip, None).await
+}
+
+/// A guest's disk: on datastore `datastore_id`, `size_mib` big, the guest image
+/// writing checksummed blocks over its first `write_mib` at `write_mbps`.
+#[derive(Clone, Copy)]
+pub struct GuestDisk<'a> {
+    pub datastore_id: &'a str,
+    pub size_mib: u64,
+    pub write_mib: u64,
+    pub write_mbps: u32,
+}
+
+/// As [`boot_guest`], with a disk the guest writes to.
+pub async fn boot_guest_with_disk(
+    env: &Env,
+    name: &str,
+    host_id: &str,
+    memory_mib: u64,
+    ip: &str,
+    disk: Option<GuestDisk<'_>>,
+) -> String {
     let api = env.api();
     let (kernel, initrd) = guest::image();
     let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let r = api
-        .post(
-            "/vms",
-            &json!({"name": name, "host_id": host_id, "vcpus": 1, "memory_mib": memory_mib,
-                    "nics": [{"network_id": net}],
-                    "boot": {"kernel": kernel, "initrd": initrd, "cmdline": format!("console=ttyS0 quiet ferry.ip={ip}/24")}}),
-        )
-        .await;
+    let mut cmdline = format!("console=ttyS0 quiet ferry.ip={ip}/24");
+    let mut body = json!({"name": name, "host_id": host_id, "vcpus": 1, "memory_mib": memory_mib,
+                    "nics": [{"network_id": net}]});
+    if let Some(d) = disk {
+        cmdline.push_str(&format!(
+            " ferry.disk=/dev/vda ferry.disk_mib={} ferry.disk_mbps={}",
+            d.write_mib, d.write_mbps
+        ));
+        body["disks"] = json!([{"datastore_id": d.datastore_id, "size_bytes": d.size_mib << 20}]);
+    }
+    body["boot"] = json!({"kernel": kernel, "initrd": initrd, "cmdline": cmdline});
+    let r = api.post("/vms", &body).await;
     assert_eq!(r.status, 201, "{r:?}");
     let id = r.body["id"].as_str().unwrap_or_default().to_string();
     let p = api

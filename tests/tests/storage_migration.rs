@@ -315,6 +315,106 @@ async fn a_guest_writing_to_its_disk_moves_to_a_host_without_its_datastore() {
     })
     .await;
     verify_disk(&ip).await;
+
+    storage_only_moves(&l, &vm, &ip, &path, &dst_ds).await;
+}
+
+/// On its host st-b, the writing guest's disk moves from st-b's local datastore
+/// to the shared one (storage-only, through ferryctl): the same QEMU process runs
+/// on, from the new image, nothing lost; then a move back, slowed to a crawl, is
+/// cancelled during its mirror: the disk stays where it was, the copy goes.
+async fn storage_only_moves(l: &Lab, vm: &str, ip: &str, path: &str, local_ds: &str) {
+    let api = l.env.api();
+    let shared_ds = datastore(&l.env, "shared").await;
+    let (pid, _) = one_qemu_of(vm).await;
+    let before = guest_status(ip).await;
+    // Without a datastore, the VM's own host is no destination.
+    api.post(
+        &format!("/vms/{vm}/migrate"),
+        &json!({"destination_host_id": l.hosts[1]}),
+    )
+    .await
+    .assert_problem(409, "incompatible_destination");
+    let check = api
+        .post(
+            &format!("/vms/{vm}/migrate/check"),
+            &json!({"destination_host_id": l.hosts[1], "destination_datastore_id": shared_ds}),
+        )
+        .await;
+    assert_eq!(check.body["compatible"], true, "{}", check.body);
+    let out = tokio::process::Command::new(ferry_tests::bin("ferryctl"))
+        .args([
+            "vm",
+            "migrate",
+            "st-mover",
+            "--storage-only",
+            "--to-datastore",
+            "shared",
+        ])
+        .env("FERRY_URL", &l.env.cp.http)
+        .env("FERRY_TOKEN", l.env.cp.admin_token())
+        .output()
+        .await
+        .expect("run ferryctl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("storage-only"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = api.ok(&format!("/vms/{vm}")).await;
+    assert_eq!(v["host_id"].as_str(), Some(l.hosts[1].as_str()), "{v}");
+    assert_eq!(
+        v["disks"][0]["datastore_id"].as_str(),
+        Some(shared_ds.as_str()),
+        "{v}"
+    );
+    assert_eq!(
+        one_qemu_of(vm).await.0,
+        pid,
+        "a storage-only move keeps the VM's QEMU"
+    );
+    assert!(l.env.shared_datastore().join(path).exists());
+    wait_for("the old local image to go", T, || {
+        let p = image(l, "local-st-b", path);
+        async move { (!p.exists()).then_some(()) }
+    })
+    .await;
+    let after = verify_disk(ip).await;
+    assert_eq!(after["boot_id"], before["boot_id"]);
+    assert!(after["disk"]["writes"].as_u64() > before["disk"]["writes"].as_u64());
+
+    // Back to the local datastore at 4 Mbit/s (64 MiB take minutes): cancelled
+    // during the mirror.
+    let r = api
+        .post(
+            &format!("/vms/{vm}/migrate"),
+            &json!({"destination_host_id": l.hosts[1], "destination_datastore_id": local_ds,
+                    "policy": {"max_bandwidth_mbps": 4}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let mig = id(&r.body);
+    wait_mirroring(&l.env, &mig).await;
+    assert!(image(l, "local-st-b", path).exists(), "the copy is made");
+    api.post(&format!("/migrations/{mig}/cancel"), &json!({}))
+        .await;
+    let m = wait_migration(&api, &mig).await;
+    assert_eq!(m["state"], "cancelled", "{m}");
+    let v = api.ok(&format!("/vms/{vm}")).await;
+    assert_eq!(
+        v["disks"][0]["datastore_id"].as_str(),
+        Some(shared_ds.as_str()),
+        "{v}"
+    );
+    assert_eq!(one_qemu_of(vm).await.0, pid);
+    wait_for("the cancelled copy to go", T, || {
+        let p = image(l, "local-st-b", path);
+        async move { (!p.exists()).then_some(()) }
+    })
+    .await;
+    assert!(l.env.shared_datastore().join(path).exists());
+    verify_disk(ip).await;
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! `ferryctl vm migrate VM [--to HOST]` with a live progress bar and a summary, and
+//! `ferryctl vm migrate VM [--to HOST] [--to-datastore DS [--storage-only]]` with a
+//! live progress bar and a summary, and
 //! `ferryctl migrations [list | show ID | cancel ID]`.
 
 use std::io::{IsTerminal, Write};
@@ -20,6 +21,14 @@ pub struct MigrateArgs {
     /// it, disks move only when the destination lacks their datastore.
     #[arg(long = "to-datastore")]
     pub to_datastore: Option<String>,
+    /// Move only the disks, to `--to-datastore` on the VM's own host (a
+    /// storage-only move: the VM keeps running where it is).
+    #[arg(
+        long = "storage-only",
+        requires = "to_datastore",
+        conflicts_with = "to"
+    )]
+    pub storage_only: bool,
     #[arg(long = "max-downtime-ms")]
     pub max_downtime_ms: Option<u32>,
     #[arg(long = "max-bandwidth-mbps")]
@@ -78,6 +87,10 @@ pub async fn migrate(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<()> {
     let mut body = serde_json::json!({});
     if let Some(to) = &a.to {
         body["destination_host_id"] = serde_json::json!(ctx.resolve("hosts", to).await?);
+    }
+    if a.storage_only {
+        let vm: serde_json::Value = ctx.client.get(&format!("/vms/{id}")).await?;
+        body["destination_host_id"] = vm["host_id"].clone();
     }
     if let Some(ds) = &a.to_datastore {
         body["destination_datastore_id"] = serde_json::json!(ctx.resolve("datastores", ds).await?);

@@ -57,11 +57,68 @@ impl App {
                 vm.power_state.as_str()
             ),
         ));
+        // The VM's own host with a datastore named: a storage-only move. Only the
+        // datastore matters (the VM's memory, CPU and rules do not change place).
+        if dest.id == source.id && req.destination_datastore_id.is_some() {
+            out.push(check(
+                "storage_only",
+                true,
+                "ok",
+                format!(
+                    "the VM stays on {}; only its disks move (storage-only)",
+                    dest.name
+                ),
+            ));
+            out.push(match self.storage_plan(vm, dest, req).await? {
+                StoragePlan::Copy { name, moves } => check(
+                    "datastores",
+                    true,
+                    "ok",
+                    format!(
+                        "{} disk(s), {:.1} GiB, will be copied to datastore {name} while the VM runs, then switched to",
+                        moves.len(),
+                        moves.iter().map(|m| m.size_bytes).sum::<u64>() as f64
+                            / (1u64 << 30) as f64
+                    ),
+                ),
+                StoragePlan::Impossible { code, detail } => check("datastores", false, code, detail),
+                StoragePlan::Shared => check(
+                    "datastores",
+                    false,
+                    "disk_already_on_datastore",
+                    "nothing to move".into(),
+                ),
+            });
+            let busy = self.db.migration_active_on_host(source.id).await?;
+            let budget = i64::from(self.migration_budget(source.id, dest.id).await);
+            out.push(check(
+                "concurrency",
+                true,
+                "ok",
+                format!(
+                    "{busy} migration(s) on the host (budget {budget}){}",
+                    if busy >= budget {
+                        ": it will wait, queued"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+            out[0].detail = if out[0].passed {
+                "vm_running: ok".into()
+            } else {
+                out[0].detail.clone()
+            };
+            return Ok(out);
+        }
         out.push(check(
             "destination_differs",
             dest.id != source.id,
             "same_host",
-            format!("the VM already runs on {}; pick another host", dest.name),
+            format!(
+                "the VM already runs on {}; pick another host (or name a datastore to move only its disks)",
+                dest.name
+            ),
         ));
         out.push(check(
             "same_cluster",

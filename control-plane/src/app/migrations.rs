@@ -17,6 +17,9 @@ impl App {
     pub async fn migration_check(&self, vm: VmId, req: &MigrateRequest) -> ApiResult<CheckResult> {
         let prep = self.migration_prepare(vm, req).await?;
         let prediction = match (&prep.destination, prep.compatible()) {
+            // A storage-only move crosses no link: there is nothing measured to
+            // predict it from (its progress and result say how it went).
+            (Some(dest), true) if dest.id == prep.source.id => None,
             (Some(dest), true) => {
                 match self
                     .predict(
@@ -108,7 +111,11 @@ impl App {
         // Disks the destination lacks are copied while the VM runs (the check
         // above passed, so the plan is a copy or nothing).
         let disks = self.storage_plan(&prep.vm, &dest, req).await?.moves();
-        if !disks.is_empty() && policy.mode == ferry_api::vm::MigrationMode::Postcopy {
+        let storage_only = dest.id == prep.source.id;
+        if !disks.is_empty()
+            && !storage_only
+            && policy.mode == ferry_api::vm::MigrationMode::Postcopy
+        {
             return Err(ApiError::conflict(
                 "postcopy_with_storage",
                 format!(
@@ -134,6 +141,11 @@ impl App {
             policy: &policy,
             prediction: None,
             saga,
+            slots: if !params.disks.is_empty() && !storage_only {
+                2
+            } else {
+                1
+            },
         };
         // The saga and the migration are recorded together or not at all.
         let params_json = serde_json::to_value(&params).map_err(anyhow::Error::from)?;

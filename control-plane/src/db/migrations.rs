@@ -95,6 +95,9 @@ pub struct NewMigration<'a> {
     pub policy: &'a MigrationPolicy,
     pub prediction: Option<&'a Prediction>,
     pub saga: SagaId,
+    /// The share of its hosts' budgets it takes (2 for a disk copy to another
+    /// host: a second stream on the link).
+    pub slots: i16,
 }
 
 impl Db {
@@ -104,8 +107,8 @@ impl Db {
         m: &NewMigration<'_>,
     ) -> sqlx::Result<()> {
         sqlx::query(
-            "INSERT INTO migrations (id, vm_id, source_host_id, destination_host_id, policy, prediction, saga_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO migrations (id, vm_id, source_host_id, destination_host_id, policy, prediction, saga_id, slots) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(m.id.0)
         .bind(m.vm.0)
@@ -114,6 +117,7 @@ impl Db {
         .bind(Json(m.policy))
         .bind(m.prediction.map(Json))
         .bind(m.saga.0)
+        .bind(m.slots)
         .execute(conn)
         .await?;
         Ok(())
@@ -318,9 +322,13 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         let ok: bool = sqlx::query_scalar(
-            "WITH me AS (SELECT source_host_id AS s, destination_host_id AS d, created_at FROM migrations WHERE id = $1) \
-             SELECT (SELECT count(*) FROM migrations m, me WHERE m.state IN ('preparing', 'transferring', 'switching_over') \
-                       AND (m.source_host_id IN (me.s, me.d) OR m.destination_host_id IN (me.s, me.d))) < $2 \
+            // Slots in use on either host, plus this move's, within the budget —
+            // or nothing else running there (a move bigger than the budget still
+            // gets its turn, alone).
+            "WITH me AS (SELECT source_host_id AS s, destination_host_id AS d, created_at, slots FROM migrations WHERE id = $1), \
+                  used AS (SELECT COALESCE(sum(m.slots), 0) AS n FROM migrations m, me WHERE m.state IN ('preparing', 'transferring', 'switching_over') \
+                       AND (m.source_host_id IN (me.s, me.d) OR m.destination_host_id IN (me.s, me.d))) \
+             SELECT ((SELECT n FROM used) = 0 OR (SELECT n FROM used) + (SELECT slots FROM me) <= $2) \
                 AND NOT EXISTS (SELECT 1 FROM migrations m, me WHERE m.state = 'queued' AND m.id <> $1 \
                        AND (m.created_at, m.id) < (me.created_at, $1) \
                        AND (m.source_host_id IN (me.s, me.d) OR m.destination_host_id IN (me.s, me.d)))",

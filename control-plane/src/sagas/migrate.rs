@@ -58,6 +58,14 @@ pub struct Params {
     pub disks: Vec<crate::app::storage::DiskMove>,
 }
 
+impl Params {
+    /// A storage-only move: the VM stays on its host, its disks change datastore
+    /// (no second QEMU, no memory transfer).
+    pub fn storage_only(&self) -> bool {
+        self.source == self.destination
+    }
+}
+
 /// The migration saga.
 pub struct Migrate;
 
@@ -255,6 +263,9 @@ fn record_unwound<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
 fn destination_start<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
         let p = ctx.params;
+        if p.storage_only() {
+            return Ok(Done::new(Incoming::default()));
+        }
         let vm = ctx
             .app
             .vm_get(p.vm)
@@ -292,8 +303,9 @@ fn destination_start<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     })
 }
 
-/// Where the destination listens (the `destination_start` output).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where the destination listens (the `destination_start` output; empty for a
+/// storage-only move).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Incoming {
     pub uri: String,
     pub frames_address: String,
@@ -319,6 +331,10 @@ impl From<MigrateInReply> for Incoming {
 fn discard_destination<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
     Box::pin(async move {
         let p = ctx.params;
+        if p.storage_only() {
+            // Nothing was started: the only QEMU is the VM itself.
+            return Ok(Undone::Undone);
+        }
         for attempt in 0..10u32 {
             let result = match ctx.agent(p.destination).await {
                 Ok(mut dst) => dst
@@ -361,8 +377,12 @@ fn cancel_mirror<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
 /// Starts (or, replayed, finds) the source's `migrate` and follows it to its end.
 fn transfer<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
-        let incoming: Incoming = ctx.output("destination_start")?;
-        let result = follow(ctx, &incoming).await?;
+        let result = if ctx.params.storage_only() {
+            migrate_storage::pivot(ctx).await?
+        } else {
+            let incoming: Incoming = ctx.output("destination_start")?;
+            follow(ctx, &incoming).await?
+        };
         Ok(Done::new(Some(result)).write(set_state(
             ctx.params.migration,
             MigrationState::SwitchingOver,
@@ -374,6 +394,11 @@ fn transfer<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
 /// Cancels on the source; if the migration completed first, the saga goes forward.
 fn cancel_transfer<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone>> {
     Box::pin(async move {
+        // A storage-only move's switch either did not happen (the mirrors' undo
+        // ends them) or is past undoing (`pivot` says so: stuck).
+        if ctx.params.storage_only() {
+            return Ok(Undone::Undone);
+        }
         if cancel_on_source(ctx).await {
             ctx.note(
                 "migration.strategy",
@@ -413,6 +438,11 @@ fn commit<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
 fn source_cleanup<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
         let p = ctx.params;
+        if p.storage_only() {
+            // The VM stays: only its old images go.
+            migrate_storage::remove_source_disks(ctx).await?;
+            return Ok(Done::nothing());
+        }
         wait_postcopy_done(ctx).await;
         let removed = async {
             match ctx.agent(p.source).await {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_api::migration::{MigrationProgress, MigrationState};
+use ferry_api::migration::{MigrationProgress, MigrationResult, MigrationState};
 use ferry_proto::errors::Failure;
 use ferry_proto::v1::{MirrorStartRequest, RemoveDisksRequest, VmDiskSpec};
 
@@ -25,6 +25,9 @@ pub struct Mirrored {
     pub share: f64,
     /// How long the mirror took to get in sync.
     pub ms: u64,
+    /// What it copied.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// Mirrors the disks until they are in sync.
@@ -35,7 +38,8 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
     }
     let app = ctx.app;
     let incoming: Incoming = ctx.output("destination_start")?;
-    if incoming.nbd_address.is_empty() {
+    let local = p.storage_only();
+    if incoming.nbd_address.is_empty() && !local {
         return Err(NodeError::Failed(
             "the destination exported no disks (an agent without storage migration?)".into(),
         ));
@@ -54,7 +58,20 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
         .mirror_start(MirrorStartRequest {
             vm_id: p.vm.to_string(),
             nbd_address: incoming.nbd_address.clone(),
-            tls_hostname: if app.config.migration_transport == Transport::Tls {
+            // A storage-only move copies each disk to its new datastore here.
+            local_targets: if local {
+                p.disks
+                    .iter()
+                    .map(|d| VmDiskSpec {
+                        datastore_id: d.to.to_string(),
+                        path: d.path.clone(),
+                        size_bytes: d.size_bytes,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            tls_hostname: if app.config.migration_transport == Transport::Tls && !local {
                 crate::ca::host_dns_name(&p.destination)
             } else {
                 String::new()
@@ -74,15 +91,26 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
         .await
         .map(|v| v.memory_mib << 20)
         .unwrap_or(0);
-    let share = disk_bytes as f64 / (disk_bytes + memory).max(1) as f64;
+    let share = if local {
+        1.0
+    } else {
+        disk_bytes as f64 / (disk_bytes + memory).max(1) as f64
+    };
+    let gib = disk_bytes as f64 / (1u64 << 30) as f64;
+    let n = p.disks.len();
     ctx.note(
         "migration.strategy",
-        format!(
-            "{}: copying {} disk(s), {:.1} GiB, to the destination's datastore while the VM runs; the memory follows once they are in sync",
-            p.vm_name,
-            p.disks.len(),
-            disk_bytes as f64 / (1u64 << 30) as f64
-        ),
+        if local {
+            format!(
+                "{}: copying {n} disk(s), {gib:.1} GiB, to another datastore of its host while the VM runs; each disk switches to its copy once in sync",
+                p.vm_name
+            )
+        } else {
+            format!(
+                "{}: copying {n} disk(s), {gib:.1} GiB, to the destination's datastore while the VM runs; the memory follows once they are in sync",
+                p.vm_name
+            )
+        },
     )
     .await;
     let t0 = Instant::now();
@@ -170,10 +198,15 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
             NewEvent::info(
                 "migration.strategy",
                 format!(
-                    "{}: disks in sync after {:.1} s ({} MiB copied); moving the memory",
+                    "{}: disks in sync after {:.1} s ({} MiB copied); {}",
                     p.vm_name,
                     t0.elapsed().as_secs_f64(),
-                    last >> 20
+                    last >> 20,
+                    if local {
+                        "switching them to their copies"
+                    } else {
+                        "moving the memory"
+                    }
                 ),
             )
             .vm(p.vm)
@@ -183,7 +216,67 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
     Ok(Some(Mirrored {
         share,
         ms: t0.elapsed().as_millis() as u64,
+        bytes: last,
     }))
+}
+
+/// A storage-only move's switch: each disk to its in-sync copy (`MirrorPivot`),
+/// while the guest runs. Before any disk switched, a failure unwinds (the copies
+/// go); after, the move can only go forward, so a partial switch is stuck (an
+/// operator decides), never unwound over a disk the guest now writes to.
+pub async fn pivot(ctx: &MCtx<'_>) -> NodeResult<MigrationResult> {
+    let p = ctx.params;
+    let mirrored: Option<Mirrored> = ctx.output("mirror")?;
+    let t0 = Instant::now();
+    ctx.write(
+        "migration_set_state",
+        ctx.app
+            .db
+            .migration_set_state(p.migration, MigrationState::Transferring, "switchover"),
+    )
+    .await?;
+    let mut attempt = 0u32;
+    let reply = loop {
+        let r = match ctx.agent(p.source).await {
+            Ok(mut src) => src.mirror_pivot(ctx.vm_ref()).await.map_err(Failure::from),
+            Err(f) => Err(f),
+        };
+        match r {
+            Ok(r) => break r.into_inner(),
+            Err(f @ Failure::Agent(..)) => {
+                return Err(NodeError::Failed(format!("switch the disks: {f}")))
+            }
+            // The agent may have switched some disks before it went away: asked
+            // again (the call is idempotent) until it answers.
+            Err(f) if attempt < 40 => {
+                tracing::warn!(vm = %p.vm, attempt, "switch the disks: {f}; asking again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(f) => {
+                return Err(NodeError::Stuck(format!(
+                    "the host did not answer the disk switch ({f}); some disks may use their copies"
+                )))
+            }
+        }
+    };
+    if reply.failed {
+        let why = format!("switch the disks: {}", reply.error);
+        return Err(if reply.pivoted == 0 {
+            NodeError::Failed(why)
+        } else {
+            NodeError::Stuck(why)
+        });
+    }
+    let bytes = mirrored.map_or(0, |m| m.bytes);
+    Ok(MigrationResult {
+        total_ms: mirrored.map_or(0, |m| m.ms) + t0.elapsed().as_millis() as u64,
+        downtime_ms: 0,
+        transferred_bytes: bytes,
+        iterations: 1,
+        strategy: "storage-only".into(),
+        relay_frames: 0,
+    })
 }
 
 /// Undo of `mirror`: stops the mirrors on the source. A source that stays

@@ -18,6 +18,15 @@ use crate::saga::{NodeError, NodeResult};
 /// How long the source agent may be unreachable before the transfer is given up.
 const SOURCE_GRACE: Duration = Duration::from_secs(60);
 
+/// How often the source's migration is asked about: the completion is noticed
+/// this late at most (the move's total pays it; each ask is one small gRPC call
+/// and one `query-migrate`).
+const POLL: Duration = Duration::from_millis(20);
+
+/// How often the database learns the progress, and a cancel or a lost
+/// destination is looked for (each is a database round trip).
+const HOUSEKEEPING: Duration = Duration::from_millis(200);
+
 /// Past the switchover: the destination runs the VM (post-copy).
 pub fn in_postcopy(s: Qs) -> bool {
     matches!(
@@ -91,12 +100,17 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
     let mut unreachable_since: Option<Instant> = None;
     let mut last_event = Instant::now();
     let mut last_advance = (Instant::now(), 0u64);
+    let mut last_housekeeping: Option<Instant> = None;
     let stall = app
         .config
         .migration_stall_timeout
         .max(Duration::from_secs(1));
     loop {
-        if !esc.postcopy_started && ctx.cancel_requested().await? {
+        let housekeeping = last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING);
+        if housekeeping {
+            last_housekeeping = Some(Instant::now());
+        }
+        if housekeeping && !esc.postcopy_started && ctx.cancel_requested().await? {
             return Err(NodeError::Cancelled);
         }
         // QEMU migrates on its own: an agent that restarts (or a blip) does not stop
@@ -132,7 +146,7 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
         };
         // A destination whose agent stopped heartbeating cannot be trusted to take
         // over: give up while the source still runs the VM.
-        if !esc.postcopy_started {
+        if housekeeping && !esc.postcopy_started {
             if let Some(dest) = app.db.host_fetch(p.destination).await? {
                 if dest.state == ferry_api::host::HostState::Disconnected {
                     return Err(NodeError::Failed(format!(
@@ -198,11 +212,13 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
             }
             _ => {}
         }
-        ctx.write(
-            "migration_set_progress",
-            app.db.migration_set_progress(p.migration, &progress),
-        )
-        .await?;
+        if housekeeping {
+            ctx.write(
+                "migration_set_progress",
+                app.db.migration_set_progress(p.migration, &progress),
+            )
+            .await?;
+        }
         if st.transferred_bytes > last_advance.1 {
             last_advance = (Instant::now(), st.transferred_bytes);
         }
@@ -300,7 +316,7 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
             .data(serde_json::json!({"migration_id": p.migration, "progress": progress}));
             app.events.record(ev).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -112,6 +112,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn mirror_cancel(&self, _vm_id: &str) -> anyhow::Result<MirrorStatusReply> {
         Ok(MirrorStatusReply::default())
     }
+    /// Storage-only move: switches each disk to its in-sync local copy (idempotent).
+    async fn mirror_pivot(&self, vm_id: &str) -> anyhow::Result<MirrorStatusReply> {
+        Err(crate::error::coded(
+            ErrorCode::Invalid,
+            format!("this backend cannot mirror disks (VM {vm_id})"),
+        ))
+    }
     /// Removes disk images no QEMU here uses; returns how many were removed.
     async fn remove_disks(&self, req: RemoveDisksRequest) -> anyhow::Result<u32> {
         Err(crate::error::coded(

@@ -237,6 +237,13 @@ impl Hypervisor for QemuBackend {
         self.vms.mirror_cancel(vm_id).await
     }
 
+    async fn mirror_pivot(
+        &self,
+        vm_id: &str,
+    ) -> anyhow::Result<ferry_proto::v1::MirrorStatusReply> {
+        self.vms.mirror_pivot(vm_id).await
+    }
+
     async fn remove_disks(&self, req: ferry_proto::v1::RemoveDisksRequest) -> anyhow::Result<u32> {
         self.vms.remove_disks(req).await
     }
