@@ -67,7 +67,7 @@ down() {
 
 clean_tests() {
   set +e
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^fy[0-9]+h[0-9]+$'); do kill_ns "$ns"; done
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^fy[0-9]+(h[0-9]+|c)$'); do kill_ns "$ns"; done
   for br in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^fy[0-9]+br$'); do
     ip link del "$br"
   done

@@ -2,8 +2,8 @@
 //! `migrate` on the same guest image, the same two lab host namespaces and the same
 //! path, in one run. Four contenders: Ferry (TLS, the default), Ferry over plain TCP
 //! (the control plane restarted with `--migration-transport tcp`), raw QEMU with its
-//! defaults, and raw QEMU tuned as a knowledgeable user would (no bandwidth cap, a
-//! 30 ms downtime target, multifd with two channels on the unshaped path, plain
+//! defaults, and raw QEMU tuned as a knowledgeable user would (no bandwidth cap,
+//! Ferry's 10 ms downtime target, multifd with two channels on the unshaped path, plain
 //! TCP). Every total is measured the same way: from the request to move until the
 //! VM runs on the destination, the destination's start included (for raw QEMU:
 //! from starting the destination QEMU); QEMU's own `total-time` is kept beside it.
@@ -66,6 +66,12 @@ struct Args {
     /// Skip the Ferry-over-plain-TCP rows.
     #[arg(long)]
     no_tcp: bool,
+    /// Dirty rates to run: `idle`, `third`, `above`.
+    #[arg(long, value_delimiter = ',', default_value = "idle,third,above")]
+    dirty: Vec<String>,
+    /// Skip Ferry's memory cases (to look at raw QEMU alone).
+    #[arg(long)]
+    no_ferry: bool,
     /// The disk cases' disk, MiB (0: no disk cases).
     #[arg(long, default_value_t = 512)]
     disk_mib: u64,
@@ -74,6 +80,10 @@ struct Args {
     disk_write_mib: u64,
     #[arg(long, default_value = "bench/results/migration.json")]
     out: PathBuf,
+    /// More control-plane flags, e.g. `--cp-arg=--frame-relay --cp-arg=off` (to
+    /// see what a feature costs).
+    #[arg(long = "cp-arg", allow_hyphen_values = true)]
+    cp_args: Vec<String>,
     #[arg(long, hide = true)]
     tcp_sink: Option<String>,
     #[arg(long, hide = true)]
@@ -81,8 +91,13 @@ struct Args {
 }
 
 const T: Duration = Duration::from_secs(120);
-/// The tuned raw QEMU's downtime target, ms.
-const TUNED_DOWNTIME_MS: u64 = 30;
+/// The case run before the others, not counted.
+const WARM_UP: [(&str, u64); 1] = [("warm-up", 0)];
+/// The tuned raw QEMU's downtime target, ms: Ferry's own (the one `auto` starts
+/// from), as issue #12 asks ("a downtime target like Ferry's"). The first run of
+/// this bench gave raw QEMU 30 ms against Ferry's 10: one or two passes fewer for
+/// a dirtying guest, for a longer pause.
+const TUNED_DOWNTIME_MS: u64 = ferry_control_plane::sagas::escalation::TIGHT_DOWNTIME_MS as u64;
 
 #[derive(Serialize, Clone)]
 struct Row {
@@ -208,6 +223,7 @@ async fn ferry_move(
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
+    let t0_wall = chrono::Utc::now();
     let mut body = json!({"destination_host_id": to});
     if let Some(p) = policy {
         body["policy"] = p.clone();
@@ -220,16 +236,10 @@ async fn ferry_move(
         eprintln!("migrate {id}: {} {}", r.status, r.body);
     }
     let mid = r.body["id"].as_str().unwrap_or_default().to_string();
+    // Asked at a calm pace (asking every few ms cost the CPU-bound move itself
+    // up to a few hundred ms on two cores): the moments come from the record.
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut on_dest_ms = None;
     let m = loop {
-        if on_dest_ms.is_none() {
-            let vm = api.ok(&format!("/vms/{id}")).await;
-            let there = to_datastore.is_none_or(|ds| vm["disks"][0]["datastore_id"] == ds);
-            if vm["host_id"] == to && vm["power_state"] == "running" && there {
-                on_dest_ms = Some(t0.elapsed().as_millis() as i64);
-            }
-        }
         let m = api.ok(&format!("/migrations/{mid}")).await;
         if matches!(
             m["state"].as_str(),
@@ -238,10 +248,33 @@ async fn ferry_move(
         {
             break m;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let done_ms = t0.elapsed().as_millis() as i64;
-    let api_ms = on_dest_ms.unwrap_or(done_ms);
+    // Times from the request, by the record's clock (the same machine's): until
+    // the VM runs on the destination — the `switchover` phase starts when QEMU
+    // reports the move complete, the destination's QEMU running (or `postcopy`,
+    // from which the destination runs it) — and until the
+    // migration is `completed` (the source's copy removed too). A storage-only
+    // move has switched when it is completed.
+    let since = |at: &Value| -> Option<i64> {
+        let at: chrono::DateTime<chrono::Utc> = at.as_str()?.parse().ok()?;
+        Some((at - t0_wall).num_milliseconds())
+    };
+    let done_ms = since(&m["finished_at"]).unwrap_or(t0.elapsed().as_millis() as i64);
+    // (In post-copy the destination runs the VM from the switch on.)
+    let switched = m["phases"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|p| p["name"] == "postcopy" || p["name"] == "switchover")
+        })
+        .and_then(|p| since(&p["started_at"]));
+    let storage_only = to_datastore.is_some() && m["source_host_id"] == m["destination_host_id"];
+    let api_ms = if storage_only {
+        done_ms
+    } else {
+        switched.unwrap_or(done_ms)
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (gap, lost, held) = echo.finish().await;
     let res = &m["result"];
@@ -304,8 +337,8 @@ async fn raw_move(
 ) -> (Row, RawVm) {
     let mut row = case.row(if tuned { "qemu-tuned" } else { "qemu" });
     let uri = format!("tcp:{}:47100", env.lab.host_ip(to));
-    // Tuned as a user who knows QEMU's knobs would: no bandwidth cap, a tight
-    // downtime target (Ferry's first one is as tight), and multifd where one
+    // Tuned as a user who knows QEMU's knobs would: no bandwidth cap, Ferry's
+    // downtime target, and multifd where one
     // channel cannot fill the link (the unshaped path is CPU-bound), plain TCP.
     let channels = if tuned && case.path == "unshaped" {
         2
@@ -313,6 +346,12 @@ async fn raw_move(
         0
     };
     // Measured like Ferry's: from the request to move, destination start included.
+    // The client first, as for Ferry's moves (its connection settles before the
+    // request; not counted).
+    let Ok(echo) = Echo::start(ip).await else {
+        return (row, src);
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let t_req = Instant::now();
     let dst = match RawVm::start(
         env,
@@ -332,13 +371,6 @@ async fn raw_move(
             return (row, src);
         }
     };
-    let Ok(echo) = Echo::start(ip).await else {
-        dst.stop();
-        return (row, src);
-    };
-    // (The echo client's connection settles; not counted.)
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let settle = Duration::from_millis(200);
     let limit = Duration::from_secs_f64((case.t_phys_ms() * 4.0 / 1000.0).max(30.0));
     if tuned {
         if channels > 1 {
@@ -383,7 +415,7 @@ async fn raw_move(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let req_ms = t_req.elapsed().saturating_sub(settle).as_millis() as u64;
+    let req_ms = t_req.elapsed().as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (gap, lost, held) = echo.finish().await;
     row.completed = st["status"] == "completed";
@@ -536,7 +568,9 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => Some(serde_json::from_str(p).context("--policy is not JSON")?),
         None => None,
     };
-    let mut env = Env::new(2, &["--migration-transport", &args.transport]).await;
+    let mut cp_args: Vec<&str> = vec!["--migration-transport", &args.transport];
+    cp_args.extend(args.cp_args.iter().map(String::as_str));
+    let mut env = Env::new(2, &cp_args).await;
     env.start_agent(0, &AgentOptions::qemu("host-a"));
     env.start_agent(1, &AgentOptions::qemu("host-b"));
     let a = env.wait_host_state("host-a", "connected", T).await;
@@ -580,11 +614,14 @@ async fn main() -> anyhow::Result<()> {
         let link_mibps = link / 1048576.0;
         for &mib in &args.sizes {
             let wss = (mib / 2).min(512);
-            let dirties = [
+            let dirties: Vec<(&str, u64)> = [
                 ("idle", 0u64),
                 ("third", (link_mibps / 3.0) as u64),
                 ("above", (link_mibps * 1.5) as u64),
-            ];
+            ]
+            .into_iter()
+            .filter(|(d, _)| args.dirty.iter().any(|x| x == d))
+            .collect();
             // Ferry.
             n += 1;
             let ip = env.lab.guest_ip(n);
@@ -599,7 +636,9 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await;
             let mut at = 0usize;
-            let ferries: &[(&str, &str)] = if args.no_tcp {
+            let ferries: &[(&str, &str)] = if args.no_ferry {
+                &[]
+            } else if args.no_tcp {
                 &[("ferry", "tls")]
             } else {
                 &[("ferry", "tls"), ("ferry-tcp", "tcp")]
@@ -616,7 +655,10 @@ async fn main() -> anyhow::Result<()> {
                         )
                         .await;
                 }
-                for (dirty, rate) in dirties {
+                // One move first, not counted (every contender gets one): the first
+                // moves after a guest boots or a control plane starts ran up to three
+                // times slower here, for raw QEMU as for Ferry.
+                for &(dirty, rate) in WARM_UP.iter().chain(&dirties) {
                     let dirty_mibps = set_dirty(&ip, rate, wss).await;
                     let case = Case {
                         path,
@@ -625,7 +667,11 @@ async fn main() -> anyhow::Result<()> {
                         dirty_mibps,
                         link,
                     };
-                    let reps = if dirty == "above" { 1 } else { args.repeats };
+                    let reps = if dirty == "above" || dirty == WARM_UP[0].0 {
+                        1
+                    } else {
+                        args.repeats
+                    };
                     for _ in 0..reps {
                         let row = ferry_move(
                             &env,
@@ -640,6 +686,10 @@ async fn main() -> anyhow::Result<()> {
                         .await;
                         if row.completed {
                             at = 1 - at;
+                        }
+                        if dirty == WARM_UP[0].0 {
+                            println!("{who:<10} warm-up move, not counted: {} ms", row.total_ms);
+                            continue;
                         }
                         print_row(&row);
                         rows.push(row);
@@ -677,7 +727,8 @@ async fn main() -> anyhow::Result<()> {
                     async move { status(&ip).await.map(|_| ()) }
                 })
                 .await;
-                for (dirty, rate) in dirties {
+                // The warm-up move first, as for Ferry.
+                for &(dirty, rate) in WARM_UP.iter().chain(&dirties) {
                     let dirty_mibps = set_dirty(&ip, rate, wss).await;
                     let case = Case {
                         path,
@@ -686,7 +737,11 @@ async fn main() -> anyhow::Result<()> {
                         dirty_mibps,
                         link,
                     };
-                    let reps = if dirty == "above" { 1 } else { args.repeats };
+                    let reps = if dirty == "above" || dirty == WARM_UP[0].0 {
+                        1
+                    } else {
+                        args.repeats
+                    };
                     for _ in 0..reps {
                         let (row, holder) =
                             raw_move(&env, &case, tuned, vm, 1 - at, &ip, &mac, scratch.path())
@@ -696,6 +751,13 @@ async fn main() -> anyhow::Result<()> {
                             at = 1 - at;
                         }
                         vm = holder;
+                        if dirty == WARM_UP[0].0 {
+                            println!(
+                                "{:<10} warm-up move, not counted: {} ms",
+                                row.who, row.total_ms
+                            );
+                            continue;
+                        }
                         print_row(&row);
                         rows.push(row);
                         if !done {

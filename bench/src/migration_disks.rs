@@ -8,7 +8,7 @@
 //!   `-incoming defer` exporting a fresh image over NBD, `blockdev-mirror` in
 //!   `write-blocking` mode into it, `migrate` with `pause-before-switchover` once
 //!   the mirror is ready, `block-job-cancel` at `pre-switchover`, then
-//!   `migrate-continue`), tuned (no cap, 30 ms downtime target, multifd on the
+//!   `migrate-continue`), tuned (no cap, Ferry's 10 ms downtime target, multifd on the
 //!   unshaped path), plain TCP;
 //! - between two datastores of its own host (storage-only): Ferry against raw
 //!   QEMU's local `blockdev-mirror` + `block-job-complete`.
@@ -134,6 +134,13 @@ pub async fn run(
     };
     let id = boot_guest_with_disk(env, &format!("bdisk{n}"), &hosts[0], MIB, &ip, Some(disk)).await;
     prefill(&ip, a.write_mib).await;
+    // As for memory: a cluster that has been running knows its link.
+    let _ = api
+        .post(
+            &format!("/vms/{id}/migrate/check"),
+            &json!({"destination_host_id": hosts[1]}),
+        )
+        .await;
     let mut at = 0usize;
     for _ in 0..a.repeats {
         let mut row = ferry_move(

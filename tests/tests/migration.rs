@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use ferry_tests::echo::EchoClient;
+use ferry_tests::netns::{tcp_retrans_segs, tcp_timeouts};
 use ferry_tests::vmtest::{
     migrate_and_wait, netns_of, qemus, shape, start_migration, two_hosts_and_guest, wait_migration,
     GuestLab,
@@ -31,7 +32,7 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
         .await
         .unwrap();
     let client = EchoClient::start(&ip).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.wait_answers(20).await;
 
     // The check predicts, from the dirty rate QEMU sampled and the bandwidth the
     // agents measured.
@@ -63,7 +64,8 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
     assert!(m["result"]["transferred_bytes"].as_u64().unwrap() > 0);
     assert!(m["result"]["total_ms"].as_u64().unwrap() > 0);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Talking on the new host too.
+    client.wait_answers(20).await;
     let (messages, gap) = client.finish().await;
     assert!(
         messages > 20,
@@ -162,6 +164,71 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
     assert!(
         !summary.contains(" 0 passes"),
         "the memory really moved: {summary}"
+    );
+}
+
+/// The frame relay's point, asserted by its mechanism rather than by what TCP
+/// hides anyway: a client in a namespace of its own waits out no retransmission
+/// timeout (TCP's 200 ms minimum) while an idle guest moves with the relay on —
+/// no frame sent during the pause is dropped, they are held and delivered — and
+/// does with `--frame-relay off` (what reaches the paused source is lost; this is
+/// what shows the check can fail). Counted: the namespace's `TCPTimeouts`, and
+/// its `TcpRetransSegs` beside it. A retransmitted segment alone does not mean a
+/// loss: Linux's tail loss probe resends the last segment after a few ms without
+/// an answer, and the relay holds that probe like any frame.
+#[tokio::test]
+#[ignore = "issue #13: measured here, neither run waits out a timeout — relay on: 0 \
+            timeouts, 3 segments resent, 0 frames held, gap 168 ms; off: 0 timeouts, 4 \
+            resent, gap 153 ms (the tail-loss probe recovers before the 200 ms timer); the \
+            counter that tells them apart, and why the relay held no frame, are open"]
+async fn the_frame_relay_spares_the_client_a_retransmission() {
+    let GuestLab {
+        mut env,
+        api,
+        id,
+        ip,
+        b,
+    } = two_hosts_and_guest("relayed", 0, 256, &[], vec![]).await;
+    let a = api.ok(&format!("/vms/{id}")).await["host_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ns = env.lab.add_client();
+    let mut retransmitted = Vec::new();
+    for (relay, to) in [("on", &b), ("off", &a)] {
+        if relay == "off" {
+            env.cp.stop().await;
+            env.cp.set_arg("--frame-relay", "off");
+            env.cp.restart().await;
+            for h in ["host-a", "host-b"] {
+                env.wait_host_state(h, "connected", T).await;
+            }
+        }
+        let client = EchoClient::start_in(&ns, &ip).await;
+        client.wait_answers(20).await;
+        let before = (tcp_timeouts(&ns), tcp_retrans_segs(&ns));
+        let m = migrate_and_wait(&api, &id, &json!({"destination_host_id": to})).await;
+        assert_eq!(m["state"], "completed", "{m}");
+        // The connection carries on after the move.
+        client.wait_answers(20).await;
+        let (messages, gap) = client.finish().await;
+        assert!(messages > 10, "{messages}");
+        let timeouts = tcp_timeouts(&ns) - before.0;
+        let resent = tcp_retrans_segs(&ns) - before.1;
+        eprintln!(
+            "relay {relay}: {timeouts} retransmission timeouts, {resent} segments resent, longest gap {gap:?}, downtime {} ms, {} frames held",
+            m["result"]["downtime_ms"], m["result"]["relay_frames"]
+        );
+        retransmitted.push((timeouts, resent, gap, m["result"].clone()));
+    }
+    let (on, off) = (&retransmitted[0], &retransmitted[1]);
+    assert_eq!(
+        on.0, 0,
+        "with the relay (timeouts, resent, gap, result): {on:?}"
+    );
+    assert!(
+        off.0 > 0,
+        "without the relay (timeouts, resent, gap, result): {off:?}"
     );
 }
 
@@ -447,8 +514,11 @@ async fn a_guest_dirtying_below_the_link_moves_by_precopy() {
     let channels = m["policy"]["parallel_channels"].as_u64().unwrap();
     let strategy = m["result"]["strategy"].as_str().unwrap();
     let notes = strategy_events(&lab.api, m["id"].as_str().unwrap()).await;
-    let n = cores.clamp(1, 4);
-    if link >= 312.5e6 && n > 1 {
+    // What these machines are (../shared/NOTES.md): two cores, so two channels
+    // where one cannot fill the link (at least 2.5 Gbit/s measured), else one.
+    assert_eq!(cores, 2, "the expectations below are for a two-core host");
+    let n = 2;
+    if link >= 312.5e6 {
         assert_eq!(channels, n, "{cores} cores, a {link} B/s link: {m}");
         assert_eq!(strategy, format!("precopy+multifd({n})"), "{m}");
         let said = format!("{n} multifd channels");
@@ -467,8 +537,12 @@ async fn a_guest_dirtying_below_the_link_moves_by_precopy() {
     // asked on a later one.
     let host = lab.api.ok(&format!("/hosts/{}", lab.b)).await;
     let version = host["hypervisor_version"].as_str().unwrap().to_string();
-    let padded =
-        ferry_agent::qemu_vm::needs_tcg_dirty_padding(&version, host["accel"].as_str().unwrap());
+    // `make` installs QEMU 10 (bookworm-backports), which needs no padding: the
+    // guest gets exactly the 256 MiB it asked for.
+    assert!(
+        version.contains("version 10."),
+        "the lab runs the QEMU make installs: {version}"
+    );
     let pid = ferry_tests::vmtest::qemus(&lab.id)[0].0;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let args: Vec<String> = cmdline
@@ -476,8 +550,7 @@ async fn a_guest_dirtying_below_the_link_moves_by_precopy() {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     let m_arg = args.windows(2).find(|w| w[0] == "-m").map(|w| w[1].clone());
-    let want = if padded { "262148K" } else { "256M" };
-    assert_eq!(m_arg.as_deref(), Some(want), "{version}: {args:?}");
+    assert_eq!(m_arg.as_deref(), Some("256M"), "{version}: {args:?}");
 }
 
 #[tokio::test]

@@ -119,9 +119,9 @@ async fn progress_beyond(env: &Env, mid: &str, bytes: u64) -> u64 {
 async fn the_source_agent_killed_and_restarted_during_transfer() {
     let (mut env, id, ip, b) = lab(&[], 3).await;
     let mid = slow_migration(&env, &id, &b).await;
-    // The source's agent dies; its QEMU keeps migrating; the saga keeps asking.
+    // The source's agent dies (`kill9` returns once it has exited); its QEMU keeps
+    // migrating; the saga keeps asking, and follows on through the new agent.
     env.agents[0].kill9();
-    tokio::time::sleep(Duration::from_millis(500)).await;
     env.start_agent(0, &AgentOptions::qemu("host-a"));
     env.wait_host_state("host-a", "connected", T).await;
     let sent = env.api().ok(&format!("/migrations/{mid}")).await["progress"]["transferred_bytes"]
@@ -207,8 +207,20 @@ async fn a_migration_beyond_the_budget_waits_queued_and_starts_when_a_slot_frees
         &json!({"destination_host_id": b, "policy": {"max_bandwidth_mbps": 8}}),
     )
     .await;
-    // It waits while the first one holds the slot.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // It waits while the first one holds the slot: it says so once it has found
+    // no slot (and asks again every 200 ms).
+    wait_for("the second migration to say it waits", T, || {
+        let (api, m2) = (api.clone(), m2.clone());
+        async move {
+            let ev = api.ok("/events?kind=migration.queued").await;
+            ev["items"]
+                .as_array()?
+                .iter()
+                .any(|e| e["data"]["migration_id"] == m2.as_str())
+                .then_some(())
+        }
+    })
+    .await;
     let q = api.ok(&format!("/migrations/{m2}")).await;
     assert_eq!(q["state"], "queued", "{q}");
     assert_eq!(

@@ -577,29 +577,17 @@ async fn events_list_since_and_stream() {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let mut body = resp.bytes_stream();
-    let api2 = api.clone();
-    let creator = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        api2.post("/clusters", &json!({"name": "second"}))
+    let mut body = Box::pin(resp.bytes_stream());
+    let mut text = String::new();
+    // The replay first; once it has come the stream is live: a new event follows.
+    read_until(&mut body, &mut text, "cluster first created").await;
+    assert_eq!(
+        api.post("/clusters", &json!({"name": "second"}))
             .await
-            .status
-    });
-    use futures::StreamExt;
-    let collect = async {
-        let mut text = String::new();
-        while !(text.contains("cluster first created") && text.contains("cluster second created")) {
-            match body.next().await {
-                Some(Ok(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
-                _ => break,
-            }
-        }
-        text
-    };
-    let text = tokio::time::timeout(T, collect)
-        .await
-        .expect("both events on the stream within the deadline");
-    assert_eq!(creator.await.unwrap(), 201);
+            .status,
+        201
+    );
+    read_until(&mut body, &mut text, "cluster second created").await;
     assert_eq!(
         text.matches("event: cluster.created").count(),
         2,
@@ -608,6 +596,29 @@ async fn events_list_since_and_stream() {
 
     let after = api.ok(&format!("/events?since={first_seq}")).await;
     assert_eq!(after["items"][0]["message"], "cluster second created");
+}
+
+/// Reads an event stream into `text` until `what` has come (within `T`).
+async fn read_until<S, B, E>(body: &mut S, text: &mut String, what: &str)
+where
+    S: futures::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    use futures::StreamExt;
+    tokio::time::timeout(T, async {
+        while !text.contains(what) {
+            match body.next().await {
+                Some(Ok(chunk)) => text.push_str(&String::from_utf8_lossy(chunk.as_ref())),
+                _ => break,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what:?} on the stream within the deadline: {text}"));
+    assert!(
+        text.contains(what),
+        "the stream ended before {what:?}: {text}"
+    );
 }
 
 #[tokio::test]

@@ -19,9 +19,12 @@ export function migrateDialog(vm) {
 
     let datastores = [];
     // The datastores a storage migration can copy the disks to: the destination's.
+    // (The VM's own host as destination: a storage-only move, which needs one.)
     const fillDatastores = () => {
       const keep = ds.value;
-      ds.replaceChildren(h("option", { value: "" }, "Keep the disks (copy only if needed)"));
+      const storageOnly = dest.value === vm.host_id;
+      ds.replaceChildren(h("option", { value: "" },
+        storageOnly ? "Choose the datastore to move them to" : "Keep the disks (copy only if needed)"));
       if (!dest.value || !vm.disks.length) return;
       for (const d of datastores) {
         if (!d.host_ids.includes(dest.value) || vm.disks.some((x) => x.datastore_id === d.id)) continue;
@@ -64,6 +67,7 @@ export function migrateDialog(vm) {
       }
     });
     all("/hosts").then((hosts) => {
+      if (vm.disks.length) dest.append(h("option", { value: vm.host_id }, "This host: move only the disks (storage-only)"));
       for (const x of hosts) {
         if (x.id === vm.host_id || x.cluster_id !== vm.cluster_id) continue;
         dest.append(h("option", { value: x.id }, `${x.name} (${x.state.replaceAll("_", " ")})`));

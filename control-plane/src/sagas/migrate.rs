@@ -203,6 +203,7 @@ fn queue<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
         let p = ctx.params;
         let budget = ctx.app.migration_budget(p.source, p.destination).await;
+        let mut said = false;
         loop {
             if ctx.cancel_requested().await? {
                 return Err(NodeError::Cancelled);
@@ -215,6 +216,17 @@ fn queue<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                 .await?;
             if started {
                 return Ok(Done::nothing());
+            }
+            if !said {
+                said = true;
+                ctx.note(
+                    "migration.queued",
+                    format!(
+                        "{}: waiting for a migration slot (its hosts' budget is {budget}); it starts when one frees, in order of arrival",
+                        p.vm_name
+                    ),
+                )
+                .await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

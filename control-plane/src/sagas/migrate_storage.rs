@@ -18,6 +18,11 @@ use crate::saga::{NodeError, NodeResult};
 /// How long the source may stay unreachable before the mirror fails.
 const SOURCE_GRACE: Duration = Duration::from_secs(20);
 
+/// How often the mirrors are asked about (their readiness is noticed this late
+/// at most), and how often the database learns their progress.
+const POLL: Duration = Duration::from_millis(20);
+const HOUSEKEEPING: Duration = Duration::from_millis(200);
+
 /// What the mirror did, for the memory transfer that follows.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Mirrored {
@@ -117,8 +122,15 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
     let (mut last, mut last_at) = (0u64, Instant::now());
     let mut unreachable_since: Option<Instant> = None;
     let mut progress = MigrationProgress::default();
+    let mut last_housekeeping: Option<Instant> = None;
     loop {
-        if ctx.cancel_requested().await? {
+        // The mirrors' state is asked often (their readiness starts the memory's
+        // move); the database is written and a cancel looked for less often.
+        let housekeeping = last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING);
+        if housekeeping {
+            last_housekeeping = Some(Instant::now());
+        }
+        if housekeeping && ctx.cancel_requested().await? {
             return Err(NodeError::Cancelled);
         }
         let st = match source.mirror_status(ctx.vm_ref()).await {
@@ -146,12 +158,14 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
             return Err(NodeError::Failed(st.error));
         }
         // A destination that stopped heartbeating will not take the VM.
-        if let Some(dest) = app.db.host_fetch(p.destination).await? {
-            if dest.state == ferry_api::host::HostState::Disconnected {
-                return Err(NodeError::Failed(format!(
-                    "destination host {} disconnected",
-                    dest.name
-                )));
+        if housekeeping {
+            if let Some(dest) = app.db.host_fetch(p.destination).await? {
+                if dest.state == ferry_api::host::HostState::Disconnected {
+                    return Err(NodeError::Failed(format!(
+                        "destination host {} disconnected",
+                        dest.name
+                    )));
+                }
             }
         }
         let done: u64 = st.disks.iter().map(|d| d.done_bytes).sum();
@@ -161,6 +175,11 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
             .map(|d| d.total_bytes)
             .sum::<u64>()
             .max(done);
+        let ready = st.disks.len() == p.disks.len() && st.disks.iter().all(|d| d.ready);
+        if !housekeeping && !ready {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         let dt = last_at.elapsed().as_secs_f64();
         let rate = if dt > 0.0 && done >= last {
             ((done - last) as f64 / dt) as u64
@@ -187,11 +206,10 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
             app.db.migration_set_progress(p.migration, &progress),
         )
         .await?;
-        let ready = st.disks.len() == p.disks.len() && st.disks.iter().all(|d| d.ready);
         if ready {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(POLL).await;
     }
     app.events
         .record(

@@ -362,6 +362,11 @@ impl QemuVms {
         }
         let ram = &v["ram"];
         let u = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+        if v["status"] == "completed" {
+            tracing::debug!(vm = %vm_id, total_ms = u(&v["total-time"]), setup_ms = u(&v["setup-time"]),
+                downtime_ms = u(&v["downtime"]), mbps = ram["mbps"].as_f64().unwrap_or(0.0),
+                "outgoing migration completed");
+        }
         let rate = u(&ram["dirty-pages-rate"]) * u(&ram["page-size"]);
         if rate > 0 {
             self.note_dirty_rate(vm_id, rate);
