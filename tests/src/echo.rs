@@ -25,7 +25,8 @@ impl EchoClient {
     /// As [`Self::start`], from network namespace `ns`: the connection is made
     /// on a thread of its own that enters the namespace (a socket stays in the
     /// namespace it was made in), so the namespace's TCP counters count it.
-    pub async fn start_in(ns: &str, ip: &str) -> Self {
+    /// Lines go every `every` (10 ms elsewhere).
+    pub async fn start_in(ns: &str, ip: &str, every: Duration) -> Self {
         let (path, addr) = (format!("/var/run/netns/{ns}"), format!("{ip}:7"));
         let std = std::thread::spawn(move || {
             let f = std::fs::File::open(&path).expect("open the namespace");
@@ -37,7 +38,7 @@ impl EchoClient {
         .join()
         .expect("connect thread");
         let stream = tokio::net::TcpStream::from_std(std).expect("tokio stream");
-        Self::run(stream, 0)
+        Self::run(stream, 0, every)
     }
 
     /// Each line carries `pad` more bytes: large writes travel as offloaded
@@ -46,10 +47,10 @@ impl EchoClient {
         let stream = tokio::net::TcpStream::connect((ip, 7))
             .await
             .expect("connect echo");
-        Self::run(stream, pad)
+        Self::run(stream, pad, Duration::from_millis(10))
     }
 
-    fn run(stream: tokio::net::TcpStream, pad: usize) -> Self {
+    fn run(stream: tokio::net::TcpStream, pad: usize, every: Duration) -> Self {
         stream.set_nodelay(true).unwrap();
         let (r, mut w) = stream.into_split();
         let stop = Arc::new(AtomicBool::new(false));
@@ -65,7 +66,7 @@ impl EchoClient {
                         .await
                         .expect("the connection must not drop");
                     n += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(every).await;
                 }
                 w.write_all(b"end\n").await.expect("final write");
                 n
