@@ -27,8 +27,10 @@
 
 #[path = "migration_disks.rs"]
 mod disks;
+#[path = "migration_raw.rs"]
+mod raw;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -322,136 +324,6 @@ async fn node_times(env: &Env, migration: &str) -> Vec<(String, u64)> {
     rows.into_iter().map(|(n, ms)| (n, ms as u64)).collect()
 }
 
-/// One raw QEMU migration of the guest in `src` to host `to`; returns the row and
-/// the VM that holds the guest afterwards.
-#[allow(clippy::too_many_arguments)]
-async fn raw_move(
-    env: &Env,
-    case: &Case<'_>,
-    tuned: bool,
-    src: RawVm,
-    to: u8,
-    ip: &str,
-    mac: &str,
-    dir: &Path,
-) -> (Row, RawVm) {
-    let mut row = case.row(if tuned { "qemu-tuned" } else { "qemu" });
-    let uri = format!("tcp:{}:47100", env.lab.host_ip(to));
-    // Tuned as a user who knows QEMU's knobs would: no bandwidth cap, Ferry's
-    // downtime target, and multifd where one
-    // channel cannot fill the link (the unshaped path is CPU-bound), plain TCP.
-    let channels = if tuned && case.path == "unshaped" {
-        2
-    } else {
-        0
-    };
-    // Measured like Ferry's: from the request to move, destination start included.
-    // The client first, as for Ferry's moves (its connection settles before the
-    // request; not counted).
-    let Ok(echo) = Echo::start(ip).await else {
-        return (row, src);
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let t_req = Instant::now();
-    let dst = match RawVm::start(
-        env,
-        to,
-        if tuned { "tuned" } else { "bench" },
-        case.mib,
-        ip,
-        mac,
-        Some((uri.as_str(), channels)),
-        dir,
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("raw destination: {e:#}");
-            return (row, src);
-        }
-    };
-    let limit = Duration::from_secs_f64((case.t_phys_ms() * 4.0 / 1000.0).max(30.0));
-    if tuned {
-        if channels > 1 {
-            let _ = src
-                .qmp
-                .execute(
-                    "migrate-set-capabilities",
-                    json!({"capabilities": [{"capability": "multifd", "state": true}]}),
-                )
-                .await;
-            let _ = src
-                .qmp
-                .execute(
-                    "migrate-set-parameters",
-                    json!({"multifd-channels": channels}),
-                )
-                .await;
-        }
-        let _ = src
-            .qmp
-            .execute(
-                "migrate-set-parameters",
-                json!({"max-bandwidth": 64u64 << 30, "downtime-limit": TUNED_DOWNTIME_MS}),
-            )
-            .await;
-    }
-    let _ = src.qmp.execute("migrate", json!({"uri": uri})).await;
-    let t0 = Instant::now();
-    let st = loop {
-        let st = src
-            .qmp
-            .execute("query-migrate", json!({}))
-            .await
-            .unwrap_or(Value::Null);
-        let s = st["status"].as_str().unwrap_or("none");
-        if matches!(s, "completed" | "failed" | "cancelled") || st.is_null() {
-            break st;
-        }
-        if t0.elapsed() > limit {
-            let _ = src.qmp.execute("migrate_cancel", json!({})).await;
-            break st;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let req_ms = t_req.elapsed().as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (gap, lost, held) = echo.finish().await;
-    row.completed = st["status"] == "completed";
-    let ram = &st["ram"];
-    row.qemu_total_ms = st["total-time"]
-        .as_u64()
-        .unwrap_or(t0.elapsed().as_millis() as u64);
-    row.total_ms = req_ms;
-    row.qemu_downtime_ms = st["downtime"].as_u64().unwrap_or(0);
-    row.bytes = ram["transferred"].as_u64().unwrap_or(0);
-    row.iterations = ram["dirty-sync-count"].as_u64().unwrap_or(0);
-    row.strategy = if row.completed && tuned {
-        if channels > 1 {
-            format!("tuned, multifd({channels})")
-        } else {
-            "tuned".into()
-        }
-    } else if row.completed {
-        "qemu defaults".into()
-    } else {
-        format!("did not finish in {:.0} s", limit.as_secs_f64())
-    };
-    row.client_gap_ms = gap;
-    row.client_lost = lost;
-    row.connection_held = held;
-    row.total_over_t_phys = row.total_ms as f64 / row.t_phys_ms;
-    if row.completed {
-        src.stop();
-        (row, dst)
-    } else {
-        dst.stop();
-        let _ = src.qmp.execute("cont", json!({})).await;
-        (row, src)
-    }
-}
-
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -743,9 +615,17 @@ async fn main() -> anyhow::Result<()> {
                         args.repeats
                     };
                     for _ in 0..reps {
-                        let (row, holder) =
-                            raw_move(&env, &case, tuned, vm, 1 - at, &ip, &mac, scratch.path())
-                                .await;
+                        let (row, holder) = raw::raw_move(
+                            &env,
+                            &case,
+                            tuned,
+                            vm,
+                            1 - at,
+                            &ip,
+                            &mac,
+                            scratch.path(),
+                        )
+                        .await;
                         let done = row.completed;
                         if done {
                             at = 1 - at;

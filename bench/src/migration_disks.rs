@@ -26,7 +26,8 @@ use ferry_tests::vmtest::{boot_guest_with_disk, GuestDisk};
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
 
-use super::{ferry_move, print_row, Case, Row, TUNED_DOWNTIME_MS};
+use super::raw::{jobs, wait_no_jobs};
+use super::{ferry_move, print_row, Case, Row};
 
 const T: Duration = Duration::from_secs(300);
 const MIB: u64 = 512;
@@ -253,15 +254,6 @@ pub async fn run(
     Ok(())
 }
 
-async fn jobs(vm: &RawVm) -> Vec<Value> {
-    vm.qmp
-        .execute("query-block-jobs", json!({}))
-        .await
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
 async fn wait_ready(vm: &RawVm, limit: Duration) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < limit {
@@ -275,13 +267,6 @@ async fn wait_ready(vm: &RawVm, limit: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     false
-}
-
-async fn wait_no_jobs(vm: &RawVm) {
-    let t0 = Instant::now();
-    while !jobs(vm).await.is_empty() && t0.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// Raw QEMU's shared-nothing move by hand; returns the row, the VM holding the
@@ -366,22 +351,7 @@ async fn raw_disk_move(
         eprintln!("raw mirror: not ready in {limit:?}");
     }
     let mirror_ms = t_req.elapsed().as_millis() as u64;
-    if channels > 1 {
-        let _ = src
-            .qmp
-            .execute(
-                "migrate-set-capabilities",
-                json!({"capabilities": [{"capability": "multifd", "state": true}]}),
-            )
-            .await;
-        let _ = src
-            .qmp
-            .execute(
-                "migrate-set-parameters",
-                json!({"multifd-channels": channels}),
-            )
-            .await;
-    }
+    super::raw::tune(&src, channels).await;
     let _ = src
         .qmp
         .execute(
@@ -389,46 +359,7 @@ async fn raw_disk_move(
             json!({"capabilities": [{"capability": "pause-before-switchover", "state": true}]}),
         )
         .await;
-    let _ = src
-        .qmp
-        .execute(
-            "migrate-set-parameters",
-            json!({"max-bandwidth": 64u64 << 30, "downtime-limit": TUNED_DOWNTIME_MS}),
-        )
-        .await;
-    let _ = src.qmp.execute("migrate", json!({"uri": uri})).await;
-    let t0 = Instant::now();
-    let st = loop {
-        let st = src
-            .qmp
-            .execute("query-migrate", json!({}))
-            .await
-            .unwrap_or(Value::Null);
-        let s = st["status"].as_str().unwrap_or("none");
-        if s == "pre-switchover" {
-            let _ = src
-                .qmp
-                .execute("block-job-cancel", json!({"device": "m0"}))
-                .await;
-            wait_no_jobs(&src).await;
-            let _ = src
-                .qmp
-                .execute("blockdev-del", json!({"node-name": "tgt0"}))
-                .await;
-            let _ = src
-                .qmp
-                .execute("migrate-continue", json!({"state": "pre-switchover"}))
-                .await;
-        }
-        if matches!(s, "completed" | "failed" | "cancelled") || st.is_null() {
-            break st;
-        }
-        if t0.elapsed() > limit {
-            let _ = src.qmp.execute("migrate_cancel", json!({})).await;
-            break st;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    let (st, _) = super::raw::migrate_and_follow(&src, &uri, limit, Some(("m0", "tgt0"))).await;
     row.total_ms = t_req.elapsed().as_millis() as u64;
     let _ = dst.qmp.execute("nbd-server-stop", json!({})).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
