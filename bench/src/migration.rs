@@ -153,6 +153,19 @@ fn shape(env: &Env, on: bool) {
     }
 }
 
+/// As in a cluster that has been running, the control plane knows the link to
+/// `to` (a check measures it when nothing newer than ten minutes is known, and a
+/// control plane that restarts forgets it).
+async fn know_the_link(env: &Env, vm: &str, to: &str) {
+    let _ = env
+        .api()
+        .post(
+            &format!("/vms/{vm}/migrate/check"),
+            &json!({"destination_host_id": to}),
+        )
+        .await;
+}
+
 /// Restarts the control plane with another migration transport.
 async fn set_transport(env: &mut Env, transport: &str) {
     env.cp.stop().await;
@@ -499,14 +512,7 @@ async fn main() -> anyhow::Result<()> {
             let ip = env.lab.guest_ip(n);
             let name = format!("bench{n}");
             let id = boot_guest(&env, &name, &hosts[0], mib, &ip).await;
-            // As in a cluster that has been running: the link is measured (the
-            // check measures it when nothing newer than ten minutes is known).
-            let _ = api
-                .post(
-                    &format!("/vms/{id}/migrate/check"),
-                    &json!({"destination_host_id": hosts[1]}),
-                )
-                .await;
+            know_the_link(&env, &id, &hosts[1]).await;
             let mut at = 0usize;
             let ferries: &[(&str, &str)] = if args.no_ferry {
                 &[]
@@ -518,14 +524,7 @@ async fn main() -> anyhow::Result<()> {
             for &(who, transport) in ferries {
                 if transport != args.transport {
                     set_transport(&mut env, transport).await;
-                    // As before: a cluster that has been running knows its link.
-                    let _ = env
-                        .api()
-                        .post(
-                            &format!("/vms/{id}/migrate/check"),
-                            &json!({"destination_host_id": hosts[1 - at]}),
-                        )
-                        .await;
+                    know_the_link(&env, &id, &hosts[1 - at]).await;
                 }
                 // One move first, not counted (every contender gets one): the first
                 // moves after a guest boots or a control plane starts ran up to three

@@ -135,13 +135,7 @@ pub async fn run(
     };
     let id = boot_guest_with_disk(env, &format!("bdisk{n}"), &hosts[0], MIB, &ip, Some(disk)).await;
     prefill(&ip, a.write_mib).await;
-    // As for memory: a cluster that has been running knows its link.
-    let _ = api
-        .post(
-            &format!("/vms/{id}/migrate/check"),
-            &json!({"destination_host_id": hosts[1]}),
-        )
-        .await;
+    super::know_the_link(env, &id, &hosts[1]).await;
     let mut at = 0usize;
     for _ in 0..a.repeats {
         let mut row = ferry_move(

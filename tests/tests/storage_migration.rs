@@ -108,6 +108,25 @@ fn image(l: &Lab, ds_name: &str, path: &str) -> PathBuf {
     l.env.dir.path().join(ds_name).join(path)
 }
 
+/// `ferryctl vm migrate ARGS`, which waits for the end: it succeeds and its
+/// summary says `expect`.
+async fn ferryctl_migrate(l: &Lab, args: &[&str], expect: &str) {
+    let out = tokio::process::Command::new(ferry_tests::bin("ferryctl"))
+        .args(["vm", "migrate"])
+        .args(args)
+        .env("FERRY_URL", &l.env.cp.http)
+        .env("FERRY_TOKEN", l.env.cp.admin_token())
+        .output()
+        .await
+        .expect("run ferryctl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(expect),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits until the move is copying the disks, with some bytes copied.
 async fn wait_mirroring(env: &Env, mig: &str) {
     wait_for("the disk mirror to be under way", T, || {
@@ -224,27 +243,12 @@ async fn a_guest_writing_to_its_disk_moves_to_a_host_without_its_datastore() {
     let before = guest_status(&ip).await;
     let echo = EchoClient::start(&ip).await;
     // Through ferryctl, naming the datastore: it waits and prints the summary.
-    let out = tokio::process::Command::new(ferry_tests::bin("ferryctl"))
-        .args([
-            "vm",
-            "migrate",
-            "st-mover",
-            "--to",
-            "st-b",
-            "--to-datastore",
-            "local-st-b",
-        ])
-        .env("FERRY_URL", &l.env.cp.http)
-        .env("FERRY_TOKEN", l.env.cp.admin_token())
-        .output()
-        .await
-        .expect("run ferryctl");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("migrated in "),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ferryctl_migrate(
+        &l,
+        &["st-mover", "--to", "st-b", "--to-datastore", "local-st-b"],
+        "migrated in ",
+    )
+    .await;
     let newest = api.ok(&format!("/migrations?vm_id={vm}&limit=1")).await;
     let m = wait_migration(&api, newest["items"][0]["id"].as_str().unwrap()).await;
     assert_eq!(m["state"], "completed", "{m}");
@@ -342,26 +346,12 @@ async fn storage_only_moves(l: &Lab, vm: &str, ip: &str, path: &str, local_ds: &
         )
         .await;
     assert_eq!(check.body["compatible"], true, "{}", check.body);
-    let out = tokio::process::Command::new(ferry_tests::bin("ferryctl"))
-        .args([
-            "vm",
-            "migrate",
-            "st-mover",
-            "--storage-only",
-            "--to-datastore",
-            "shared",
-        ])
-        .env("FERRY_URL", &l.env.cp.http)
-        .env("FERRY_TOKEN", l.env.cp.admin_token())
-        .output()
-        .await
-        .expect("run ferryctl");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("storage-only"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ferryctl_migrate(
+        l,
+        &["st-mover", "--storage-only", "--to-datastore", "shared"],
+        "storage-only",
+    )
+    .await;
     let v = api.ok(&format!("/vms/{vm}")).await;
     assert_eq!(v["host_id"].as_str(), Some(l.hosts[1].as_str()), "{v}");
     assert_eq!(
