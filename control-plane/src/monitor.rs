@@ -3,7 +3,8 @@
 //!   `--host-timeout`, with an event (heartbeats bring them back);
 //! * reconcile: every `--reconcile-interval` the control plane pulls each reachable
 //!   host's facts over mutual TLS and stores them if newer, so a lost push heals
-//!   itself (DESIGN principle 2: reports arrive by push and by pull).
+//!   itself (DESIGN principle 2: reports arrive by push and by pull), and copies
+//!   of VMs the inventory places elsewhere are discarded (`app/leftovers.rs`).
 
 use std::time::Duration;
 
@@ -64,6 +65,11 @@ pub async fn reconcile_loop(app: App, agents: AgentConnector, stop: Cancellation
                     }
                     Ok(false) => {}
                     Err(e) => tracing::debug!(host = %id, "reconcile: pull failed: {e:#}"),
+                }
+                match app.discard_leftovers(id).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(host = %id, n, "reconcile: discarded leftover copies"),
+                    Err(e) => tracing::debug!(host = %id, "reconcile: leftover copies: {e:#}"),
                 }
                 drop(permit);
             });

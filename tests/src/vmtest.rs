@@ -156,15 +156,30 @@ pub async fn boot_guest_with_disk(
 /// move's source, a cancelled move's destination) has exited: there is never more
 /// than one for long.
 pub async fn one_qemu_of(vm: &str) -> (u32, String) {
-    wait_for(
-        "exactly one QEMU to run the VM",
-        Duration::from_secs(30),
-        || {
-            let q = qemus(vm);
-            async move { (q.len() == 1).then(|| q[0].clone()) }
-        },
-    )
-    .await
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = qemus(vm);
+        if q.len() == 1 {
+            return q[0].clone();
+        }
+        // Say what runs instead: which copies, where, in which QEMU state.
+        let seen: Vec<String> = q
+            .iter()
+            .map(|(pid, ns)| {
+                let state: String = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit(") ").next().map(|r| r.chars().take(1).collect()))
+                    .unwrap_or_default();
+                format!("pid {pid} in {ns} (process state {state})")
+            })
+            .collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after 30s waiting for exactly one QEMU to run VM {vm}: {} found {seen:?}",
+            q.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The guest's `/status`, waiting until it answers.

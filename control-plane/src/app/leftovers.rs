@@ -1,8 +1,9 @@
 //! Copies a host keeps that the inventory does not place on it: the waiting
 //! destination of a migration that failed while that host was unreachable (its
-//! discard could not reach it). When the host is connected again, each VM its agent
-//! holds that the inventory places elsewhere, and that no unfinished migration is
-//! bringing to it, is discarded there (`VmDiscard`: its taps and files, and the
+//! discard could not reach it), a move's paused source whose clean-up could not.
+//! When the host is connected again, and on every pass of the reconcile loop, each
+//! VM its agent holds that the inventory places elsewhere, and that no operation
+//! (an unfinished migration either way) owns, is discarded there (`VmDiscard`: its taps and files, and the
 //! disks an unfinished storage migration made — never the VM's own disks).
 
 use ferry_api::HostId;
@@ -12,7 +13,8 @@ use super::App;
 use crate::db::events::NewEvent;
 
 impl App {
-    /// Discards `host`'s leftover copies (run when it reconnects).
+    /// Discards `host`'s leftover copies (run when it reconnects, and by the
+    /// reconcile loop).
     pub async fn discard_leftovers(&self, host: HostId) -> anyhow::Result<usize> {
         let Some(h) = self.db.host_fetch(host).await? else {
             return Ok(0);
@@ -34,7 +36,14 @@ impl App {
                 .await?
                 .iter()
                 .any(|(v, d)| *v == id && *d == host);
-            if arriving {
+            // A move under way (either way, post-copy's source included) owns
+            // its copies: its saga discards them.
+            // A post-copy that failed split the VM's state between two hosts:
+            // neither copy is a leftover (an operator decides).
+            if arriving
+                || self.db.vm_op_fetch(id).await?.is_some()
+                || self.db.migration_latest_failed_in_postcopy(id).await?
+            {
                 continue;
             }
             agent

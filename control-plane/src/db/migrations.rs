@@ -302,6 +302,19 @@ impl Db {
             .collect())
     }
 
+    /// Whether `vm`'s latest migration failed in post-copy (its state is split
+    /// between two hosts: an operator decides, no sweep touches its copies).
+    pub async fn migration_latest_failed_in_postcopy(&self, vm: VmId) -> sqlx::Result<bool> {
+        let row: Option<bool> = sqlx::query_scalar(
+            "SELECT state = 'failed' AND phase = 'postcopy' FROM migrations \
+             WHERE vm_id = $1 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(vm.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.unwrap_or(false))
+    }
+
     /// Unfinished migrations touching `host` (for its concurrency budget).
     pub async fn migration_active_on_host(&self, host: HostId) -> sqlx::Result<i64> {
         sqlx::query_scalar(

@@ -347,31 +347,55 @@ fn discard_destination<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Undone
             // Nothing was started: the only QEMU is the VM itself.
             return Ok(Undone::Undone);
         }
-        for attempt in 0..10u32 {
-            let result = match ctx.agent(p.destination).await {
-                Ok(mut dst) => dst
-                    .vm_discard(ctx.vm_ref())
-                    .await
-                    .map(|_| ())
-                    .map_err(Failure::from),
-                Err(f) => Err(f),
-            };
-            match result {
-                Ok(()) => return Ok(Undone::Undone),
-                Err(f @ Failure::Agent(..)) => {
-                    return Err(NodeError::Failed(format!(
-                        "discard the destination's copy: {f}"
-                    )))
-                }
-                Err(f) => {
-                    tracing::warn!(vm = %p.vm, attempt, "discard the destination's copy: {f}; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-        tracing::warn!(vm = %p.vm, "destination unreachable; its waiting copy stays until it returns");
+        discard_copy_on(ctx, p.destination, "the destination's copy").await?;
         Ok(Undone::Undone)
     })
+}
+
+/// How long a discard insists on a host that is still `connected` (a passing
+/// failure: a control plane that just restarted, a loaded agent) before the copy
+/// is left to the leftovers sweep (`app/leftovers.rs`).
+const DISCARD_INSISTS: Duration = Duration::from_secs(120);
+
+/// Discards the VM's copy on `host` (`VmDiscard`), asking again while the host is
+/// connected: a copy the inventory does not place there must not outlive the move
+/// by a transport hiccup. A host that is disconnected (or stays unreachable for
+/// `DISCARD_INSISTS`) keeps the copy until it connects again, when its leftovers
+/// are discarded; the reconcile loop sweeps them too.
+async fn discard_copy_on(ctx: &MCtx<'_>, host: HostId, what: &str) -> NodeResult<()> {
+    let p = ctx.params;
+    let deadline = tokio::time::Instant::now() + DISCARD_INSISTS;
+    let mut attempt = 0u32;
+    loop {
+        let result = match ctx.agent(host).await {
+            Ok(mut agent) => agent
+                .vm_discard(ctx.vm_ref())
+                .await
+                .map(|_| ())
+                .map_err(Failure::from),
+            Err(f) => Err(f),
+        };
+        let f = match result {
+            Ok(()) => return Ok(()),
+            Err(f @ Failure::Agent(..)) => {
+                return Err(NodeError::Failed(format!("discard {what}: {f}")))
+            }
+            Err(f) => f,
+        };
+        // Entering or in maintenance, a host still heartbeats: only a host that
+        // stopped (or left the inventory) is given up on.
+        let connected = matches!(
+            ctx.app.db.host_fetch(host).await?,
+            Some(h) if h.state != ferry_api::host::HostState::Disconnected
+        );
+        if !connected || tokio::time::Instant::now() >= deadline {
+            tracing::warn!(vm = %p.vm, %host, "discard {what}: {f}; it stays until its host connects again or the reconcile loop finds it");
+            return Ok(());
+        }
+        attempt += 1;
+        tracing::warn!(vm = %p.vm, %host, attempt, "discard {what}: {f}; asking again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Storage migration: the disks mirrored until in sync (a no-op without copies).
@@ -456,28 +480,7 @@ fn source_cleanup<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
             return Ok(Done::nothing());
         }
         wait_postcopy_done(ctx).await;
-        let removed = async {
-            match ctx.agent(p.source).await {
-                Ok(mut src) => match src.vm_discard(ctx.vm_ref()).await {
-                    Ok(_) => {}
-                    Err(s) => match Failure::of(&s) {
-                        f @ Failure::Agent(..) => {
-                            return Err(NodeError::Failed(format!(
-                                "discard the source's copy: {f}"
-                            )))
-                        }
-                        f => {
-                            tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({f}); its paused copy stays until it returns")
-                        }
-                    },
-                },
-                Err(f) => {
-                    tracing::warn!(vm = %p.vm, "source unreachable for clean-up ({f}); its paused copy stays until it returns")
-                }
-            }
-            Ok(())
-        };
-        removed.await?;
+        discard_copy_on(ctx, p.source, "the source's copy").await?;
         migrate_storage::remove_source_disks(ctx).await?;
         Ok(Done::nothing())
     })
