@@ -237,6 +237,13 @@ impl QemuVms {
                             );
                             self.watch(handle.clone(), events);
                             tracing::info!(vm = %spec.vm_id, pid, "re-attached to running VM");
+                            // A storage migration's destination whose state arrived
+                            // while no agent was here to start it.
+                            if state == PowerState::Paused
+                                && dir.join(storage::INCOMING_DISKS).exists()
+                            {
+                                self.finish_if_arrived(&handle).await;
+                            }
                         }
                         Err(e) => {
                             tracing::error!(vm = %spec.vm_id, pid, "QEMU runs but QMP failed: {e:#}")
@@ -376,6 +383,19 @@ impl QemuVms {
                         }
                     }
                     "RESET" => me.set_state(&h, PowerState::Running, "reset"),
+                    // A storage migration's state is in (the destination waits,
+                    // `-S`): stop the exports, then run.
+                    "MIGRATION"
+                        if ev.data["status"] == "completed"
+                            && h.dir.join(storage::INCOMING_DISKS).exists() =>
+                    {
+                        let qmp = h.live.lock().ok().and_then(|l| l.qmp.clone());
+                        if let Some(q) = qmp {
+                            if let Err(e) = me.finish_incoming_storage(&h, &q).await {
+                                tracing::error!(vm = %h.id, "start the arrived VM: {e:#}");
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -543,6 +563,15 @@ impl QemuVms {
         let mut cmd = self.command(spec, &h.dir)?;
         if incoming {
             cmd.args(["-incoming", "defer"]);
+            // A storage migration's destination does not run by itself once the
+            // state is in: its disks are NBD exports until then, and are activated
+            // (`late-block-activate`) only by the `cont` that follows stopping the
+            // NBD server (`storage::finish_incoming_storage`), libvirt's order.
+            // Else QEMU activates them at once and warns of a permission conflict
+            // with the export's writer.
+            if h.dir.join(storage::INCOMING_DISKS).exists() {
+                cmd.arg("-S");
+            }
         }
         {
             use std::os::unix::process::CommandExt;

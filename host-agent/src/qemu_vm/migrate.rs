@@ -185,6 +185,15 @@ impl QemuVms {
             .and_then(|l| l.qmp.clone())
             .context("no QMP")?;
         set_capabilities(&qmp, false, req.postcopy, req.channels).await?;
+        if req.mirror_disks {
+            // The disks are activated by `cont`, after the NBD server stops (the
+            // QEMU was started with `-S`: see `start_qemu`).
+            qmp.execute(
+                "migrate-set-capabilities",
+                json!({"capabilities": [{"capability": "late-block-activate", "state": true}]}),
+            )
+            .await?;
+        }
         if req.tls {
             self.tls_object(&qmp, "server").await?;
             qmp.execute("migrate-set-parameters", json!({"tls-creds": TLS_OBJECT}))

@@ -201,16 +201,45 @@ impl QemuVms {
         Ok(format!("{ip}:{port}"))
     }
 
+    /// Destination of a storage migration whose state has arrived (QEMU waits,
+    /// `-S`, disks not yet activated): the NBD server stops (the source let go of
+    /// its exports at the switchover), then `cont` activates the disks and runs
+    /// the VM. Also run by an agent that restarted in between (`reattach`).
+    pub(super) async fn finish_incoming_storage(
+        &self,
+        h: &VmHandle,
+        qmp: &crate::qmp::Qmp,
+    ) -> anyhow::Result<()> {
+        if let Err(e) = qmp.execute("nbd-server-stop", json!({})).await {
+            tracing::warn!(vm = %h.id, "stop the NBD server: {e:#}");
+        }
+        qmp.execute("cont", json!({})).await?;
+        Ok(())
+    }
+
+    /// `finish_incoming_storage` for a re-attached destination whose migration
+    /// has completed.
+    pub(super) async fn finish_if_arrived(&self, h: &VmHandle) {
+        let Some(qmp) = h.live.lock().ok().and_then(|l| l.qmp.clone()) else {
+            return;
+        };
+        let arrived = qmp
+            .execute("query-migrate", json!({}))
+            .await
+            .is_ok_and(|v| v["status"] == "completed");
+        if arrived {
+            if let Err(e) = self.finish_incoming_storage(h, &qmp).await {
+                tracing::error!(vm = %h.id, "start the arrived VM: {e:#}");
+            }
+        }
+    }
+
     /// Destination, once the VM runs here: the disks are its own now.
     pub(super) async fn incoming_disks_done(&self, h: &VmHandle) {
         if !h.dir.join(INCOMING_DISKS).exists() {
             return;
         }
-        if let Some(qmp) = h.live.lock().ok().and_then(|l| l.qmp.clone()) {
-            if let Err(e) = qmp.execute("nbd-server-stop", json!({})).await {
-                tracing::warn!(vm = %h.id, "stop the NBD server: {e:#}");
-            }
-        }
+        // (Its NBD server stopped before the `cont` that brought it here.)
         let _ = std::fs::remove_file(h.dir.join(INCOMING_DISKS));
         tracing::info!(vm = %h.id, "storage migration arrived: the disks are the VM's");
     }
