@@ -4,7 +4,7 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help deps test-deps web web-deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs bench-dashboard fmt lint
+.PHONY: help deps test-deps contract-deps web web-deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs bench-dashboard fmt lint
 
 help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
@@ -56,7 +56,12 @@ demo-down:
 
 # Every test; the test PostgreSQL server (target/test-pg) and any lab leftovers are
 # removed afterwards whatever the outcome.
-test: test-deps build-debug guest web-deps
+# schemathesis from PyPI (tests/contract-requirements.txt) in target/schemathesis,
+# for the API contract test (tests/tests/api_contract.rs).
+contract-deps: test-deps
+	@./deploy/contract-deps.sh
+
+test: test-deps build-debug guest web-deps contract-deps
 	@./deploy/lab.sh clean-tests
 	@status=0; $(CARGO) test --workspace --no-fail-fast -- --test-threads=4 || status=$$?; \
 	  $(MAKE) --no-print-directory test-pg-stop; ./deploy/lab.sh clean-tests; exit $$status

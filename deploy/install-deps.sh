@@ -108,13 +108,18 @@ have cc || add need gcc
 # What only `make test` needs (FERRY_DEPS=test, set by the Makefile's test target):
 # Node.js and npm fetch the dashboard's chart library and the accessibility checker
 # from the npm registry (web/package-lock.json); Chromium and ChromeDriver run the
-# browser tests; promtool (Debian's prometheus package) lints both /metrics.
+# browser tests; promtool (Debian's prometheus package) lints both /metrics;
+# python3 with its venv module holds schemathesis, the API contract checker
+# (deploy/contract-deps.sh installs it from PyPI).
 if [ "${FERRY_DEPS:-}" = test ]; then
   have node || add need nodejs
   have npm || add need npm
   have chromium || add need chromium
   have chromedriver || add need chromium-driver
   have promtool || add need prometheus
+  if ! have python3 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    add need python3-venv
+  fi
 fi
 
 if [ ${#need[@]} -gt 0 ] || [ ${#need_bp[@]} -gt 0 ]; then

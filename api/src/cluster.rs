@@ -66,8 +66,10 @@ pub struct Cluster {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterCreate {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub name: String,
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub cpu_baseline: Option<String>,
     #[serde(default)]
     pub drs: Option<DrsPatch>,
@@ -77,7 +79,9 @@ pub struct ClusterCreate {
 #[serde(deny_unknown_fields)]
 pub struct DrsPatch {
     pub automation: Option<DrsAutomation>,
+    #[schema(minimum = 1, maximum = 5)]
     pub threshold: Option<u8>,
+    #[schema(minimum = 10, maximum = 86400)]
     pub interval_s: Option<u32>,
 }
 
@@ -85,13 +89,14 @@ pub struct DrsPatch {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterPatch {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub name: Option<String>,
     #[serde(
         default,
         with = "double_option",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub cpu_baseline: Option<Option<String>>,
     pub drs: Option<DrsPatch>,
 }

@@ -80,6 +80,7 @@ pub struct Rule {
 #[serde(deny_unknown_fields)]
 pub struct RuleCreate {
     /// Unique in the cluster; 1..=64 characters.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub name: String,
     pub kind: RuleKind,
     /// At least two VMs for affinity and anti-affinity, one for a VM-host rule.

@@ -187,6 +187,7 @@ pub struct Schedule {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleCreate {
     /// Unique; 1..=63 characters.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub name: String,
     pub action: ScheduledAction,
     /// Required for `once`; for a recurrence, its first run is not before it.

@@ -87,9 +87,11 @@ pub struct Disk {
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
     pub datastore_id: DatastoreId,
+    #[schema(minimum = 1048576, maximum = 70368744177664_u64)]
     pub size_bytes: u64,
     /// File name inside the datastore; defaults to `<vm name>-<index>.qcow2`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub path: Option<String>,
 }
 
@@ -134,9 +136,11 @@ pub enum MigrationMode {
 #[serde(deny_unknown_fields)]
 pub struct MigrationPolicy {
     #[serde(default = "default_max_downtime_ms")]
+    #[schema(minimum = 1, maximum = 60000)]
     pub max_downtime_ms: u32,
     /// 0 means no cap.
     #[serde(default)]
+    #[schema(maximum = 1000000)]
     pub max_bandwidth_mbps: u32,
     #[serde(default = "default_mode")]
     pub mode: MigrationMode,
@@ -144,6 +148,7 @@ pub struct MigrationPolicy {
     pub allow_throttle: bool,
     /// 0 lets Ferry decide.
     #[serde(default)]
+    #[schema(maximum = 16)]
     pub parallel_channels: u8,
 }
 
@@ -212,21 +217,28 @@ where
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmCreate {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub name: String,
     /// Where the VM lives; omitted: the host's cluster, or the `default` cluster.
     #[serde(default)]
     pub cluster_id: Option<ClusterId>,
     #[serde(default)]
     pub host_id: Option<HostId>,
+    #[schema(minimum = 1, maximum = 256)]
     pub vcpus: u32,
+    #[schema(minimum = 16, maximum = 6291456)]
     pub memory_mib: u64,
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub cpu_model: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub machine_type: Option<String>,
     #[serde(default)]
+    #[schema(max_items = 16)]
     pub disks: Vec<DiskSpec>,
     #[serde(default)]
+    #[schema(max_items = 8)]
     pub nics: Vec<NicSpec>,
     #[serde(default)]
     pub boot: Option<Boot>,
@@ -239,6 +251,8 @@ pub const MAX_VCPUS: u32 = 256;
 pub const MIN_MEMORY_MIB: u64 = 16;
 pub const MAX_MEMORY_MIB: u64 = 6 * 1024 * 1024;
 pub const MAX_DISKS: usize = 16;
+/// A migration's bandwidth cap at most (1 Tbit/s); 0 is no cap.
+pub const MAX_BANDWIDTH_MBPS: u32 = 1_000_000;
 pub const MAX_NICS: usize = 8;
 pub const DEFAULT_CPU_MODEL: &str = "qemu64";
 pub const DEFAULT_MACHINE_TYPE: &str = "q35";

@@ -28,6 +28,7 @@ const MANAGED: &[&str] = &[
     "chromium",
     "chromedriver",
     "promtool",
+    "python3",
 ];
 
 /// The machine's Debian mirror as the fixture's apt sources name it.
@@ -63,6 +64,7 @@ case ${args[0]} in
         chromium) stub chromium true ;;
         chromium-driver) stub chromedriver true ;;
         prometheus) stub promtool true ;;
+        python3-venv) stub python3 true ;;
         *) echo "E: Unable to locate package $p" >&2; exit 100 ;;
       esac
     done ;;
@@ -506,7 +508,14 @@ fn guest_packages_already_cached_are_not_downloaded_again() {
 }
 
 /// The test target's extra tools (`FERRY_DEPS=test`, as `make test-deps` runs it).
-const TEST_TOOLS: &[&str] = &["node", "npm", "chromium", "chromedriver", "promtool"];
+const TEST_TOOLS: &[&str] = &[
+    "node",
+    "npm",
+    "chromium",
+    "chromedriver",
+    "promtool",
+    "python3",
+];
 
 #[test]
 fn test_deps_on_a_machine_without_them_install_node_npm_chromium_its_driver_and_promtool() {
@@ -517,7 +526,7 @@ fn test_deps_on_a_machine_without_them_install_node_npm_chromium_its_driver_and_
         m.apt_calls(),
         vec![
             UPDATE.to_string(),
-            install_plain("nodejs npm chromium chromium-driver prometheus")
+            install_plain("nodejs npm chromium chromium-driver prometheus python3-venv")
         ]
     );
     for t in TEST_TOOLS {
@@ -589,4 +598,48 @@ fn web_deps_run_npm_ci_once_per_lockfile_and_name_what_is_missing() {
         0,
     );
     assert_eq!(m.apt_calls().len(), 2);
+}
+
+#[test]
+fn contract_deps_make_the_schemathesis_venv_once_per_requirements_and_name_what_is_missing() {
+    let m = Machine::complete();
+    let req = m.path("contract-requirements.txt");
+    std::fs::write(&req, "schemathesis==4.32.5\n").unwrap();
+    let venv = m.path("venv");
+    let env = [
+        ("FERRY_CONTRACT_REQUIREMENTS", req.to_str().unwrap()),
+        ("FERRY_CONTRACT_VENV", venv.to_str().unwrap()),
+    ];
+    // No python3: it says how to get it, and fails.
+    let o = m.run("deploy/contract-deps.sh", &[], &env);
+    assert_exit(&o, 1);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("make test-deps"),
+        "{}",
+        text(&o)
+    );
+    // A python3 whose venv module makes a pip that records its calls and
+    // installs the schemathesis command, as pip does.
+    m.script(
+        "python3",
+        r##"#!/bin/sh
+[ "$1" = -c ] && exit 0
+[ "$1 $2" = "-m venv" ] || exit 2
+mkdir -p "$3/bin"
+printf '#!/bin/sh\necho "pip $*" >>"$FAKE_LOG"\nprintf "#!/bin/sh\\n" >"%s/bin/schemathesis"; chmod +x "%s/bin/schemathesis"\n' "$3" "$3" >"$3/bin/pip"
+chmod +x "$3/bin/pip"
+"##,
+    );
+    assert_exit(&m.run("deploy/contract-deps.sh", &[], &env), 0);
+    assert_exit(&m.run("deploy/contract-deps.sh", &[], &env), 0);
+    let pip = format!(
+        "pip install --quiet --disable-pip-version-check -r {}",
+        req.display()
+    );
+    assert_eq!(m.apt_calls(), vec![pip.clone()], "pip runs once");
+    assert!(venv.join("bin/schemathesis").exists());
+    // Changed requirements install again, into a fresh environment.
+    std::fs::write(&req, "schemathesis==4.33.0\n").unwrap();
+    assert_exit(&m.run("deploy/contract-deps.sh", &[], &env), 0);
+    assert_eq!(m.apt_calls(), vec![pip.clone(), pip]);
 }

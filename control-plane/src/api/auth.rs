@@ -1,5 +1,5 @@
 //! Bearer-token authentication and role checks. Every `/api/v1` call but health
-//! needs `Authorization: Bearer <token>`; handlers state the role they need.
+//! and `/problems` needs `Authorization: Bearer <token>`; handlers state the role they need.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -50,7 +50,9 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     // Mounted under `/api/v1`, so the path seen here has that prefix stripped.
-    if req.uri().path() == "/health" {
+    // Public: health, and the problem types' documentation.
+    let path = req.uri().path();
+    if path == "/health" || path == "/problems" || path.starts_with("/problems/") {
         return Ok(next.run(req).await);
     }
     // The event stream also opens with a single-use ticket (`POST /events/tickets`):

@@ -31,8 +31,8 @@ pub struct EventParams {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// `/events` only: the newest first (the cursor then pages to older ones; `since`
-    /// is not allowed with it).
+    /// `/events` only: the newest first (the cursor then pages to older ones, down
+    /// to `since` if given).
     pub newest_first: Option<bool>,
     /// `/events/stream` only: a ticket from `POST /events/tickets`, instead of the
     /// `Authorization` header (single use, 60 s).
@@ -69,18 +69,16 @@ pub async fn list(
     ApiQuery(q): ApiQuery<EventParams>,
 ) -> ApiResult<Json<Page<Event>>> {
     if q.newest_first == Some(true) {
-        if q.since.is_some() {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "since cannot be combined with newest_first",
-            ));
-        }
+        // `since` bounds the pages from below: the newest first, down to it.
+        q.after()?;
         let page = PageReq {
             limit: q.page().limit()?,
             after: q.page().by_seq()?.after,
         };
         return Ok(Json(
-            app.db.event_list_newest(page, q.kind.as_deref()).await?,
+            app.db
+                .event_list_newest(page, q.since, q.kind.as_deref())
+                .await?,
         ));
     }
     let page = PageReq {

@@ -61,8 +61,7 @@ pub async fn cancel(
 }
 
 #[utoipa::path(operation_id = "maintenance_exit", delete, path = "/api/v1/hosts/{id}/maintenance", tag = "maintenance",
-    params(("id" = String, Path, format = Uuid)),
-    params(ExitParams),
+    params(("id" = String, Path, format = Uuid), ExitParams),
     responses((status = 200, body = MaintenanceExit), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn exit(
     State(app): State<App>,

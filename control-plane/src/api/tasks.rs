@@ -22,9 +22,10 @@ pub struct TaskListParams {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Only tasks in this state.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<TaskState>)]
     pub state: Option<TaskState>,
     /// Only tasks of this kind (e.g. `vm.power`, `host.maintenance`), 1..63 characters.
+    #[param(min_length = 1, max_length = 63)]
     pub kind: Option<String>,
     /// Only tasks acting on this object (a VM's, host's or cluster's id).
     #[param(value_type = Option<String>, format = Uuid)]
@@ -40,7 +41,7 @@ pub async fn list(
 ) -> ApiResult<Json<Page<Task>>> {
     if q.kind
         .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > 63)
+        .is_some_and(|k| k.is_empty() || k.chars().count() > 63)
     {
         return Err(ApiError::bad_request(
             "invalid_query",

@@ -29,9 +29,10 @@ pub struct VmListParams {
     #[param(value_type = Option<String>, format = Uuid)]
     pub cluster_id: Option<ClusterId>,
     /// Only VMs in this power state.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<ferry_api::vm::PowerState>)]
     pub power_state: Option<ferry_api::vm::PowerState>,
     /// Only VMs whose name contains this (any case; 1..63 characters).
+    #[param(min_length = 1, max_length = 63)]
     pub q: Option<String>,
     /// The order: `id` (default), `name`, `memory_mib` or `created_at`; a leading
     /// `-` reverses it. A cursor belongs to the order that made it.
@@ -64,7 +65,10 @@ pub async fn list(
             Some(c) => Some(sort.parse_cursor(c).ok_or_else(|| invalid_cursor(c))?),
         },
     };
-    if q.q.as_ref().is_some_and(|s| s.is_empty() || s.len() > 63) {
+    if q.q
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.chars().count() > 63)
+    {
         return Err(crate::error::ApiError::bad_request(
             "invalid_query",
             "q must be 1..63 characters",
@@ -147,6 +151,7 @@ pub async fn power(
 #[into_params(parameter_in = Query)]
 pub struct ConsoleParams {
     /// How many bytes of the console's tail (default 65536, at most 1 MiB).
+    #[param(minimum = 1, maximum = 1048576)]
     pub bytes: Option<u32>,
 }
 

@@ -286,12 +286,7 @@ impl App {
             .policy
             .clone()
             .unwrap_or_else(|| vm.migration_policy.clone());
-        if !(1..=60_000).contains(&policy.max_downtime_ms) {
-            return Err(ApiError::unprocessable(
-                "out_of_range",
-                "policy.max_downtime_ms must be 1..60000",
-            ));
-        }
+        super::vms::validate_policy(&policy, "policy")?;
         let candidates: Vec<Host> = match req.destination_host_id {
             Some(d) => vec![self.db.host_fetch(d).await?.ok_or_else(|| {
                 ApiError::unprocessable("unknown_host", format!("no host with id {d}"))

@@ -143,24 +143,7 @@ impl App {
             }
         };
         let policy = req.migration_policy.unwrap_or_default();
-        if !(1..=60_000).contains(&policy.max_downtime_ms) {
-            return Err(ApiError::unprocessable(
-                "out_of_range",
-                format!(
-                    "migration_policy.max_downtime_ms must be 1..60000, not {}",
-                    policy.max_downtime_ms
-                ),
-            ));
-        }
-        if policy.parallel_channels > 16 {
-            return Err(ApiError::unprocessable(
-                "out_of_range",
-                format!(
-                    "migration_policy.parallel_channels must be 0..16, not {}",
-                    policy.parallel_channels
-                ),
-            ));
-        }
+        validate_policy(&policy, "migration_policy")?;
 
         let new = NewVm {
             name: req.name.clone(),
@@ -294,6 +277,36 @@ fn validate_boot(b: &Boot, disks: usize) -> ApiResult<()> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// A migration policy's bounds (`prefix` names it in the error).
+pub fn validate_policy(policy: &vm::MigrationPolicy, prefix: &str) -> ApiResult<()> {
+    let bad = |what: String| {
+        Err(ApiError::unprocessable(
+            "out_of_range",
+            format!("{prefix}.{what}"),
+        ))
+    };
+    if !(1..=60_000).contains(&policy.max_downtime_ms) {
+        return bad(format!(
+            "max_downtime_ms must be 1..60000, not {}",
+            policy.max_downtime_ms
+        ));
+    }
+    if policy.parallel_channels > 16 {
+        return bad(format!(
+            "parallel_channels must be 0..16, not {}",
+            policy.parallel_channels
+        ));
+    }
+    if policy.max_bandwidth_mbps > vm::MAX_BANDWIDTH_MBPS {
+        return bad(format!(
+            "max_bandwidth_mbps must be 0..{} (0: no cap), not {}",
+            vm::MAX_BANDWIDTH_MBPS,
+            policy.max_bandwidth_mbps
+        ));
     }
     Ok(())
 }

@@ -117,13 +117,18 @@ impl Db {
 
     /// Events after `seq` (oldest first), optionally of one kind prefix.
     /// Newest first: events before `page.after` (a `seq`), or the latest ones.
+    /// The newest first, down to (not including) `since`.
     pub async fn event_list_newest(
         &self,
         page: PageReq<i64>,
+        since: Option<i64>,
         kind_prefix: Option<&str>,
     ) -> sqlx::Result<ferry_api::Page<Event>> {
         let mut q = sqlx::QueryBuilder::new(format!("{SELECT} WHERE seq < "));
         q.push_bind(page.after.unwrap_or(i64::MAX));
+        if let Some(s) = since {
+            q.push(" AND seq > ").push_bind(s);
+        }
         if let Some(k) = kind_prefix {
             q.push(" AND left(kind, ")
                 .push_bind(k.chars().count() as i32)
