@@ -27,4 +27,8 @@ pub struct Event {
     pub task_id: Option<TaskId>,
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    /// Who caused it: the token of the request that did (directly, or through the
+    /// operation it started); `None` for what the system did on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<crate::audit::Actor>,
 }

@@ -5,6 +5,7 @@
 //! View types live apart from database rows (the control plane converts rows into
 //! these at the edge), so the wire contract in `shared/API.md` is written down once.
 
+pub mod audit;
 pub mod cluster;
 pub mod datastore;
 pub mod drs;

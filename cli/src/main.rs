@@ -95,6 +95,8 @@ pub enum Command {
     },
     /// Events; `--follow` streams new ones as they happen.
     Events(commands::events::EventArgs),
+    /// The audit trail (admin only): who changed what, from where, how it ended.
+    Audit(commands::audit::AuditArgs),
     /// API tokens (admin only): list, create, delete.
     #[command(alias = "token")]
     Tokens {

@@ -20,7 +20,10 @@ impl EventBus {
         Self { db, tx }
     }
 
-    pub async fn record(&self, e: NewEvent) {
+    pub async fn record(&self, mut e: NewEvent) {
+        if e.actor.is_none() {
+            e.actor = crate::audit::current();
+        }
         match self.db.event_insert(&e).await {
             Ok(ev) => {
                 tracing::info!(kind = ev.kind, seq = ev.seq, "{}", ev.message);

@@ -2,10 +2,11 @@
 //! the inventory in PostgreSQL (`db`, one module per resource), the certificate
 //! authority that gives agents their identities (`ca`), the embedded PostgreSQL
 //! launcher (`embedded_pg`), the event log and stream (`events`) and the loops that
-//! watch hosts (`monitor`). `server` wires them together.
+//! watch hosts (`monitor`), the audit trail (`audit`). `server` wires them together.
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod ca;
 pub mod config;
 pub mod db;

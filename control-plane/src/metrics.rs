@@ -42,6 +42,8 @@ pub struct Metrics {
     pub reports: AtomicU64,
     pub heartbeats: AtomicU64,
     pub facts_pulled: AtomicU64,
+    /// Change requests the audit trail failed to record.
+    pub audit_write_failures: AtomicU64,
     /// `method`, `route`, `status`.
     pub http: Histogram,
     /// Completed migrations: `strategy`.
@@ -71,6 +73,7 @@ impl Default for Metrics {
             reports: AtomicU64::new(0),
             heartbeats: AtomicU64::new(0),
             facts_pulled: AtomicU64::new(0),
+            audit_write_failures: AtomicU64::new(0),
             http: Histogram::new(HTTP_BUCKETS),
             migration_seconds: Histogram::new(MIGRATION_BUCKETS),
             migration_downtime: Histogram::new(DOWNTIME_BUCKETS),
@@ -140,6 +143,11 @@ impl Metrics {
             "ferry_host_facts_pulled_total",
             "Host facts pulled by reconcile.",
             &c(&self.facts_pulled),
+        );
+        e.counter(
+            "ferry_audit_write_failures_total",
+            "Change requests the audit trail failed to record.",
+            &c(&self.audit_write_failures),
         );
         e.histogram(
             "ferry_http_request_duration_seconds",

@@ -140,8 +140,12 @@ async fn serve(
         .await
         .with_context(|| format!("bind HTTP listener {}", config.http_listen))?;
     let http_addr = http_listener.local_addr()?;
-    let http = axum::serve(http_listener, api::router(app.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    // The peer's address reaches the audit trail.
+    let http = axum::serve(
+        http_listener,
+        api::router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
 
     // Port 0 asks the kernel for a free port; whoever started us learns the ports from
     // this file (written once both listeners are bound, so its presence means "bound").

@@ -1,5 +1,6 @@
 //! One module per resource; `run` dispatches.
 
+pub mod audit;
 pub mod clusters;
 pub mod drs;
 pub mod events;
@@ -123,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Networks => inventory::networks(&ctx).await,
         Command::Tasks { cmd } => tasks::run(&ctx, cmd).await,
         Command::Events(args) => events::run(&ctx, args).await,
+        Command::Audit(args) => audit::run(&ctx, args).await,
         Command::Tokens { cmd } => tokens::run(&ctx, cmd).await,
         Command::Migrations { cmd } => migrations::run(&ctx, cmd).await,
         Command::Health => {

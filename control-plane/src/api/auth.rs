@@ -46,7 +46,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 pub async fn authenticate(
     State(app): State<App>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     // Mounted under `/api/v1`, so the path seen here has that prefix stripped.
@@ -76,8 +76,7 @@ pub async fn authenticate(
         let (token_id, role) = app.stream_ticket_redeem(ticket).ok_or_else(|| {
             ApiError::unauthorized("the ticket is not valid (used, expired or unknown)")
         })?;
-        req.extensions_mut().insert(Caller { token_id, role });
-        return Ok(next.run(req).await);
+        return Ok(run_as(req, next, Caller { token_id, role }).await);
     }
     let header = req
         .headers()
@@ -99,6 +98,19 @@ pub async fn authenticate(
         .token_authenticate(token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
-    req.extensions_mut().insert(Caller { token_id, role });
-    Ok(next.run(req).await)
+    Ok(run_as(req, next, Caller { token_id, role }).await)
+}
+
+/// Handles `req` for `caller`: handlers read it, the audit layer records it, and
+/// what the request causes (events, the operations it starts) carries it.
+async fn run_as(mut req: Request, next: Next, caller: Caller) -> Response {
+    let acting = crate::audit::Acting {
+        token_id: caller.token_id,
+        role: caller.role,
+    };
+    if let Some(slot) = req.extensions().get::<crate::audit::CallerSlot>() {
+        slot.set(acting);
+    }
+    req.extensions_mut().insert(caller);
+    crate::audit::acting_as(acting, next.run(req)).await
 }

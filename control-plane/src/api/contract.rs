@@ -34,7 +34,9 @@ const UUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 fn cursor_schema(operation_id: &str) -> Option<Value> {
     Some(match operation_id {
         // Sequence numbers.
-        "events_list" | "events_stream" => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
+        "events_list" | "events_stream" | "audit_list" => {
+            json!({"type": "string", "pattern": "^[0-9]{1,18}$"})
+        }
         // Creation time (µs) and id.
         "tasks_list" => {
             json!({"type": "string", "pattern": format!("^[0-9]{{1,15}}_{}", &UUID_PATTERN[1..])})

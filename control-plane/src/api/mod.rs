@@ -2,6 +2,7 @@
 //! from the handlers, authentication, and the dashboard placeholder at `/`.
 //! One module per resource; handlers parse input, call `App`, convert the result.
 
+pub mod audit;
 pub mod auth;
 pub mod clusters;
 pub mod contract;
@@ -57,6 +58,7 @@ use crate::error::ApiError;
         events::list, events::stream, events::ticket,
         tokens::create, tokens::list, tokens::delete, tokens::whoami,
         problems::list, problems::get,
+        audit::list,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -83,6 +85,7 @@ pub fn router(app: App) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/problems", get(problems::list))
         .route("/problems/{code}", get(problems::get))
+        .route("/audit", get(audit::list))
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::get))
         .route(
@@ -157,6 +160,11 @@ pub fn router(app: App) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::authenticate,
+        ))
+        // Outside authentication, so a refused (401) change is recorded too.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::audit::record,
         ));
 
     Router::new()
@@ -178,7 +186,14 @@ pub fn router(app: App) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Spans name the path, never the query: an event-stream ticket travels there.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
 }
 
 async fn openapi(_caller: Caller) -> Json<&'static serde_json::Value> {

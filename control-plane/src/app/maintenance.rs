@@ -285,7 +285,7 @@ impl App {
         }
         tx.commit().await?;
         let app = self.clone();
-        tokio::spawn(async move {
+        crate::audit::spawn(async move {
             crate::saga::start::<evacuate::Evacuate>(&app, saga, params).await;
         });
         self.maintenance_get(host_id).await

@@ -200,7 +200,7 @@ impl App {
             )
             .await;
         let app = self.clone();
-        tokio::spawn(async move { migrate::run(app, saga, params).await });
+        crate::audit::spawn(async move { migrate::run(app, saga, params).await });
         self.migration_get(id).await
     }
 

@@ -91,7 +91,7 @@ impl App {
         }
         tx.commit().await?;
         let app = self.clone();
-        tokio::spawn(async move {
+        crate::audit::spawn(async move {
             app.run_power(task_id, vm, host_id, host.address, action, spec)
                 .await
         });

@@ -18,6 +18,7 @@ pub struct EventRow {
     pub vm_id: Option<Uuid>,
     pub task_id: Option<Uuid>,
     pub data: serde_json::Value,
+    pub actor: Option<serde_json::Value>,
 }
 
 impl From<EventRow> for Event {
@@ -36,6 +37,7 @@ impl From<EventRow> for Event {
             vm_id: r.vm_id.map(VmId),
             task_id: r.task_id.map(TaskId),
             data: r.data,
+            actor: r.actor.and_then(|a| serde_json::from_value(a).ok()),
         }
     }
 }
@@ -50,6 +52,9 @@ pub struct NewEvent {
     pub vm_id: Option<VmId>,
     pub task_id: Option<TaskId>,
     pub data: serde_json::Value,
+    /// Who caused it (the bus fills in the caller of the request or operation
+    /// it is recorded for).
+    pub actor: Option<crate::audit::Acting>,
 }
 
 impl NewEvent {
@@ -62,6 +67,7 @@ impl NewEvent {
             vm_id: None,
             task_id: None,
             data: serde_json::json!({}),
+            actor: None,
         }
     }
 
@@ -89,7 +95,7 @@ impl NewEvent {
 }
 
 const SELECT: &str =
-    "SELECT seq, at, kind, severity, message, host_id, vm_id, task_id, data FROM events";
+    "SELECT seq, at, kind, severity, message, host_id, vm_id, task_id, data, actor FROM events";
 
 impl Db {
     pub async fn event_insert(&self, e: &NewEvent) -> sqlx::Result<Event> {
@@ -99,9 +105,11 @@ impl Db {
             Severity::Error => "error",
         };
         let row: EventRow = sqlx::query_as(
-            "INSERT INTO events (kind, severity, message, host_id, vm_id, task_id, data) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             RETURNING seq, at, kind, severity, message, host_id, vm_id, task_id, data",
+            "INSERT INTO events (kind, severity, message, host_id, vm_id, task_id, data, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, \
+               CASE WHEN $8::uuid IS NULL THEN NULL ELSE jsonb_build_object('token_id', $8::uuid, \
+                 'name', coalesce((SELECT name FROM api_tokens WHERE id = $8::uuid), ''), 'role', $9::text) END) \
+             RETURNING seq, at, kind, severity, message, host_id, vm_id, task_id, data, actor",
         )
         .bind(e.kind)
         .bind(severity)
@@ -110,6 +118,8 @@ impl Db {
         .bind(e.vm_id.map(|v| v.0))
         .bind(e.task_id.map(|t| t.0))
         .bind(&e.data)
+        .bind(e.actor.map(|a| a.token_id.0))
+        .bind(e.actor.map(|a| a.role.as_str()))
         .fetch_one(&self.pool)
         .await?;
         Ok(row.into())

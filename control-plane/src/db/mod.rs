@@ -2,6 +2,7 @@
 //! (`host_fetch`, `vm_insert`, ...). Handlers never hold SQL; they call these.
 //! Rows become API views (`ferry_api`) here, at the edge of the database.
 
+pub mod audit;
 pub mod ca;
 pub mod clusters;
 pub mod datastores;
