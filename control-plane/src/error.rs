@@ -122,13 +122,27 @@ impl std::error::Error for ApiError {}
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                tracing::warn!("database unavailable: {e}");
-                Self::unavailable("the database is busy or unavailable; retry shortly")
-            }
-            _ => Self::internal(e),
+        if database_unavailable(&e) {
+            tracing::warn!("database unavailable: {e}");
+            Self::unavailable("the database is busy or unavailable; retry shortly")
+        } else {
+            Self::internal(e)
         }
+    }
+}
+
+/// Whether `e` says the database cannot be reached now (rather than that a
+/// statement failed): no connection to be had, the connection lost, the server
+/// shutting down or refusing connections. A 503 with `Retry-After`, not a 500.
+pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        // SQLSTATE 08: connection exception; 57P01-03: the server shutting down,
+        // crashed, not accepting connections yet; 53300: too many connections.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 
@@ -182,5 +196,26 @@ pub fn is_unique_violation(e: &sqlx::Error, constraint: Option<&str>) -> bool {
                 && constraint.is_none_or(|c| db.constraint() == Some(c))
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_out_of_reach_is_503_a_failed_statement_500() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(database_unavailable(&refused));
+        assert!(database_unavailable(&sqlx::Error::PoolTimedOut));
+        assert_eq!(
+            ApiError::from(refused).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(!database_unavailable(&sqlx::Error::RowNotFound));
+        assert_eq!(
+            ApiError::from(sqlx::Error::RowNotFound).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -130,6 +130,7 @@ async fn migrations_apply_to_an_empty_database_once() {
         tables,
         [
             "api_tokens",
+            "audit",
             "certificate_authority",
             "clusters",
             "datastores",
@@ -163,4 +164,86 @@ async fn migrations_apply_to_an_empty_database_once() {
         .await
         .unwrap();
     assert_eq!(applied as usize, migrator.iter().count());
+}
+
+/// PostgreSQL stopped under a running control plane (issue #13 item 5, its API
+/// part): every answer is 503 `unavailable` with `Retry-After`, never a 500 or a
+/// hang; once the database is back the same process answers again, no restart.
+#[tokio::test]
+async fn the_api_answers_503_while_its_database_is_down_and_recovers_without_a_restart() {
+    use ferry_control_plane::embedded_pg::EmbeddedPg;
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-test-")
+        .tempdir()
+        .unwrap();
+    let cp = ControlPlane::start(dir.path(), CpOptions::default()).await;
+    let pid = cp.proc.pid();
+    let api = cp.api();
+    assert_eq!(
+        api.post("/clusters", &json!({"name": "before"}))
+            .await
+            .status,
+        201
+    );
+    // The control plane's own cluster, adopted here, stopped (fast shutdown: its
+    // sessions end, new connections are refused).
+    let data_dir = cp.data_dir.clone();
+    let pg = tokio::task::spawn_blocking(move || {
+        let pg = EmbeddedPg::start(&data_dir, None).expect("adopt the cluster");
+        pg.stop().expect("stop PostgreSQL");
+    });
+    pg.await.unwrap();
+    assert!(!postmaster_running(&cp.data_dir));
+    for (method, path, body) in [
+        ("GET", "/clusters", None),
+        ("GET", "/vms", None),
+        ("POST", "/clusters", Some(json!({"name": "during"}))),
+    ] {
+        let t0 = std::time::Instant::now();
+        let r = match body {
+            None => api.get(path).await,
+            Some(b) => api.post(path, &b).await,
+        };
+        r.assert_problem(503, "unavailable");
+        println!("{method} {path}: 503 in {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(15),
+            "{method} {path} took {:?}",
+            t0.elapsed()
+        );
+    }
+    let raw = reqwest::get(format!("{}/api/v1/health", cp.http))
+        .await
+        .unwrap();
+    assert!(raw.status().is_success(), "health needs no database");
+    // Back: the same process answers, and writes.
+    let data_dir = cp.data_dir.clone();
+    tokio::task::spawn_blocking(move || EmbeddedPg::start(&data_dir, None).map(|_| ()))
+        .await
+        .unwrap()
+        .expect("start PostgreSQL again");
+    ferry_tests::wait_for(
+        "the API to answer again",
+        std::time::Duration::from_secs(30),
+        || {
+            let api = api.clone();
+            async move { (api.get("/clusters").await.status == 200).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        api.post("/clusters", &json!({"name": "after"}))
+            .await
+            .status,
+        201
+    );
+    let names: Vec<String> = api.ok("/clusters?limit=100").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"before".to_string()) && names.contains(&"after".to_string()));
+    assert!(!names.contains(&"during".to_string()), "{names:?}");
+    assert_eq!(cp.proc.pid(), pid, "the control plane was not restarted");
 }
