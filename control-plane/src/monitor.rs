@@ -1,6 +1,7 @@
 //! The loops that keep the inventory true without being asked:
 //! * liveness: hosts whose heartbeats stop become `disconnected` after
-//!   `--host-timeout`, with an event (heartbeats bring them back);
+//!   `--host-timeout`, with an event (heartbeats bring them back); after the
+//!   database was away, hosts get one timeout to be heard before judged again;
 //! * reconcile: every `--reconcile-interval` the control plane pulls each reachable
 //!   host's facts over mutual TLS and stores them if newer, so a lost push heals
 //!   itself (DESIGN principle 2: reports arrive by push and by pull), and copies
@@ -18,13 +19,34 @@ pub async fn liveness_loop(app: App, stop: CancellationToken) {
         (app.config.host_timeout / 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // While the database is away no heartbeat can be recorded: once it is back,
+    // hosts get one host timeout to send one before they are judged again (else
+    // every host would be "disconnected" at the moment the database returns).
+    let mut database_away = false;
+    let mut grace_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
+        if database_away {
+            if app.db.ping().await.is_err() {
+                continue;
+            }
+            database_away = false;
+            grace_until = Some(tokio::time::Instant::now() + app.config.host_timeout);
+            tracing::info!(
+                "database reachable again: hosts are judged by their heartbeats again in {} s",
+                app.config.host_timeout.as_secs()
+            );
+        }
+        if grace_until.is_some_and(|g| tokio::time::Instant::now() < g) {
+            continue;
+        }
+        grace_until = None;
         if let Err(e) = app.hosts_check_timeouts().await {
             tracing::warn!("host liveness check failed: {e:#}");
+            database_away = true;
         }
     }
 }

@@ -328,6 +328,16 @@ impl Env {
     /// A lab with `hosts` namespaces and a control plane on a fresh database whose
     /// gRPC listens on the fabric. `cp_args` are extra control-plane flags.
     pub async fn new(hosts: u8, cp_args: &[&str]) -> Self {
+        Self::start(hosts, cp_args, false).await
+    }
+
+    /// As `new`, but the control plane runs its own embedded PostgreSQL in its
+    /// data dir (a test may stop and start it: `embedded_pg::EmbeddedPg`).
+    pub async fn with_embedded_db(hosts: u8, cp_args: &[&str]) -> Self {
+        Self::start(hosts, cp_args, true).await
+    }
+
+    async fn start(hosts: u8, cp_args: &[&str], embedded_db: bool) -> Self {
         // FERRY_TEST_KEEP=1 keeps each test's directory (logs, state) for a look.
         let dir = tempfile::Builder::new()
             .prefix("ferry-test-")
@@ -339,7 +349,7 @@ impl Env {
         let cp = ControlPlane::start(
             dir.path(),
             CpOptions {
-                database_url: Some(db.url()),
+                database_url: (!embedded_db).then(|| db.url()),
                 grpc_ip: Some(lab.fabric_ip()),
                 args: cp_args.iter().map(|s| s.to_string()).collect(),
             },

@@ -126,6 +126,14 @@ pub struct HostFilter {
 }
 
 impl Db {
+    /// Whether the database answers (a round trip).
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
     pub async fn host_list(
         &self,
         page: PageReq<Uuid>,
