@@ -134,12 +134,18 @@ pub async fn record(State(app): State<App>, mut req: Request, next: Next) -> Res
             .into_response(),
         ),
     };
-    let status = resp.status().as_u16();
-    // The answer: a problem's code, or the id of what was made.
-    let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .unwrap_or_default();
+    // The answer: a problem's code, or the id of what was made. (Change answers
+    // are small JSON; one that cannot be read whole is a failure, said as one.)
+    let (parts, bytes) = match read_answer(resp).await {
+        Ok(read) => read,
+        Err(e) => {
+            let err = ApiError::internal(e);
+            let body = serde_json::to_vec(&err.problem()).unwrap_or_default();
+            let (parts, _) = err.into_response().into_parts();
+            (parts, axum::body::Bytes::from(body))
+        }
+    };
+    let status = parts.status.as_u16();
     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let code = (status >= 400)
         .then(|| answer["code"].as_str().map(str::to_string))
@@ -173,6 +179,17 @@ pub async fn record(State(app): State<App>, mut req: Request, next: Next) -> Res
         );
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// An answer's head and whole body.
+async fn read_answer(
+    resp: Response,
+) -> Result<(axum::http::response::Parts, axum::body::Bytes), String> {
+    let (parts, body) = resp.into_parts();
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map(|b| (parts, b))
+        .map_err(|e| format!("read the answer to record it: {e}"))
 }
 
 /// The body as recorded (always an object): JSON with secrets removed, reduced
