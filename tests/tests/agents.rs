@@ -238,7 +238,15 @@ async fn heartbeat_loss_and_return_and_restart_keeps_identity() {
     let lost = env.wait_host_state("host-a", "disconnected", T).await;
     assert_eq!(lost["id"], first["id"]);
     let api = env.api();
-    let ev = api.ok("/events?kind=host.disconnected").await;
+    // The event follows the state change (recorded just after it).
+    let ev = wait_for("the host.disconnected event", T, || {
+        let api = api.clone();
+        async move {
+            let ev = api.ok("/events?kind=host.disconnected").await;
+            (!ev["items"].as_array()?.is_empty()).then_some(ev)
+        }
+    })
+    .await;
     assert_eq!(ev["items"].as_array().unwrap().len(), 1);
     assert_eq!(ev["items"][0]["host_id"], first["id"]);
 
@@ -247,7 +255,14 @@ async fn heartbeat_loss_and_return_and_restart_keeps_identity() {
     let back = env.wait_host_state("host-a", "connected", T).await;
     assert_eq!(back["id"], first["id"]);
     assert_eq!(api.ok("/hosts").await["items"].as_array().unwrap().len(), 1);
-    let ev = api.ok("/events?kind=host.connected").await;
+    let ev = wait_for("the host.connected event", T, || {
+        let api = api.clone();
+        async move {
+            let ev = api.ok("/events?kind=host.connected").await;
+            (!ev["items"].as_array()?.is_empty()).then_some(ev)
+        }
+    })
+    .await;
     assert_eq!(ev["items"].as_array().unwrap().len(), 1);
     assert_eq!(
         api.ok("/events?kind=host.joined").await["items"]
