@@ -83,28 +83,19 @@ async fn a_wrong_method_names_the_allowed_ones_and_problem_types_are_served_here
     let problem: serde_json::Value = r.json().await.unwrap();
     assert_eq!(problem["code"], "method_not_allowed");
     assert_eq!(problem["type"], "/api/v1/problems/method_not_allowed");
-    // The type's page, without a token.
-    let page: serde_json::Value = http
-        .get(format!(
-            "{}{}",
-            c.api.base,
-            problem["type"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The type's page.
+    // Without a token: plain GETs.
+    let public = |path: String| {
+        let (http, url) = (http.clone(), format!("{}{path}", c.api.base));
+        async move {
+            let v: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            v
+        }
+    };
+    let page = public(problem["type"].as_str().unwrap().to_string()).await;
     assert_eq!(page["status"], 405, "{page}");
     assert!(page["description"].as_str().unwrap().contains("Allow"));
-    let all: Vec<serde_json::Value> = http
-        .get(format!("{}/api/v1/problems", c.api.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = public("/api/v1/problems".into()).await;
+    let all = all.as_array().unwrap();
     assert!(all.len() > 40, "{} problem types", all.len());
 }
