@@ -71,6 +71,33 @@ YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi\n\
 ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==\n\
 -----END DH PARAMETERS-----\n";
 
+/// Puts `data` at `path` so that a reader sees the old file or the new one,
+/// never a part: two migrations of this host prepare their TLS objects at the
+/// same moment, and a QEMU reading a file another one was truncating failed
+/// with "Base64 unexpected header error" (seen in CI). Unchanged files are left
+/// alone; changed ones are written beside and renamed over.
+fn replace_file(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if std::fs::read(path).is_ok_and(|old| old == data) {
+        return Ok(());
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::write(&tmp, data)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 impl QemuVms {
     /// This host's identity laid out as QEMU's `tls-creds-x509` expects it (the
     /// cluster CA, and the host's CA-issued certificate as both server and client).
@@ -91,13 +118,12 @@ impl QemuVms {
             ("server-key.pem", &key),
             ("client-key.pem", &key),
         ] {
-            std::fs::write(dir.join(name), data)?;
             let mode = if name.ends_with("-key.pem") {
                 0o600
             } else {
                 0o644
             };
-            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(mode))?;
+            replace_file(&dir.join(name), data, mode)?;
         }
         Ok(dir)
     }
@@ -530,6 +556,39 @@ async fn set_capabilities(
 #[cfg(test)]
 mod tests {
     use super::DH_PARAMS_PEM;
+
+    /// Two migrations prepare the same TLS directory at once (CI saw QEMU read
+    /// a half-written DH file): readers see one whole version or the other.
+    #[test]
+    fn a_file_being_replaced_is_never_seen_in_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dh-params.pem");
+        let a = vec![b'a'; 256 * 1024];
+        let b = vec![b'b'; 128 * 1024];
+        super::replace_file(&path, &a, 0o644).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|data| {
+                let (path, stop) = (path.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        super::replace_file(&path, &data, 0o644).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..2000 {
+            let seen = std::fs::read(&path).unwrap();
+            assert!(seen == a || seen == b, "read {} bytes", seen.len());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+    }
 
     /// The embedded parameters are RFC 7919's `ffdhe2048`: its prime begins (and
     /// ends) with 64 one-bits, the first words after them are the ones the RFC
