@@ -88,9 +88,8 @@ async fn main() -> anyhow::Result<()> {
     let cp = ControlPlane::start(
         dir.path(),
         CpOptions {
-            database_url: None,
-            grpc_ip: None,
             args: vec!["--host-timeout".into(), "60s".into()],
+            ..Default::default()
         },
     )
     .await;

@@ -69,14 +69,13 @@ async fn main() -> anyhow::Result<()> {
     let cp = ControlPlane::start(
         dir.path(),
         CpOptions {
-            database_url: None,
-            grpc_ip: None,
             args: vec![
                 "--host-timeout".into(),
                 "60s".into(),
                 "--host-migration-budget".into(),
                 args.budget.to_string(),
             ],
+            ..Default::default()
         },
     )
     .await;

@@ -41,10 +41,19 @@ impl std::fmt::Display for ApiFailure {
 impl std::error::Error for ApiFailure {}
 
 impl Client {
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+    /// `ca_pem`: the only certificate authority to trust for an `https://` base
+    /// (the cluster CA); `None` trusts the system's roots.
+    pub fn new(base: &str, token: Option<String>, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
-            .build()?;
+            .use_rustls_tls();
+        if let Some(pem) = ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem).context("read the CA certificate")?;
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca);
+        }
+        let http = builder.build()?;
         Ok(Self {
             http,
             base: format!("{}/api/v1", base.trim_end_matches('/')),
@@ -125,7 +134,39 @@ impl Client {
 }
 
 fn connect_error(e: reqwest::Error) -> anyhow::Error {
-    anyhow::anyhow!("cannot reach the control plane: {e} (is FERRY_URL right?)")
+    // The reason is at the bottom of the chain (reqwest → hyper → io → rustls).
+    let mut causes = Vec::new();
+    let mut untrusted = None;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        causes.push(err.to_string());
+        // io::Error's `source()` skips the error it wraps; look inside (io
+        // errors nest: hyper's wraps tokio-rustls's, which wraps rustls's).
+        let mut inner: &(dyn std::error::Error + 'static) = err;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(why)) = inner.downcast_ref::<rustls::Error>()
+        {
+            untrusted = Some(format!("{why:?}"));
+        }
+        cur = err.source();
+    }
+    causes.dedup();
+    if let Some(why) = untrusted {
+        return anyhow::anyhow!(
+            "the control plane's certificate is not trusted ({why}): give the cluster CA with \
+             --ca-cert FILE (it is ca.pem in the control plane's data directory) or \
+             --data-dir DIR"
+        );
+    }
+    anyhow::anyhow!(
+        "cannot reach the control plane: {} (is FERRY_URL right?)",
+        causes.join(": ")
+    )
 }
 
 async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {

@@ -1,5 +1,6 @@
 //! `ferryctl`: the command-line client of Ferry's REST API. Reads `FERRY_URL` and
-//! `FERRY_TOKEN` (or `--token-file`); prints aligned tables for people and
+//! `FERRY_TOKEN` (or `--token-file`), verifies an HTTPS control plane against the
+//! cluster CA (`--ca-cert`, or `ca.pem` in `--data-dir`); prints aligned tables for people and
 //! `-o json` for scripts; an error is one line with the server's `code`.
 
 mod client;
@@ -29,6 +30,18 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
+    /// The certificate authority to verify an `https://` control plane against
+    /// (default: `ca.pem` in `--data-dir` when it is there, else the system's roots).
+    #[arg(long, global = true, env = "FERRY_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// The control plane's data directory, where its cluster CA (`ca.pem`) is.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_DATA_DIR",
+        default_value = "./ferry-data"
+    )]
+    pub data_dir: std::path::PathBuf,
     /// API token.
     #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

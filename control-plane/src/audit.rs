@@ -15,7 +15,6 @@
 //! ([`redact`]), and nothing here is logged.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -106,8 +105,8 @@ pub async fn record(State(app): State<App>, mut req: Request, next: Next) -> Res
     };
     let remote_addr = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
+        .get::<ConnectInfo<crate::http_tls::Peer>>()
+        .map(|c| c.0 .0.to_string())
         .unwrap_or_else(|| "unknown".into());
     let mut target_ids: Vec<uuid::Uuid> = req
         .uri()

@@ -27,6 +27,27 @@ pub struct Config {
     #[arg(long, env = "FERRY_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
 
+    /// TLS on the REST listener (API and dashboard): `auto` serves HTTPS unless it
+    /// listens on a loopback address, `on` always, `off` never (plain HTTP beyond
+    /// loopback only when asked this way: tokens then cross the network in clear).
+    #[arg(long, env = "FERRY_HTTP_TLS", value_enum, default_value = "auto")]
+    pub http_tls: HttpTls,
+
+    /// Names or IP addresses for the REST certificate the cluster CA issues (besides
+    /// `localhost`, `127.0.0.1`, `::1`, `control-plane.ferry` and the listener's own
+    /// address when it is not a wildcard).
+    #[arg(long = "http-san", env = "FERRY_HTTP_SANS", value_delimiter = ',')]
+    pub http_sans: Vec<String>,
+
+    /// Serve this certificate chain (PEM) on the REST listener instead of one the
+    /// cluster CA issues; re-read when the file changes. Needs `--http-key`.
+    #[arg(long, env = "FERRY_HTTP_CERT", requires = "http_key")]
+    pub http_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of `--http-cert`.
+    #[arg(long, env = "FERRY_HTTP_KEY", requires = "http_cert")]
+    pub http_key: Option<PathBuf>,
+
     /// gRPC listener for host agents (TLS; mutual TLS for everything but joining).
     #[arg(long, env = "FERRY_GRPC_LISTEN", default_value = "127.0.0.1:9090")]
     pub grpc_listen: SocketAddr,
@@ -80,6 +101,14 @@ pub struct Config {
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "FERRY_DB_POOL", default_value_t = 32)]
     pub db_pool: u32,
+}
+
+/// TLS on the REST listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpTls {
+    Auto,
+    On,
+    Off,
 }
 
 /// How migration streams travel between agents.

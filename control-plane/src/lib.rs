@@ -15,6 +15,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod http_tls;
 pub mod metrics;
 pub mod monitor;
 pub mod recurrence;

@@ -1,6 +1,6 @@
 //! Start-up and shut-down of the control plane:
 //! database (embedded or external) → migrations → CA → join and admin tokens →
-//! gRPC (agents) and REST (users) listeners → background loops; on shutdown the
+//! gRPC (agents) and REST (users, HTTPS beyond loopback: `http_tls`) listeners → background loops; on shutdown the
 //! listeners stop, then the embedded database.
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::embedded_pg::EmbeddedPg;
 use crate::events::EventBus;
 use crate::grpc::agent_client::AgentConnector;
 use crate::grpc::ControlPlaneService;
+use crate::http_tls::{Peer, RestListener};
 use crate::secrets::{new_secret, read_secret, sha256_hex, write_private};
 use crate::{api, monitor};
 
@@ -51,6 +52,7 @@ pub async fn run_in_process(
     ready: Option<tokio::sync::oneshot::Sender<App>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    crate::http_tls::check(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
 
@@ -136,20 +138,19 @@ async fn serve(
             stop.clone().cancelled_owned(),
         );
 
-    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| format!("bind HTTP listener {}", config.http_listen))?;
-    let http_addr = http_listener.local_addr()?;
+    let http_listener = RestListener::bind(config, &app.ca).await?;
+    let http_addr = axum::serve::Listener::local_addr(&http_listener)?;
+    let scheme = http_listener.scheme();
     // The peer's address reaches the audit trail.
     let http = axum::serve(
         http_listener,
-        api::router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        api::router(app.clone()).into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(stop.clone().cancelled_owned());
 
     // Port 0 asks the kernel for a free port; whoever started us learns the ports from
     // this file (written once both listeners are bound, so its presence means "bound").
-    write_listen_file(&config.data_dir, http_addr, grpc_addr)?;
+    write_listen_file(&config.data_dir, scheme, http_addr, grpc_addr)?;
 
     let liveness = tokio::spawn(monitor::liveness_loop(app.clone(), stop.clone()));
     let reconcile = tokio::spawn(monitor::reconcile_loop(app.clone(), agents, stop.clone()));
@@ -159,7 +160,7 @@ async fn serve(
         stop.clone(),
     ));
 
-    tracing::info!(%http_addr, %grpc_addr, version = crate::VERSION, "ferry control plane ready");
+    tracing::info!(%http_addr, %scheme, %grpc_addr, version = crate::VERSION, "ferry control plane ready");
     // Finish or unwind what a previous control plane left in flight.
     // Power tasks die with the process that ran them: their holds on VMs go.
     let cleared = db_clear_power(&app).await?;
@@ -222,15 +223,36 @@ async fn db_clear_power(app: &App) -> anyhow::Result<u64> {
 }
 
 /// `DATA_DIR/listen.json`: the addresses actually bound, written atomically.
+/// `scheme` says whether `http` serves TLS (`https`) or not (`http`).
 fn write_listen_file(
     data_dir: &std::path::Path,
+    scheme: &str,
     http: std::net::SocketAddr,
     grpc: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "http": http.to_string(), "grpc": grpc.to_string() });
+    let body = serde_json::json!({
+        "http": http.to_string(),
+        "scheme": scheme,
+        "url": format!("{scheme}://{}", local_address(http)),
+        "grpc": grpc.to_string(),
+    });
     let tmp = data_dir.join("listen.json.tmp");
     write_public(&tmp, &body.to_string())?;
     std::fs::rename(&tmp, data_dir.join(LISTEN_FILE)).context("rename listen.json")
+}
+
+/// Where a client on this machine reaches `bound`: a wildcard listener through
+/// loopback (which the REST certificate names), any other as it is.
+fn local_address(bound: std::net::SocketAddr) -> std::net::SocketAddr {
+    match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, bound.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, bound.port()).into()
+        }
+        _ => bound,
+    }
 }
 
 /// The file, in the data directory, naming the bound HTTP and gRPC addresses.

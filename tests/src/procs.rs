@@ -114,13 +114,20 @@ pub struct CpOptions {
     pub database_url: Option<String>,
     /// Where agents reach gRPC (default 127.0.0.1).
     pub grpc_ip: Option<String>,
+    /// The REST listener's address (default `127.0.0.1:0`: plain HTTP on loopback).
+    pub http_listen: Option<String>,
+    /// The CA the harness trusts for HTTPS (default: the cluster CA, `ca.pem`).
+    pub http_ca: Option<PathBuf>,
     pub args: Vec<String>,
 }
 
 pub struct ControlPlane {
     pub proc: Proc,
     pub data_dir: PathBuf,
+    /// The REST base URL: `http://` or, when the control plane serves TLS, `https://`.
     pub http: String,
+    /// The REST listener's bound address (what a restart binds again).
+    pub http_addr: String,
     pub grpc: String,
     opts: CpOptions,
 }
@@ -132,28 +139,30 @@ impl ControlPlane {
         // Port 0: the control plane binds free ports itself and names them in
         // listen.json. (Picking a "free" port here and passing it raced with parallel
         // tests: one lost the bind while /health was answered by another's process.)
-        let proc = Self::spawn(
-            &data_dir,
-            "http://127.0.0.1:0",
-            &format!("{grpc_ip}:0"),
-            &opts,
-        );
+        let http_listen = opts
+            .http_listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:0".into());
+        let proc = Self::spawn(&data_dir, &http_listen, &format!("{grpc_ip}:0"), &opts);
         let mut cp = Self {
             proc,
             data_dir,
             http: String::new(),
+            http_addr: String::new(),
             grpc: String::new(),
             opts,
         };
-        let (http, grpc) = cp.wait_listening().await;
-        cp.http = format!("http://{http}");
+        let (url, http, grpc) = cp.wait_listening().await;
+        cp.http = url;
+        cp.http_addr = http;
         cp.grpc = grpc;
         cp.wait_ready().await;
         cp
     }
 
-    /// Waits for `listen.json` (both listeners bound) and returns (http, grpc).
-    async fn wait_listening(&mut self) -> (String, String) {
+    /// Waits for `listen.json` (both listeners bound) and returns (REST URL, REST
+    /// address, gRPC address).
+    async fn wait_listening(&mut self) -> (String, String, String) {
         let path = self.data_dir.join("listen.json");
         let proc = &mut self.proc;
         wait_for(
@@ -168,6 +177,7 @@ impl ControlPlane {
                     }
                     let v: serde_json::Value = serde_json::from_str(&text?).ok()?;
                     Some((
+                        v["url"].as_str()?.to_string(),
                         v["http"].as_str()?.to_string(),
                         v["grpc"].as_str()?.to_string(),
                     ))
@@ -182,7 +192,7 @@ impl ControlPlane {
         cmd.arg("--data-dir")
             .arg(data_dir)
             .arg("--http-listen")
-            .arg(http.trim_start_matches("http://"))
+            .arg(http)
             .arg("--grpc-listen")
             .arg(grpc)
             .env(
@@ -218,14 +228,14 @@ impl ControlPlane {
             self.proc.pid().is_none() || self.proc.exited().is_some(),
             "control plane still running"
         );
-        self.proc = Self::spawn(&self.data_dir, &self.http, &self.grpc, &self.opts);
+        self.proc = Self::spawn(&self.data_dir, &self.http_addr, &self.grpc, &self.opts);
         self.wait_listening().await;
         self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
         let health = format!("{}/api/v1/health", self.http);
-        let client = reqwest::Client::new();
+        let client = self.client();
         let proc = &mut self.proc;
         wait_for(
             "the control plane to answer /health",
@@ -269,7 +279,23 @@ impl ControlPlane {
     }
 
     pub fn api(&self) -> Api {
-        Api::new(&self.http, &self.admin_token())
+        Api::new(&self.http, &self.admin_token()).with_client(self.client())
+    }
+
+    /// An HTTP client for the REST API: trusting the cluster CA (`ca.pem`, and
+    /// nothing else; or `CpOptions::http_ca`) when the control plane serves HTTPS.
+    pub fn client(&self) -> reqwest::Client {
+        if !self.http.starts_with("https://") {
+            return reqwest::Client::new();
+        }
+        let ca = self.opts.http_ca.clone().unwrap_or_else(|| self.ca_path());
+        let pem = std::fs::read(&ca).expect("the CA of the REST certificate");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA"))
+            .build()
+            .expect("client")
     }
 
     /// Graceful stop (SIGTERM), which also stops an embedded database.
@@ -352,6 +378,7 @@ impl Env {
                 database_url: (!embedded_db).then(|| db.url()),
                 grpc_ip: Some(lab.fabric_ip()),
                 args: cp_args.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             },
         )
         .await;

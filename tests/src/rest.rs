@@ -50,6 +50,11 @@ impl Api {
         }
     }
 
+    /// The same API through `http` (e.g. a client trusting the cluster CA).
+    pub fn with_client(self, http: reqwest::Client) -> Self {
+        Self { http, ..self }
+    }
+
     pub fn with_token(&self, token: &str) -> Self {
         Self {
             token: token.to_string(),

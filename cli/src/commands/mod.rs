@@ -109,8 +109,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
+    let ca_pem = match &cli.ca_cert {
+        Some(f) => {
+            Some(std::fs::read(f).with_context(|| format!("read CA certificate {}", f.display()))?)
+        }
+        None => {
+            let f = cli.data_dir.join("ca.pem");
+            match std::fs::read(&f) {
+                Ok(pem) => Some(pem),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("read {}", f.display())))
+                }
+            }
+        }
+    };
     let ctx = Ctx {
-        client: Client::new(&cli.url, token)?,
+        client: Client::new(&cli.url, token, ca_pem.as_deref())?,
         output: cli.output,
     };
     match cli.command {

@@ -38,6 +38,7 @@ pub const PROBLEMS: &[ProblemType] = &[
     p("invalid_body", 422, "The body is JSON but not of the operation's schema (a missing or unknown field, a wrong type, a NUL character in a string)."),
     p("invalid_address", 400, "An address is not of the form host:port."),
     p("invalid_csr", 400, "A certificate signing request could not be read."),
+    p("https_required", 400, "A plain-HTTP request reached the HTTPS listener: use an `https://` address."),
     p("unsupported_media_type", 415, "The body is not `application/json`."),
     p("payload_too_large", 413, "The body is larger than 1 MiB."),
     // Who may do what.
