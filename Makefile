@@ -4,7 +4,7 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help deps test-deps contract-deps web web-deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs bench-dashboard fmt lint
+.PHONY: help deps test-deps contract-deps web web-deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs bench-dashboard bench-faults fmt lint
 
 help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-evacuate maintenance: evacuate a lab host of 8 guests over 1 Gbit/s vs raw QEMU one at a time, writes bench/results/evacuate.json"
 	@echo "make bench-drs   a balancing pass over 64 hosts / 8,000 VMs, and against brute force, writes bench/results/drs.json"
 	@echo "make bench-dashboard the VM list with 40,000 VMs in headless Chromium, writes bench/results/dashboard.json"
+	@echo "make bench-faults the randomized fault campaign (ROUNDS=40, SEED=...), writes bench/results/faults.json"
 	@echo "make bench-sim-moves 200 live migrations at once across 64 sim hosts, writes bench/results/sim_moves.json"
 
 deps:
@@ -90,6 +91,9 @@ bench-sim-moves: build
 
 bench-drs: build
 	./target/release/ferry-bench-drs --out bench/results/drs.json
+
+bench-faults: build guest test-deps
+	./target/release/ferry-bench-faults --rounds $${ROUNDS:-40} $${SEED:+--seed $$SEED} --out bench/results/faults.json; s=$$?; ./deploy/test-pg-stop.sh; exit $$s
 
 bench-dashboard: build test-deps
 	./target/release/ferry-bench-dashboard --out bench/results/dashboard.json

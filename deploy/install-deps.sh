@@ -110,7 +110,8 @@ have cc || add need gcc
 # from the npm registry (web/package-lock.json); Chromium and ChromeDriver run the
 # browser tests; promtool (Debian's prometheus package) lints both /metrics;
 # python3 with its venv module holds schemathesis, the API contract checker
-# (deploy/contract-deps.sh installs it from PyPI).
+# (deploy/contract-deps.sh installs it from PyPI); nft (nftables) drops packets at
+# random and redirects connections through a delay relay in the fault campaign.
 if [ "${FERRY_DEPS:-}" = test ]; then
   have node || add need nodejs
   have npm || add need npm
@@ -120,6 +121,7 @@ if [ "${FERRY_DEPS:-}" = test ]; then
   if ! have python3 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     add need python3-venv
   fi
+  have nft || add need nftables
 fi
 
 if [ ${#need[@]} -gt 0 ] || [ ${#need_bp[@]} -gt 0 ]; then

@@ -4,6 +4,8 @@
 //! creates is removed when its guard drops, also when the test fails.
 
 pub mod browser;
+pub mod campaign;
+pub mod delay_relay;
 pub mod echo;
 pub mod guest;
 pub mod netns;

@@ -29,6 +29,7 @@ const MANAGED: &[&str] = &[
     "chromedriver",
     "promtool",
     "python3",
+    "nft",
 ];
 
 /// The machine's Debian mirror as the fixture's apt sources name it.
@@ -64,6 +65,7 @@ case ${args[0]} in
         chromium) stub chromium true ;;
         chromium-driver) stub chromedriver true ;;
         prometheus) stub promtool true ;;
+        nftables) stub nft true ;;
         python3-venv) stub python3 true ;;
         *) echo "E: Unable to locate package $p" >&2; exit 100 ;;
       esac
@@ -515,6 +517,7 @@ const TEST_TOOLS: &[&str] = &[
     "chromedriver",
     "promtool",
     "python3",
+    "nft",
 ];
 
 #[test]
@@ -526,7 +529,7 @@ fn test_deps_on_a_machine_without_them_install_node_npm_chromium_its_driver_and_
         m.apt_calls(),
         vec![
             UPDATE.to_string(),
-            install_plain("nodejs npm chromium chromium-driver prometheus python3-venv")
+            install_plain("nodejs npm chromium chromium-driver prometheus python3-venv nftables")
         ]
     );
     for t in TEST_TOOLS {
