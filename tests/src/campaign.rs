@@ -708,19 +708,17 @@ async fn run_op(
         }
     };
     // Follows `path` until its `state` is one of `ends`, through outages.
-    let follow = |path: String, ends: &'static [&'static str]| {
-        async move {
-            let deadline = Instant::now() + SETTLE;
-            while Instant::now() < deadline {
-                if let Some(v) = get(path.clone()).await {
-                    if let Some(s) = v["state"].as_str().filter(|s| ends.contains(s)) {
-                        return s.to_string();
-                    }
+    let follow = |path: String, ends: &'static [&'static str]| async move {
+        let deadline = Instant::now() + SETTLE;
+        while Instant::now() < deadline {
+            if let Some(v) = get(path.clone()).await {
+                if let Some(s) = v["state"].as_str().filter(|s| ends.contains(s)) {
+                    return s.to_string();
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            "unfinished".to_string()
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        "unfinished".to_string()
     };
     match op {
         Op::Migrate | Op::MigrateThenCancel => {

@@ -177,11 +177,13 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
 /// lost or not, and the relay holds that probe like any frame), plus the probes
 /// that did repair a loss (`TCPLossProbeRecovery`); and no
 /// retransmission timeout (`TCPTimeouts`, TCP's 200 ms minimum) with the relay.
+/// Without the relay a move loses frames only if some arrive in its pause: on an
+/// idle machine 4 moves of 4 did (5–7 segments resent), with two busy cores 4 of
+/// 5 — so the control moves back and forth until one shows the loss, at most
+/// `OFF_TRIES` times (all of them missing it: under 0.2 % at one in five).
 #[tokio::test]
-#[ignore = "issue #13: separates relay on/off 4 of 4 on an idle machine (0 lost segments \
-            resent with the relay, 5-7 without), but with two busy cores 1 run in 5 saw \
-            none resent without the relay: not yet a test that cannot flake in make test"]
 async fn the_frame_relay_spares_the_client_a_retransmission() {
+    const OFF_TRIES: usize = 4;
     let GuestLab {
         mut env,
         api,
@@ -195,8 +197,22 @@ async fn the_frame_relay_spares_the_client_a_retransmission() {
         .to_string();
     let ns = env.lab.add_client();
     let mut retransmitted = Vec::new();
-    for (relay, to) in [("on", &b), ("off", &a)] {
-        if relay == "off" {
+    let moves = [
+        ("on", &b),
+        ("off", &a),
+        ("off", &b),
+        ("off", &a),
+        ("off", &b),
+    ];
+    for (n, (relay, to)) in moves.into_iter().enumerate() {
+        if n >= 2
+            && retransmitted
+                .last()
+                .is_some_and(|r: &(u64, u64, Duration, Value)| r.1 > 0)
+        {
+            break; // the control has shown the loss
+        }
+        if n == 1 {
             env.cp.stop().await;
             env.cp.set_arg("--frame-relay", "off");
             env.cp.restart().await;
@@ -240,15 +256,18 @@ async fn the_frame_relay_spares_the_client_a_retransmission() {
         );
         retransmitted.push((timeouts, resent, gap, m["result"].clone()));
     }
-    let (on, off) = (&retransmitted[0], &retransmitted[1]);
+    let on = &retransmitted[0];
     assert_eq!(
         (on.0, on.1),
         (0, 0),
         "with the relay (timeouts, lost segments resent, gap, result): {on:?}"
     );
+    let off = &retransmitted[1..];
+    assert!(off.len() <= OFF_TRIES);
     assert!(
-        off.1 > 0,
-        "without the relay (timeouts, lost segments resent, gap, result): {off:?}"
+        off.iter().any(|r| r.1 > 0),
+        "without the relay, no move of {} lost a segment (timeouts, lost segments resent, gap, result): {off:?}",
+        off.len()
     );
 }
 
