@@ -7,7 +7,8 @@
 //! on the host the inventory names (or is stopped, as recorded); the guest's
 //! integrity counter is zero and it did not reboot unless told to; no QEMU, tap,
 //! bridge or migration listener leaked; no migration or task left unfinished
-//! past its deadline. A round's plan is a pure function of the seed and its
+//! past its deadline; the inventory agrees with what each agent reports running
+//! (its `/metrics`: the VMs it holds and its QEMU processes). A round's plan is a pure function of the seed and its
 //! number, so a failing round is replayed by running the same seed again.
 //! `ferry-bench-faults` runs it for as many rounds as asked; `make test` runs
 //! `tests/tests/fault_campaign.rs`, a fixed list of seeds covering every fault.
@@ -173,6 +174,43 @@ pub struct Campaign {
     http: reqwest::Client,
 }
 
+/// Host `i`'s agent, serving its metrics (what it reports holding) on the fabric.
+fn agent_options(env: &Env, i: u8) -> AgentOptions {
+    let mut o = AgentOptions::qemu(NAMES[i as usize]);
+    o.args = vec![
+        "--metrics-listen".into(),
+        format!("{}:{AGENT_METRICS_PORT}", env.lab.host_ip(i)),
+    ];
+    o
+}
+
+const AGENT_METRICS_PORT: u16 = 9102;
+
+/// What host `ip`'s agent reports: the ids of the VMs it runs, and its QEMU
+/// processes (from its `/metrics`).
+async fn agent_report(http: &reqwest::Client, ip: &str) -> Option<(Vec<String>, u64)> {
+    let text = http
+        .get(format!("http://{ip}:{AGENT_METRICS_PORT}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut running = Vec::new();
+    let mut processes = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("ferry_agent_vm_cpu_seconds_total{") {
+            let id = rest.split("vm_id=\"").nth(1)?.split('"').next()?;
+            running.push(id.to_string());
+        } else if let Some(v) = line.strip_prefix("ferry_agent_qemu_processes ") {
+            processes = v.trim().parse::<f64>().ok().map(|v| v as u64);
+        }
+    }
+    running.sort();
+    Some((running, processes?))
+}
+
 fn ip_cmd(args: &[&str]) -> Result<String, String> {
     let out = std::process::Command::new("ip")
         .args(args)
@@ -217,8 +255,8 @@ impl Campaign {
     pub async fn start(guests: u8) -> Self {
         let mut env = Env::with_embedded_db(HOSTS, &["--host-timeout", "5s"]).await;
         let mut agent_of = Vec::new();
-        for (i, name) in NAMES.iter().enumerate() {
-            agent_of.push(env.start_agent(i as u8, &AgentOptions::qemu(name)));
+        for i in 0..HOSTS {
+            agent_of.push(env.start_agent(i, &agent_options(&env, i)));
         }
         let mut host_ids = Vec::new();
         for name in NAMES {
@@ -421,7 +459,9 @@ impl Campaign {
                 };
                 self.env.agents[self.agent_of[i]].kill9();
                 tokio::time::sleep(fault_for).await;
-                self.agent_of[i] = self.env.start_agent(i as u8, &AgentOptions::qemu(NAMES[i]));
+                self.agent_of[i] = self
+                    .env
+                    .start_agent(i as u8, &agent_options(&self.env, i as u8));
             }
             Fault::DatabaseRestart => {
                 let dir = self.env.cp.data_dir.clone();
@@ -586,6 +626,7 @@ impl Campaign {
         let mut v = Vec::new();
         let ns_of: Vec<String> = (0..HOSTS).map(|i| netns_of(&self.env, i)).collect();
         let mut running_on = vec![0usize; HOSTS as usize];
+        let mut recorded_on: Vec<Vec<String>> = vec![Vec::new(); HOSTS as usize];
         for i in 0..self.guests.len() {
             let g = self.guests[i].clone();
             let Some(vm) = self.get(&format!("/vms/{}", g.id)).await else {
@@ -603,6 +644,7 @@ impl Campaign {
             match (vm["power_state"].as_str(), host) {
                 (Some("running"), Some(h)) => {
                     running_on[h] += 1;
+                    recorded_on[h].push(g.id.clone());
                     if found.len() != 1 || found[0].1 != ns_of[h] {
                         v.push(format!(
                             "{}: recorded running on {} but QEMUs are {found:?}",
@@ -659,6 +701,24 @@ impl Campaign {
                     "{}: QEMU listeners left: {listeners:?}",
                     NAMES[i as usize]
                 ));
+            }
+        }
+        // The inventory against what each agent says it runs.
+        for i in 0..HOSTS as usize {
+            recorded_on[i].sort();
+            match agent_report(&self.http, &self.env.lab.host_ip(i as u8)).await {
+                Some((ids, processes)) => {
+                    if ids != recorded_on[i] || processes != ids.len() as u64 {
+                        v.push(format!(
+                            "{}: the agent reports {ids:?} in {processes} QEMUs, the inventory {:?}",
+                            NAMES[i], recorded_on[i]
+                        ));
+                    }
+                }
+                None => v.push(format!(
+                    "{}: the agent's report could not be read",
+                    NAMES[i]
+                )),
             }
         }
         let all: usize = self.guests.iter().map(|g| qemus(&g.id).len()).sum();
