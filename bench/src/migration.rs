@@ -56,7 +56,9 @@ struct Args {
     /// Migrations per idle and light-dirty case (for the gap's p50/p99).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Ferry's migration transport (`tls`, the default, or `tcp`).
+    /// The transport the control plane starts with (`tls`, the default, or `tcp`).
+    /// The rows do not follow it: `ferry` rows always move over TLS and
+    /// `ferry-tcp` rows over plain TCP (the control plane is restarted between).
     #[arg(long, default_value = "tls")]
     transport: String,
     /// A migration policy for Ferry's moves, as JSON (default: the VM's, `auto`).

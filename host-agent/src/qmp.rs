@@ -130,6 +130,11 @@ impl Qmp {
         if arguments.as_object().is_some_and(|a| !a.is_empty()) {
             msg["arguments"] = arguments;
         }
+        // Every command, for debugging what the agent asked of QEMU (`FERRY_LOG=
+        // ferry_agent::qmp=trace`); `query-*` polls are many, the rest few.
+        if !command.starts_with("query-") {
+            tracing::trace!(%msg, "QMP");
+        }
         let mut line = serde_json::to_vec(&msg)?;
         line.push(b'\n');
         self.writer

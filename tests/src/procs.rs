@@ -431,7 +431,11 @@ impl Env {
             .arg("--heartbeat-interval")
             .arg(o.heartbeat)
             .args(&o.args)
-            .env("FERRY_LOG", "info,ferry_agent=debug");
+            .env(
+                "FERRY_LOG",
+                std::env::var("FERRY_TEST_AGENT_LOG")
+                    .unwrap_or_else(|_| "info,ferry_agent=debug".into()),
+            );
         cmd
     }
 
