@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use ferry_agent::qemu_vm::{memory_arg, needs_tcg_dirty_padding};
 use ferry_tests::guest;
 use ferry_tests::procs::Env;
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Bytes each link probe sends.
@@ -149,17 +148,7 @@ pub fn chrono_now() -> String {
     )
 }
 
-pub async fn status(ip: &str) -> Option<Value> {
-    reqwest::Client::new()
-        .get(format!("http://{ip}/status"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
+pub use ferry_tests::vmtest::try_guest_status as status;
 
 /// Sets the guest's dirtier and returns what it reports doing, MiB/s.
 pub async fn set_dirty(ip: &str, mibps: u64, wss: u64) -> f64 {

@@ -375,6 +375,7 @@ async fn answer_plain_http(mut tcp: TcpStream) {
         "HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
+    // Best effort: a client that went away has nobody to tell.
     let _ = tcp.write_all(head.as_bytes()).await;
     let _ = tcp.write_all(&body).await;
     let _ = tcp.shutdown().await;

@@ -182,6 +182,19 @@ pub async fn one_qemu_of(vm: &str) -> (u32, String) {
     }
 }
 
+/// The guest's `/status` now, or `None` when it does not answer within 2 s.
+pub async fn try_guest_status(ip: &str) -> Option<Value> {
+    reqwest::Client::new()
+        .get(format!("http://{ip}/status"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 /// The guest's `/status`, waiting until it answers.
 pub async fn guest_status(ip: &str) -> Value {
     let ip = ip.to_string();
