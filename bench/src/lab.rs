@@ -314,3 +314,38 @@ impl RawVm {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Touches `mib` MiB of fresh memory and frees it, just before a timed move, so
+/// that the destination QEMU about to be started gets memory its machine has
+/// recently used.
+///
+/// The lab is itself a VM whose freed memory is reported back to its hypervisor
+/// (virtio-balloon free page reporting, order 9): the first touch of memory freed
+/// more than a moment ago then costs ~3 ms per MiB (512 MiB: 1.5 s, measured),
+/// against ~0.1 ms on a host that keeps it. A destination receives into fresh
+/// memory, so without this every contender's total varied up to 3 × with when
+/// the memory it got was last used — by luck of timing, not by what it does.
+/// Done before every move of every contender; `--cold` leaves it out. In huge
+/// pages, as QEMU takes guest RAM (4 KiB pages, once freed, did not reliably
+/// come back as the huge pages a destination faults in: 1 move in 3 stayed cold).
+pub fn warm_free_memory(mib: u64) {
+    const HUGE: usize = 2 << 20;
+    let n = (mib as usize) << 20;
+    let mut v = vec![0u8; n + HUGE];
+    let skip = v.as_ptr().align_offset(HUGE);
+    let region = &mut v[skip..skip + n];
+    // SAFETY: advice on memory this function owns and keeps alive across the
+    // call; MADV_HUGEPAGE changes how it is backed, never its contents.
+    #[allow(unsafe_code)]
+    let _ = unsafe {
+        nix::sys::mman::madvise(
+            std::ptr::NonNull::from(&mut *region).cast(),
+            n,
+            nix::sys::mman::MmapAdvise::MADV_HUGEPAGE,
+        )
+    };
+    for i in (0..n).step_by(4096) {
+        region[i] = 1;
+    }
+    std::hint::black_box(&v);
+}

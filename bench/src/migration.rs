@@ -70,6 +70,10 @@ struct Args {
     /// Skip the Ferry-over-plain-TCP rows.
     #[arg(long)]
     no_tcp: bool,
+    /// Do not warm the lab's free memory before each move (see
+    /// `lab::warm_free_memory`): shows what the lab's cold memory costs.
+    #[arg(long)]
+    cold: bool,
     /// Dirty rates to run: `idle`, `third`, `above`.
     #[arg(long, value_delimiter = ',', default_value = "idle,third,above")]
     dirty: Vec<String>,
@@ -187,7 +191,17 @@ struct Case<'a> {
     link: f64,
 }
 
+/// `--cold`: moves start without warming the lab's free memory.
+static COLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Case<'_> {
+    /// Just before a timed move, whoever moves: the destination gets memory the
+    /// lab used a moment ago (unless `--cold`).
+    fn ready(&self) {
+        if !COLD.load(std::sync::atomic::Ordering::Relaxed) {
+            ferry_bench::lab::warm_free_memory(self.mib + 512);
+        }
+    }
     fn t_phys_ms(&self) -> f64 {
         (self.mib << 20) as f64 / self.link * 1000.0
     }
@@ -239,6 +253,7 @@ async fn ferry_move(
         return row;
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
+    case.ready();
     let t0 = Instant::now();
     let t0_wall = chrono::Utc::now();
     let mut body = json!({"destination_host_id": to});
@@ -451,6 +466,7 @@ async fn main() -> anyhow::Result<()> {
         return tcp_probe(a);
     }
     ferry_tests::bin_dir_defaults_to_own();
+    COLD.store(args.cold, std::sync::atomic::Ordering::Relaxed);
     let policy: Option<Value> = match &args.policy {
         Some(p) => Some(serde_json::from_str(p).context("--policy is not JSON")?),
         None => None,

@@ -281,6 +281,7 @@ async fn raw_disk_move(
     let host = env.lab.host_ip(to);
     let uri = format!("tcp:{host}:47100");
     let channels = if case.path == "unshaped" { 2 } else { 0 };
+    case.ready();
     let t_req = Instant::now();
     let dst = match RawVm::start_with_disk(
         env,
@@ -354,6 +355,9 @@ async fn raw_disk_move(
         )
         .await;
     let (st, _) = super::raw::migrate_and_follow(&src, &uri, limit, Some(("m0", "tgt0"))).await;
+    if st["status"] == "completed" {
+        super::raw::until_running(&dst).await;
+    }
     row.total_ms = t_req.elapsed().as_millis() as u64;
     let _ = dst.qmp.execute("nbd-server-stop", json!({})).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -388,6 +392,7 @@ async fn raw_disk_move(
 /// Raw QEMU's storage-only move: mirror into a new local image, then pivot.
 async fn raw_local_move(case: &Case<'_>, vm: &RawVm, image: &Path, a: &DiskArgs) -> (Row, bool) {
     let mut row = case.row("qemu-tuned");
+    case.ready();
     let t_req = Instant::now();
     if qcow2(image, a.disk_mib).is_err() {
         return (row, false);

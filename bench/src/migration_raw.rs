@@ -58,6 +58,21 @@ pub async fn migrate_and_follow(
     (st, t0)
 }
 
+/// Waits (10 s at most) until `vm` runs. The source's `completed` comes before
+/// the destination has loaded the last of the state and resumed the guest (by
+/// the time it takes; Ferry's moves end when the destination runs), so a raw
+/// move ends here, not there.
+pub async fn until_running(vm: &RawVm) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let st = vm.qmp.execute("query-status", json!({})).await;
+        if st.is_ok_and(|s| s["status"] == "running") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// The VM's block jobs.
 pub async fn jobs(vm: &RawVm) -> Vec<Value> {
     vm.qmp
@@ -134,6 +149,7 @@ pub async fn raw_move(
         return (row, src);
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
+    case.ready();
     let t_req = Instant::now();
     let dst = match RawVm::start(
         env,
@@ -158,6 +174,9 @@ pub async fn raw_move(
         tune(&src, channels).await;
     }
     let (st, t0) = migrate_and_follow(&src, &uri, limit, None).await;
+    if st["status"] == "completed" {
+        until_running(&dst).await;
+    }
     let req_ms = t_req.elapsed().as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (gap, lost, held) = echo.finish().await;

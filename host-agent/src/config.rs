@@ -22,6 +22,18 @@ pub enum AccelChoice {
     Tcg,
 }
 
+/// Who encrypts a live migration's stream when the control plane asks for TLS
+/// (the two are the same on the wire, so the ends may differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum MigrationTls {
+    /// A `ferry-agent migration-tunnel` process (rustls), QEMU migrating in the
+    /// clear over a Unix socket to it: see `tunnel`.
+    #[default]
+    Agent,
+    /// QEMU's own TLS channel (gnutls, one record per guest page).
+    Qemu,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ferry-agent", version, about = "Ferry's host agent")]
 pub struct Config {
@@ -105,6 +117,11 @@ pub struct Config {
     /// address is written to STATE_DIR/metrics.addr). Off unless given.
     #[arg(long, env = "FERRY_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Who encrypts outgoing and incoming live migrations: `agent` (a tunnel
+    /// process; QEMU's own TLS costs a record and a system call per guest page)
+    /// or `qemu`. Either works with either at the other end.
+    #[arg(long, env = "FERRY_MIGRATION_TLS", value_enum, default_value = "agent")]
+    pub migration_tls: MigrationTls,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {

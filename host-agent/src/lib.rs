@@ -18,5 +18,6 @@ pub mod qemu_vm;
 pub mod qmp;
 pub mod runner;
 pub mod service;
+pub mod tunnel;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -14,14 +14,31 @@ use ferry_agent::hypervisor::Hypervisor;
 use ferry_agent::runner::{run_host, HostSpec};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+fn main() -> std::process::ExitCode {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into())
+    };
+    // The agent starts this very binary as its migration tunnel (see `tunnel`),
+    // whose standard output tells the agent it is ready: it logs to stderr.
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == "migration-tunnel") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+        return ferry_agent::tunnel::main(argv.collect());
+    }
+    tracing_subscriber::fmt().with_env_filter(filter()).init();
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(agent()),
+        Err(e) => {
+            eprintln!("ferry-agent: start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn agent() -> std::process::ExitCode {
     let config = Config::parse();
     raise_nofile_limit();
     match run(config).await {
@@ -54,16 +71,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .collect();
     let qemu: Option<Arc<dyn Hypervisor>> = match config.backend {
         Backend::Qemu => {
-            let (bin, accel, ds, nets, timeout) = (
+            let (bin, accel, ds, nets, timeout, tls) = (
                 config.qemu.clone(),
                 config.accel,
                 datastores.clone(),
                 config.networks.clone(),
                 config.shutdown_timeout,
+                config.migration_tls,
             );
             let run_dir = config.state_dir.join("vms");
             let mut backend = tokio::task::spawn_blocking(move || {
-                QemuBackend::new(&bin, accel, run_dir, ds, &nets, timeout)
+                QemuBackend::new(&bin, accel, run_dir, ds, &nets, timeout, tls)
             })
             .await??;
             backend.vm_memory_mib = config.vm_memory_mib;

@@ -109,6 +109,8 @@ pub struct QemuVms {
     events: broadcast::Sender<VmRuntime>,
     generation: Generation,
     pub shutdown_timeout: Duration,
+    /// Who encrypts migrations when asked for TLS (`--migration-tls`).
+    pub migration_tls: crate::config::MigrationTls,
     load_sampler: load::LoadSampler,
     /// The last dirty rate measured per VM (bytes/s), for `/metrics`.
     dirty_rates: Mutex<HashMap<String, u64>>,
@@ -181,6 +183,7 @@ impl QemuVms {
             events,
             generation: Generation::default(),
             shutdown_timeout: Duration::from_secs(30),
+            migration_tls: crate::config::MigrationTls::default(),
             load_sampler: load::LoadSampler::default(),
             dirty_rates: Mutex::default(),
         }))

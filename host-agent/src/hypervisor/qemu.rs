@@ -49,6 +49,7 @@ impl QemuBackend {
         datastores: Vec<DatastoreSpec>,
         networks: &[(String, String)],
         shutdown_timeout: Duration,
+        migration_tls: config::MigrationTls,
     ) -> anyhow::Result<Self> {
         let out = Command::new(binary)
             .arg("--version")
@@ -83,6 +84,7 @@ impl QemuBackend {
         let mut vms = QemuVms::new(binary, accel.accel, run_dir, datastores, networks)?;
         if let Some(v) = Arc::get_mut(&mut vms) {
             v.shutdown_timeout = shutdown_timeout;
+            v.migration_tls = migration_tls;
             v.pad_tcg_memory = crate::qemu_vm::needs_tcg_dirty_padding(&version, accel.accel);
             if v.pad_tcg_memory {
                 tracing::warn!(%version, "this QEMU loses guest writes when it migrates a TCG guest (fixed in 9.0): TCG guests get one page more RAM, which avoids it at the cost of a short stall when a move starts");

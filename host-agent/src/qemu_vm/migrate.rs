@@ -15,6 +15,7 @@ use ferry_proto::v1::{
     MigrationStatusReply, VmRuntime, VmState,
 };
 
+use crate::config::MigrationTls;
 use crate::error::coded;
 use serde_json::json;
 
@@ -52,6 +53,14 @@ pub fn in_postcopy(s: MigrationStatus) -> bool {
 /// QEMU knows, and a QEMU that *arrived* by migration reports that incoming one as
 /// `completed` — which must never pass for an outgoing move that finished.
 pub const OUTGOING: &str = "outgoing-migration";
+
+/// The Unix sockets, in the VM's directory, between QEMU and its migration tunnel.
+const TUNNEL_IN: &str = "mig-in.sock";
+const TUNNEL_OUT: &str = "mig-out.sock";
+
+fn path_str(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
 
 /// The QOM id of the TLS credentials object in each QEMU.
 pub(super) const TLS_OBJECT: &str = "ferry-tls";
@@ -199,11 +208,7 @@ impl QemuVms {
         }
         self.start_qemu(&h, &spec, true).await?;
         let listen_ip = req.listen_ip.as_str();
-        let port = std::net::TcpListener::bind((listen_ip, 0))
-            .and_then(|l| l.local_addr())
-            .with_context(|| format!("no free port on {listen_ip}"))?
-            .port();
-        let uri = format!("tcp:{listen_ip}:{port}");
+        let tunnel = req.tls && self.migration_tls == MigrationTls::Agent;
         let qmp = h
             .live
             .lock()
@@ -221,11 +226,45 @@ impl QemuVms {
             .await?;
         }
         if req.tls {
+            // QEMU's own identity: for its TLS channel, and for the NBD exports
+            // of a storage migration (which QEMU always encrypts itself).
             self.tls_object(&qmp, "server").await?;
-            qmp.execute("migrate-set-parameters", json!({"tls-creds": TLS_OBJECT}))
-                .await?;
         }
-        qmp.execute("migrate-incoming", json!({"uri": uri})).await?;
+        let uri = if tunnel {
+            // QEMU listens in the clear on a socket only this host reaches; the
+            // tunnel takes the TLS connections (see `crate::tunnel`).
+            let sock = h.dir.join(TUNNEL_IN);
+            let _ = std::fs::remove_file(&sock);
+            qmp.execute(
+                "migrate-incoming",
+                json!({"uri": format!("unix:{}", sock.display())}),
+            )
+            .await?;
+            let t = self
+                .spawn_tunnel(
+                    &h,
+                    &["in", "--listen", listen_ip, "--unix", &path_str(&sock)],
+                )
+                .await?;
+            let port = t
+                .ready
+                .strip_prefix("port ")
+                .and_then(|p| p.parse::<u16>().ok())
+                .with_context(|| format!("the migration tunnel said {:?}", t.ready))?;
+            format!("tcp:{listen_ip}:{port}")
+        } else {
+            if req.tls {
+                qmp.execute("migrate-set-parameters", json!({"tls-creds": TLS_OBJECT}))
+                    .await?;
+            }
+            let port = std::net::TcpListener::bind((listen_ip, 0))
+                .and_then(|l| l.local_addr())
+                .with_context(|| format!("no free port on {listen_ip}"))?
+                .port();
+            let uri = format!("tcp:{listen_ip}:{port}");
+            qmp.execute("migrate-incoming", json!({"uri": uri})).await?;
+            uri
+        };
         let nbd_address = if req.mirror_disks {
             self.export_disks(&qmp, listen_ip, spec.disks.len(), req.tls)
                 .await?
@@ -306,7 +345,8 @@ impl QemuVms {
             json!({"max-bandwidth": bandwidth, "downtime-limit": req.downtime_limit_ms.max(1)}),
         )
         .await?;
-        if req.tls_hostname.is_empty() {
+        let tunnel = !req.tls_hostname.is_empty() && self.migration_tls == MigrationTls::Agent;
+        if req.tls_hostname.is_empty() || tunnel {
             qmp.execute("migrate-set-parameters", json!({"tls-creds": ""}))
                 .await?;
         } else {
@@ -336,12 +376,74 @@ impl QemuVms {
                 Err(e) => tracing::warn!(vm = %vm_id, "no frame relay for this move: {e:#}"),
             }
         }
+        let uri = if tunnel {
+            // QEMU sends in the clear to the tunnel on a socket only this host
+            // reaches; the tunnel carries it to the destination in TLS.
+            let to = req
+                .uri
+                .strip_prefix("tcp:")
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(ip, port)| {
+                    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                    Some(std::net::SocketAddr::new(
+                        ip.parse().ok()?,
+                        port.parse().ok()?,
+                    ))
+                })
+                .ok_or_else(|| {
+                    coded(
+                        ErrorCode::Invalid,
+                        format!("{:?} is not a tcp:HOST:PORT migration address", req.uri),
+                    )
+                })?;
+            let sock = h.dir.join(TUNNEL_OUT);
+            let to = to.to_string();
+            self.spawn_tunnel(
+                &h,
+                &[
+                    "out",
+                    "--unix",
+                    &path_str(&sock),
+                    "--connect",
+                    &to,
+                    "--server-name",
+                    &req.tls_hostname,
+                ],
+            )
+            .await?;
+            format!("unix:{}", sock.display())
+        } else {
+            req.uri.clone()
+        };
         std::fs::write(&marker, &req.uri)?;
-        qmp.execute("migrate", json!({"uri": req.uri})).await?;
+        qmp.execute("migrate", json!({"uri": uri})).await?;
         if req.disks_mirrored {
             self.watch_switchover(h.clone(), qmp.clone());
         }
         Ok(self.runtime(&h))
+    }
+
+    /// Starts a migration tunnel for the VM's QEMU (it ends with that QEMU, or
+    /// when the migration's connections have all closed).
+    async fn spawn_tunnel(
+        &self,
+        h: &super::VmHandle,
+        args: &[&str],
+    ) -> anyhow::Result<crate::tunnel::Tunnel> {
+        let pid = h.live.lock().ok().and_then(|l| l.pid).context("no QEMU")?;
+        let state = self.root.parent().context("no state dir")?;
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let record = h.dir.join(format!("tunnel-{}.json", args[0]));
+        let _ = std::fs::remove_file(&record);
+        all.extend([
+            "--state-dir".into(),
+            path_str(state),
+            "--qemu-pid".into(),
+            pid.to_string(),
+            "--record".into(),
+            path_str(&record),
+        ]);
+        crate::tunnel::spawn(&all).await
     }
 
     /// Source: escalates a running migration — a new downtime target, or the move
