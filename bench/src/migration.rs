@@ -287,7 +287,9 @@ async fn ferry_move(
     // reports the move complete, the destination's QEMU running (or `postcopy`,
     // from which the destination runs it) — and until the
     // migration is `completed` (the source's copy removed too). A storage-only
-    // move has switched when it is completed.
+    // move has switched when its `transfer` node (the pivot to the new disks)
+    // has succeeded: what follows is the old images' removal, which raw QEMU's
+    // `block-job-complete` is not timed with either.
     let since = |at: &Value| -> Option<i64> {
         let at: chrono::DateTime<chrono::Utc> = at.as_str()?.parse().ok()?;
         Some((at - t0_wall).num_milliseconds())
@@ -303,7 +305,9 @@ async fn ferry_move(
         .and_then(|p| since(&p["started_at"]));
     let storage_only = to_datastore.is_some() && m["source_host_id"] == m["destination_host_id"];
     let api_ms = if storage_only {
-        done_ms
+        node_done_at(env, &mid, "transfer")
+            .await
+            .map_or(done_ms, |at| (at - t0_wall).num_milliseconds())
     } else {
         switched.unwrap_or(done_ms)
     };
@@ -336,6 +340,27 @@ async fn ferry_move(
         .collect();
     row.nodes = node_times(env, &mid).await;
     row
+}
+
+/// When node `step` of the migration's saga recorded its last event (its success).
+async fn node_done_at(
+    env: &Env,
+    migration: &str,
+    step: &str,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let pool = env.db.pool().await;
+    let at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT max(e.at) FROM saga_events e JOIN sagas s ON s.id = e.saga_id \
+         WHERE s.params->>'migration' = $1 AND e.step = $2",
+    )
+    .bind(migration)
+    .bind(step)
+    .fetch_one(&pool)
+    .await
+    .ok()
+    .flatten();
+    pool.close().await;
+    at
 }
 
 /// Each node of the migration's saga: from its start to its recorded success, ms.
