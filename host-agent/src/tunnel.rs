@@ -238,7 +238,7 @@ async fn carry_out(
     tcp.set_nodelay(true)?;
     let tls = tokio::time::timeout(
         HANDSHAKE,
-        tokio_rustls::TlsConnector::from(config).connect(name, BigReads::new(tcp)),
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
     )
     .await
     .context("TLS handshake timed out")?
@@ -260,7 +260,7 @@ async fn carry_in(
     tcp.set_nodelay(true)?;
     let tls = tokio::time::timeout(
         HANDSHAKE,
-        tokio_rustls::TlsAcceptor::from(config).accept(BigReads::new(tcp)),
+        tokio_rustls::TlsAcceptor::from(config).accept(tcp),
     )
     .await
     .context("TLS handshake timed out")?
@@ -341,73 +341,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tls<S> {
             me.written += *n as u64;
         }
         Poll::Ready(r)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A socket read `CHUNK` bytes at a time. rustls asks for 4 KiB per read (a
-/// 16 KiB record takes four or five), which made the receiving tunnel spend
-/// most of its time in system calls; this serves those asks from one large read.
-struct BigReads<S> {
-    inner: S,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl<S> BigReads<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner,
-            buf: vec![0; CHUNK].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for BigReads<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let me = self.get_mut();
-        if me.start == me.end {
-            let mut fill = ReadBuf::new(&mut me.buf);
-            ready!(Pin::new(&mut me.inner).poll_read(cx, &mut fill))?;
-            me.start = 0;
-            me.end = fill.filled().len();
-        }
-        let n = out.remaining().min(me.end - me.start);
-        out.put_slice(&me.buf[me.start..me.start + n]);
-        me.start += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for BigReads<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
