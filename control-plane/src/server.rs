@@ -10,6 +10,7 @@ use ferry_api::token::Role;
 use ferry_proto::v1::control_plane_server::ControlPlaneServer;
 use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::app::App;
@@ -134,7 +135,9 @@ async fn serve(
             app: app.clone(),
         }))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            // Replies go out at once (see the agent's server: a passed-in listener
+            // does not get `Server::tcp_nodelay`).
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stop.clone().cancelled_owned(),
         );
 
