@@ -18,6 +18,32 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Several `ip` commands in one process (`ip -batch`: it stops at the first
+/// that fails, and says which): a VM's start or a migration's destination waits
+/// for its taps, and each process costs milliseconds.
+fn ip_batch(lines: &[String]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run ip")?;
+    let mut stdin = child.stdin.take().context("ip's stdin")?;
+    stdin.write_all(lines.join("\n").as_bytes())?;
+    drop(stdin);
+    let out = child.wait_with_output().context("run ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip -batch ({}): {}",
+            lines.join("; "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 fn exists(dev: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(dev).exists()
 }
@@ -99,10 +125,10 @@ pub fn create_tap(tap: &str, bridge: &str) -> anyhow::Result<()> {
     if exists(tap) {
         let _ = ip(&["link", "del", tap]);
     }
-    ip(&["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])?;
-    ip(&["link", "set", tap, "master", bridge])?;
-    ip(&["link", "set", tap, "up"])?;
-    Ok(())
+    ip_batch(&[
+        format!("tuntap add dev {tap} mode tap vnet_hdr"),
+        format!("link set dev {tap} master {bridge} up"),
+    ])
 }
 
 /// Removes the bridges of networks this host no longer offers (`fbr-*` not in

@@ -165,6 +165,17 @@ impl App {
         if self.config.host_migration_budget > 0 {
             return self.config.host_migration_budget;
         }
+        if src == dst {
+            // A host's own moves (storage-only, or a plan over its links): no link
+            // to itself is worth measuring; its fastest link known sizes it.
+            let links = self.links.links.lock().unwrap_or_else(|p| p.into_inner());
+            return links
+                .iter()
+                .filter(|((a, b), _)| *a == src || *b == src)
+                .map(|(_, (bw, _))| budget_for(*bw))
+                .max()
+                .unwrap_or(4);
+        }
         let known = self
             .links
             .links

@@ -189,16 +189,19 @@ impl App {
                 .data(serde_json::json!({"migration_id": id})),
             )
             .await;
-        self.events
-            .record(
-                NewEvent::info(
-                    "migration.strategy",
-                    format!("{}: {channels_why}", prep.vm.name),
+        // A storage-only move has no memory stream: its mirror says what it does.
+        if !storage_only {
+            self.events
+                .record(
+                    NewEvent::info(
+                        "migration.strategy",
+                        format!("{}: {channels_why}", prep.vm.name),
+                    )
+                    .vm(vm)
+                    .data(serde_json::json!({"migration_id": id})),
                 )
-                .vm(vm)
-                .data(serde_json::json!({"migration_id": id})),
-            )
-            .await;
+                .await;
+        }
         let app = self.clone();
         crate::audit::spawn(async move { migrate::run(app, saga, params).await });
         self.migration_get(id).await
