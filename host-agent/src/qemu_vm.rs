@@ -95,6 +95,9 @@ struct VmHandle {
     live: Mutex<Live>,
     /// Serialises operations on this VM.
     op: tokio::sync::Mutex<()>,
+    /// Woken when a block job changes (QEMU's `BLOCK_JOB_*` events): a mirror's
+    /// state is awaited on it rather than polled.
+    block_jobs: tokio::sync::Notify,
 }
 
 pub struct QemuVms {
@@ -221,6 +224,7 @@ impl QemuVms {
                     relay: None,
                 }),
                 op: tokio::sync::Mutex::new(()),
+                block_jobs: tokio::sync::Notify::new(),
             })
         });
         *h.spec.lock().unwrap_or_else(|p| p.into_inner()) = spec.clone();
@@ -321,6 +325,10 @@ impl QemuVms {
                         }
                     }
                     "RESET" => me.set_state(&h, PowerState::Running, "reset"),
+                    "BLOCK_JOB_READY"
+                    | "BLOCK_JOB_COMPLETED"
+                    | "BLOCK_JOB_CANCELLED"
+                    | "BLOCK_JOB_ERROR" => h.block_jobs.notify_waiters(),
                     // A storage migration's state is in (the destination waits,
                     // `-S`): stop the exports, then run.
                     "MIGRATION"
@@ -527,7 +535,9 @@ impl QemuVms {
             }
         };
         let pid = child.id();
+        let spawned = std::time::Instant::now();
         let connected = Qmp::connect(&h.dir.join("qmp.sock"), Duration::from_secs(15)).await;
+        tracing::debug!(vm = %spec.vm_id, ms = spawned.elapsed().as_millis(), "QEMU's QMP answers");
         let (qmp, events) = match connected {
             Ok(c) => c,
             Err(e) => {

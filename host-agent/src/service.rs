@@ -11,8 +11,8 @@ use ferry_proto::v1::{
     BandwidthProbeReply, BandwidthProbeRequest, BandwidthSinkReply, BandwidthSinkRequest,
     DirtyRateReply, GetFactsRequest, HostReport, MigrateInReply, MigrateInRequest,
     MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply, MirrorStartRequest,
-    MirrorStatusReply, RemoveDisksReply, RemoveDisksRequest, VmConsoleReply, VmConsoleRequest,
-    VmListRequest, VmPowerRequest, VmRef, VmRuntime, VmRuntimeList,
+    MirrorStatusReply, MirrorStatusRequest, RemoveDisksReply, RemoveDisksRequest, VmConsoleReply,
+    VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef, VmRuntime, VmRuntimeList,
 };
 use tonic::{Request, Response, Status};
 
@@ -212,13 +212,15 @@ impl Agent for AgentService {
 
     async fn mirror_status(
         &self,
-        req: Request<VmRef>,
+        req: Request<MirrorStatusRequest>,
     ) -> Result<Response<MirrorStatusReply>, Status> {
         require_control_plane(&req)?;
-        let id = req.into_inner().vm_id;
+        let req = req.into_inner();
+        // Bounded: a caller's wait never holds a call past a poll's worth.
+        let wait = Duration::from_millis(u64::from(req.wait_ms.min(1_000)));
         self.state
             .hypervisor()
-            .mirror_status(&id)
+            .mirror_status(&req.vm_id, wait)
             .await
             .map(Response::new)
             .map_err(|e| to_status(e, ErrorCode::QemuFailed))

@@ -271,3 +271,22 @@ pub fn shape(env: &Env, i: u8, rate: &str) {
 pub fn unshape(env: &Env, i: u8) {
     tc_qdisc(env, i, &["del", "dev", "eth0", "root"]);
 }
+
+/// What host `host`'s migration tunnel `name` (`in`, `out`, `nbd-in`,
+/// `nbd-out`) for VM `id` carried, once it has ended (it writes its record then).
+pub async fn tunnel_record(env: &Env, host: &str, id: &str, name: &str) -> Value {
+    let path = env
+        .dir
+        .path()
+        .join(format!("agent-{host}/vms/{id}/tunnel-{name}.json"));
+    wait_for(
+        "the migration tunnel's record",
+        Duration::from_secs(90),
+        || {
+            let path = path.clone();
+            async move { std::fs::read(&path).ok() }
+        },
+    )
+    .await;
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}

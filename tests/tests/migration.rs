@@ -75,7 +75,7 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
 
     // The whole stream went over TLS 1.3 with the hosts' CA-issued identities:
     // the destination's tunnel delivered at least what QEMU reports it sent.
-    let carried = tunnel_record(&env, "host-b", &id, "in").await;
+    let carried = ferry_tests::vmtest::tunnel_record(&env, "host-b", &id, "in").await;
     assert_eq!(carried["protocol"], "TLSv1_3", "{carried}");
     assert!(carried["connections"].as_u64().unwrap() >= 1, "{carried}");
     let sent = m["result"]["transferred_bytes"].as_u64().unwrap();
@@ -169,37 +169,6 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
     );
 }
 
-/// The frame relay's point, asserted by its mechanism rather than by what TCP
-/// hides anyway: a client in a namespace of its own retransmits nothing lost while
-/// an idle guest moves with the relay on — the frames sent during the pause are
-/// held and delivered, none dropped — and does with `--frame-relay off` (what
-/// reaches the paused source is lost; this is what shows the check can fail).
-/// Counted in the client's namespace: `TcpRetransSegs` less the tail-loss probes
-/// (`TCPLossProbes`: Linux resends the last segment a few ms into any pause,
-/// lost or not, and the relay holds that probe like any frame), plus the probes
-/// that did repair a loss (`TCPLossProbeRecovery`); and no
-/// retransmission timeout (`TCPTimeouts`, TCP's 200 ms minimum) with the relay;
-/// never fewer than the fast retransmits (`TCPFastRetrans`), which only a loss
-/// causes.
-/// Without the relay a move loses frames only if some arrive in its pause: on an
-/// idle machine 4 moves of 4 did (5–7 segments resent), with two busy cores 4 of
-/// 5 — so the control moves back and forth until one shows the loss, at most
-/// `OFF_TRIES` times (all of them missing it: under 0.2 % at one in five).
-/// What host `host`'s migration tunnel (`side`: in, out) for VM `id` carried,
-/// once it has ended (it writes its record then).
-async fn tunnel_record(env: &ferry_tests::procs::Env, host: &str, id: &str, side: &str) -> Value {
-    let path = env
-        .dir
-        .path()
-        .join(format!("agent-{host}/vms/{id}/tunnel-{side}.json"));
-    wait_for("the migration tunnel's record", T, || {
-        let path = path.clone();
-        async move { std::fs::read(&path).ok() }
-    })
-    .await;
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
-
 /// The two ways of carrying TLS are one on the wire: a host whose QEMU does its
 /// own TLS (`--migration-tls qemu`) sends to and takes from a host whose agent's
 /// tunnel does (the default), guest intact.
@@ -224,13 +193,29 @@ async fn qemus_own_tls_at_one_end_and_the_agents_tunnel_at_the_other_interoperat
         assert_eq!(s["integrity_errors"], 0, "{s}");
     }
     // Back on host-a, it came in through host-a's tunnel from host-b's QEMU.
-    let carried = tunnel_record(&lab.env, "host-a", &lab.id, "in").await;
+    let carried = ferry_tests::vmtest::tunnel_record(&lab.env, "host-a", &lab.id, "in").await;
     assert_eq!(carried["protocol"], "TLSv1_3", "{carried}");
     assert!(carried["bytes_to_qemu"].as_u64().unwrap() > 0, "{carried}");
     let s = ferry_tests::vmtest::guest_status(&lab.ip).await;
     assert_eq!(s["integrity_errors"], 0, "{s}");
 }
 
+/// The frame relay's point, asserted by its mechanism rather than by what TCP
+/// hides anyway: a client in a namespace of its own retransmits nothing lost while
+/// an idle guest moves with the relay on — the frames sent during the pause are
+/// held and delivered, none dropped — and does with `--frame-relay off` (what
+/// reaches the paused source is lost; this is what shows the check can fail).
+/// Counted in the client's namespace: `TcpRetransSegs` less the tail-loss probes
+/// (`TCPLossProbes`: Linux resends the last segment a few ms into any pause,
+/// lost or not, and the relay holds that probe like any frame), plus the probes
+/// that did repair a loss (`TCPLossProbeRecovery`); and no
+/// retransmission timeout (`TCPTimeouts`, TCP's 200 ms minimum) with the relay;
+/// never fewer than the fast retransmits (`TCPFastRetrans`), which only a loss
+/// causes.
+/// Without the relay a move loses frames only if some arrive in its pause: on an
+/// idle machine 4 moves of 4 did (5–7 segments resent), with two busy cores 4 of
+/// 5 — so the control moves back and forth until one shows the loss, at most
+/// `OFF_TRIES` times (all of them missing it: under 0.2 % at one in five).
 #[tokio::test]
 async fn the_frame_relay_spares_the_client_a_retransmission() {
     const OFF_TRIES: usize = 4;

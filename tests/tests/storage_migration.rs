@@ -258,6 +258,18 @@ async fn a_guest_writing_to_its_disk_moves_to_a_host_without_its_datastore() {
         "moved with its disk: {} (client's longest gap {gap:?})",
         m["result"]
     );
+    // The disk crossed in TLS 1.3, carried by the agents' tunnels (plain NBD
+    // inside; the source's record goes with the VM's directory there): the
+    // destination's QEMU got at least the blocks the guest had written.
+    let dst = ferry_tests::vmtest::tunnel_record(&l.env, "st-b", &vm, "nbd-in").await;
+    assert_eq!(dst["protocol"], "TLSv1_3", "{dst}");
+    assert_eq!(dst["connections"], 1, "one disk, one NBD connection: {dst}");
+    // (4 KiB blocks, over and over a 32 MiB region.)
+    let written = before["disk"]["writes"].as_u64().unwrap().min(32 * 256) * 4096;
+    assert!(
+        dst["bytes_to_qemu"].as_u64().unwrap() >= written,
+        "{dst}; the guest had written {written} bytes of its region"
+    );
     // The record's timeline: the disk copy, then the memory, each timed.
     let phases: Vec<(String, Option<u64>)> = m["phases"]
         .as_array()

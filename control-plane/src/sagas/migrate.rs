@@ -325,6 +325,9 @@ pub struct Incoming {
     /// The destination's NBD server (a storage migration).
     #[serde(default)]
     pub nbd_address: String,
+    /// Reached through the destination's migration tunnel (see the proto).
+    #[serde(default)]
+    pub nbd_tunnel: bool,
 }
 
 impl From<MigrateInReply> for Incoming {
@@ -334,6 +337,7 @@ impl From<MigrateInReply> for Incoming {
             frames_address: r.frames_address,
             frames_token: r.frames_token,
             nbd_address: r.nbd_address,
+            nbd_tunnel: r.nbd_tunnel,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry_api::migration::{MigrationProgress, MigrationResult, MigrationState};
 use ferry_proto::errors::Failure;
-use ferry_proto::v1::{MirrorStartRequest, RemoveDisksRequest, VmDiskSpec};
+use ferry_proto::v1::{MirrorStartRequest, MirrorStatusRequest, RemoveDisksRequest, VmDiskSpec};
 
 use super::migrate::{Incoming, MCtx};
 use crate::config::Transport;
@@ -18,8 +18,11 @@ use crate::saga::{NodeError, NodeResult};
 /// How long the source may stay unreachable before the mirror fails.
 const SOURCE_GRACE: Duration = Duration::from_secs(20);
 
-/// How often the mirrors are asked about (their readiness is noticed this late
-/// at most), and how often the database learns their progress.
+/// How long the source holds a question about the mirrors while none changes
+/// (it answers as soon as one does: their readiness is noticed when QEMU says
+/// it), the least time between two questions, and how often the database
+/// learns their progress.
+const WAIT: Duration = Duration::from_millis(50);
 const POLL: Duration = Duration::from_millis(20);
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
 
@@ -63,6 +66,7 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
         .mirror_start(MirrorStartRequest {
             vm_id: p.vm.to_string(),
             nbd_address: incoming.nbd_address.clone(),
+            nbd_tunnel: incoming.nbd_tunnel && !local,
             // A storage-only move copies each disk to its new datastore here.
             local_targets: if local {
                 p.disks
@@ -133,7 +137,14 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
         if housekeeping && ctx.cancel_requested().await? {
             return Err(NodeError::Cancelled);
         }
-        let st = match source.mirror_status(ctx.vm_ref()).await {
+        let asked = Instant::now();
+        let st = match source
+            .mirror_status(MirrorStatusRequest {
+                vm_id: p.vm.to_string(),
+                wait_ms: WAIT.as_millis() as u32,
+            })
+            .await
+        {
             Ok(r) => {
                 unreachable_since = None;
                 r.into_inner()
@@ -176,8 +187,11 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
             .sum::<u64>()
             .max(done);
         let ready = st.disks.len() == p.disks.len() && st.disks.iter().all(|d| d.ready);
+        // Not in sync: asked again at once if the source held the question (an
+        // agent that answers at once is not asked more often than every `POLL`).
+        let pause = POLL.saturating_sub(asked.elapsed());
         if !housekeeping && !ready {
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pause).await;
             continue;
         }
         let dt = last_at.elapsed().as_secs_f64();
@@ -209,7 +223,7 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
         if ready {
             break;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(pause).await;
     }
     app.events
         .record(

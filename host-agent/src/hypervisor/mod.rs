@@ -102,7 +102,13 @@ pub trait Hypervisor: Send + Sync + 'static {
             format!("this backend cannot mirror disks (VM {})", req.vm_id),
         ))
     }
-    async fn mirror_status(&self, vm_id: &str) -> anyhow::Result<MirrorStatusReply> {
+    /// The mirrors' state; while some is not in sync, waits up to `wait` for a
+    /// change first.
+    async fn mirror_status(
+        &self,
+        vm_id: &str,
+        _wait: std::time::Duration,
+    ) -> anyhow::Result<MirrorStatusReply> {
         Err(crate::error::coded(
             ErrorCode::Invalid,
             format!("this backend cannot mirror disks (VM {vm_id})"),

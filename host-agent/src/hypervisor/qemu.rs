@@ -228,8 +228,9 @@ impl Hypervisor for QemuBackend {
     async fn mirror_status(
         &self,
         vm_id: &str,
+        wait: std::time::Duration,
     ) -> anyhow::Result<ferry_proto::v1::MirrorStatusReply> {
-        self.vms.mirror_status(vm_id).await
+        self.vms.mirror_status(vm_id, wait).await
     }
 
     async fn mirror_cancel(

@@ -447,6 +447,7 @@ impl Hypervisor for SimHost {
             frames_address: String::new(),
             frames_token: String::new(),
             nbd_address: String::new(),
+            nbd_tunnel: false,
         })
     }
 

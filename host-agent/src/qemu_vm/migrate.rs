@@ -203,10 +203,14 @@ impl QemuVms {
             tracing::warn!(vm = %spec.vm_id, "replacing a waiting QEMU an interrupted call left");
             self.force_off(&h).await?;
         }
+        // Where a destination's start goes (debug log): images, QEMU, the rest.
+        let t0 = std::time::Instant::now();
         if req.mirror_disks {
             self.create_incoming_disks(&h, &spec).await?;
         }
+        let disks_ms = t0.elapsed().as_millis();
         self.start_qemu(&h, &spec, true).await?;
+        let qemu_ms = t0.elapsed().as_millis() - disks_ms;
         let listen_ip = req.listen_ip.as_str();
         let tunnel = req.tls && self.migration_tls == MigrationTls::Agent;
         let qmp = h
@@ -243,6 +247,7 @@ impl QemuVms {
             let t = self
                 .spawn_tunnel(
                     &h,
+                    "in",
                     &["in", "--listen", listen_ip, "--unix", &path_str(&sock)],
                 )
                 .await?;
@@ -265,11 +270,11 @@ impl QemuVms {
             qmp.execute("migrate-incoming", json!({"uri": uri})).await?;
             uri
         };
-        let nbd_address = if req.mirror_disks {
-            self.export_disks(&qmp, listen_ip, spec.disks.len(), req.tls)
+        let (nbd_address, nbd_tunnel) = if req.mirror_disks {
+            self.export_disks(&h, &qmp, listen_ip, spec.disks.len(), req.tls, tunnel)
                 .await?
         } else {
-            String::new()
+            (String::new(), false)
         };
         let taps = (0..spec.nics.len())
             .map(|i| crate::netdev::tap_name(&spec.vm_id, i))
@@ -286,11 +291,14 @@ impl QemuVms {
             frames_address: sink.as_ref().map(|s| s.address.clone()).unwrap_or_default(),
             frames_token: sink.as_ref().map(|s| s.token.clone()).unwrap_or_default(),
             nbd_address,
+            nbd_tunnel,
         };
         if let Ok(mut l) = h.live.lock() {
             l.incoming = Some(reply.clone());
             l.sink = sink;
         }
+        tracing::debug!(vm = %spec.vm_id, disks_ms, qemu_ms,
+            ms = t0.elapsed().as_millis(), "waiting for the migration");
         Ok(reply)
     }
 
@@ -400,6 +408,7 @@ impl QemuVms {
             let to = to.to_string();
             self.spawn_tunnel(
                 &h,
+                "out",
                 &[
                     "out",
                     "--unix",
@@ -424,16 +433,18 @@ impl QemuVms {
     }
 
     /// Starts a migration tunnel for the VM's QEMU (it ends with that QEMU, or
-    /// when the migration's connections have all closed).
-    async fn spawn_tunnel(
+    /// when the connections it carried have all closed); what it carried is
+    /// written to `tunnel-<name>.json` in the VM's directory.
+    pub(super) async fn spawn_tunnel(
         &self,
         h: &super::VmHandle,
+        name: &str,
         args: &[&str],
     ) -> anyhow::Result<crate::tunnel::Tunnel> {
         let pid = h.live.lock().ok().and_then(|l| l.pid).context("no QEMU")?;
         let state = self.root.parent().context("no state dir")?;
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let record = h.dir.join(format!("tunnel-{}.json", args[0]));
+        let record = h.dir.join(format!("tunnel-{name}.json"));
         let _ = std::fs::remove_file(&record);
         all.extend([
             "--state-dir".into(),

@@ -70,6 +70,10 @@ fn target_node(i: usize) -> String {
 /// The NBD client's TLS credentials on the source (the migration's own object is
 /// re-created for each migration, which an NBD node in use would forbid).
 const NBD_TLS_OBJECT: &str = "ferry-tls-nbd";
+/// Destination: QEMU's NBD server's socket when a tunnel carries the exports.
+const NBD_IN: &str = "nbd-in.sock";
+/// Source: this host's end of the tunnel to the destination's exports.
+const NBD_OUT: &str = "nbd-out.sock";
 
 /// Creates an empty qcow2 image of `size` bytes at `path`.
 pub async fn create_image(path: &Path, size: u64) -> anyhow::Result<()> {
@@ -171,25 +175,46 @@ impl QemuVms {
 
     /// Destination: exports each disk over NBD on `ip` (TLS with the migration's
     /// server credentials when `tls`); returns `host:port`.
+    /// Destination: exports each disk over NBD on `ip`; returns the server's
+    /// `host:port` and whether it is reached through a tunnel. With `tunnel`
+    /// (TLS by the agent's tunnel, as the memory's stream), QEMU's server listens
+    /// in the clear on a Unix socket in the VM's directory and a tunnel takes
+    /// the TLS connections; else QEMU's server speaks TLS itself (NBD's
+    /// STARTTLS), or plain TCP without `tls`.
     pub(super) async fn export_disks(
         &self,
+        h: &VmHandle,
         qmp: &crate::qmp::Qmp,
         ip: &str,
         disks: usize,
         tls: bool,
-    ) -> anyhow::Result<String> {
-        let port = std::net::TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .with_context(|| format!("no free port on {ip}"))?
-            .port();
+        tunnel: bool,
+    ) -> anyhow::Result<(String, bool)> {
         // A server an earlier, interrupted attempt left (none is the usual answer).
         let _ = qmp.execute("nbd-server-stop", json!({})).await;
-        let mut args =
-            json!({"addr": {"type": "inet", "data": {"host": ip, "port": port.to_string()}}});
-        if tls {
-            args["tls-creds"] = TLS_OBJECT.into();
-        }
-        qmp.execute("nbd-server-start", args).await?;
+        let tunneled = tls && tunnel;
+        let sock = h.dir.join(NBD_IN);
+        let port = if tunneled {
+            let _ = std::fs::remove_file(&sock);
+            qmp.execute(
+                "nbd-server-start",
+                json!({"addr": {"type": "unix", "data": {"path": sock.display().to_string()}}}),
+            )
+            .await?;
+            None
+        } else {
+            let port = std::net::TcpListener::bind((ip, 0))
+                .and_then(|l| l.local_addr())
+                .with_context(|| format!("no free port on {ip}"))?
+                .port();
+            let mut args =
+                json!({"addr": {"type": "inet", "data": {"host": ip, "port": port.to_string()}}});
+            if tls {
+                args["tls-creds"] = TLS_OBJECT.into();
+            }
+            qmp.execute("nbd-server-start", args).await?;
+            Some(port)
+        };
         for i in 0..disks {
             qmp.execute(
                 "block-export-add",
@@ -198,7 +223,20 @@ impl QemuVms {
             )
             .await?;
         }
-        Ok(format!("{ip}:{port}"))
+        let port = match port {
+            Some(p) => p,
+            None => {
+                let sock = sock.display().to_string();
+                let t = self
+                    .spawn_tunnel(h, "nbd-in", &["in", "--listen", ip, "--unix", &sock])
+                    .await?;
+                t.ready
+                    .strip_prefix("port ")
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .with_context(|| format!("the NBD tunnel said {:?}", t.ready))?
+            }
+        };
+        Ok((format!("{ip}:{port}"), tunneled))
     }
 
     /// Destination of a storage migration whose state has arrived (QEMU waits,
@@ -280,7 +318,36 @@ impl QemuVms {
             .nbd_address
             .rsplit_once(':')
             .with_context(|| format!("bad NBD address {:?}", req.nbd_address))?;
-        if !req.tls_hostname.is_empty() {
+        // Through a tunnel (the destination's exports are behind one): QEMU's NBD
+        // client connects in the clear to this host's end of it.
+        let server = if req.nbd_tunnel {
+            if req.tls_hostname.is_empty() {
+                return Err(coded(
+                    ErrorCode::Invalid,
+                    "an NBD tunnel needs the destination's name (tls_hostname)",
+                ));
+            }
+            let sock = h.dir.join(NBD_OUT).display().to_string();
+            self.spawn_tunnel(
+                &h,
+                "nbd-out",
+                &[
+                    "out",
+                    "--unix",
+                    &sock,
+                    "--connect",
+                    &req.nbd_address,
+                    "--server-name",
+                    &req.tls_hostname,
+                ],
+            )
+            .await?;
+            json!({"type": "unix", "path": sock})
+        } else {
+            json!({"type": "inet", "host": host, "port": port})
+        };
+        let qemu_tls = !req.tls_hostname.is_empty() && !req.nbd_tunnel;
+        if qemu_tls {
             let dir = self.tls_dir()?;
             // Replaced if an earlier attempt made it; absent is the usual answer.
             let _ = qmp
@@ -299,8 +366,8 @@ impl QemuVms {
                 .execute("blockdev-del", json!({"node-name": target_node(i)}))
                 .await;
             let mut node = json!({"driver": "nbd", "node-name": target_node(i),
-                "server": {"type": "inet", "host": host, "port": port}, "export": disk_node(i)});
-            if !req.tls_hostname.is_empty() {
+                "server": server.clone(), "export": disk_node(i)});
+            if qemu_tls {
                 node["tls-creds"] = NBD_TLS_OBJECT.into();
                 node["tls-hostname"] = req.tls_hostname.clone().into();
             }
@@ -372,9 +439,26 @@ impl QemuVms {
         Ok(reply)
     }
 
-    pub async fn mirror_status(&self, vm_id: &str) -> anyhow::Result<MirrorStatusReply> {
+    /// The mirrors' state; while one is not in sync, waits up to `wait` for a
+    /// block job event first (registered before the first look: none is missed).
+    pub async fn mirror_status(
+        &self,
+        vm_id: &str,
+        wait: Duration,
+    ) -> anyhow::Result<MirrorStatusReply> {
         let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
         let qmp = self.qmp_of(vm_id)?;
+        let changed = h.block_jobs.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let reply = self.status_of(&h, &qmp).await?;
+        let settled = reply.failed || reply.disks.iter().all(|d| d.ready);
+        if settled || wait.is_zero() {
+            return Ok(reply);
+        }
+        if tokio::time::timeout(wait, changed).await.is_err() {
+            return Ok(reply);
+        }
         self.status_of(&h, &qmp).await
     }
 
