@@ -691,13 +691,21 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         if args.disk_mib > 0 {
+            // (`--no-ferry` skips the memory cases only.)
+            let ferries: &[(&str, &str)] = if args.no_tcp {
+                &[("ferry", "tls")]
+            } else {
+                &[("ferry", "tls"), ("ferry-tcp", "tcp")]
+            };
             let a = disks::DiskArgs {
                 disk_mib: args.disk_mib,
                 write_mib: args.disk_write_mib,
                 repeats: args.repeats,
+                ferries,
+                transport: &args.transport,
             };
             disks::run(
-                &env,
+                &mut env,
                 &a,
                 path,
                 link,

@@ -91,17 +91,21 @@ fn qcow2(path: &Path, mib: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub struct DiskArgs {
+pub struct DiskArgs<'a> {
     pub disk_mib: u64,
     pub write_mib: u64,
     pub repeats: usize,
+    /// Ferry's contenders for the move to the other host: (row, transport).
+    pub ferries: &'a [(&'a str, &'a str)],
+    /// The transport the control plane runs with between cases.
+    pub transport: &'a str,
 }
 
 /// Runs every disk case on the current path; appends the rows.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
-    env: &Env,
-    a: &DiskArgs,
+    env: &mut Env,
+    a: &DiskArgs<'_>,
     path: &str,
     link: f64,
     hosts: &[String; 2],
@@ -117,7 +121,6 @@ pub async fn run(
         dirty_mibps: DURING_MBPS as f64,
         link,
     };
-    let api = env.api();
     let locals = [
         datastore(env, &format!("local-{}", names[0])).await,
         datastore(env, &format!("local-{}", names[1])).await,
@@ -137,25 +140,37 @@ pub async fn run(
     prefill(&ip, a.write_mib).await;
     super::know_the_link(env, &id, &hosts[1]).await;
     let mut at = 0usize;
-    for _ in 0..a.repeats {
-        let mut row = ferry_move(
-            env,
-            &case("disk"),
-            "ferry",
-            &id,
-            &ip,
-            &hosts[1 - at],
-            None,
-            None,
-        )
-        .await;
-        if row.completed {
-            at = 1 - at;
+    for &(who, transport) in a.ferries {
+        if transport != a.transport {
+            super::set_transport(env, transport).await;
+            super::know_the_link(env, &id, &hosts[1 - at]).await;
         }
-        row.disk_mismatches = Some(verify(&ip).await);
-        print_row(&row);
-        rows.push(row);
+        for _ in 0..a.repeats {
+            let mut row = ferry_move(
+                env,
+                &case("disk"),
+                who,
+                &id,
+                &ip,
+                &hosts[1 - at],
+                None,
+                None,
+            )
+            .await;
+            if row.completed {
+                at = 1 - at;
+            }
+            row.disk_mismatches = Some(verify(&ip).await);
+            print_row(&row);
+            rows.push(row);
+        }
+        if transport != a.transport {
+            super::set_transport(env, a.transport).await;
+        }
     }
+    // (A control plane restarted may listen elsewhere.)
+    let api = env.api();
+    // Storage-only moves cross no link: the transport plays no part.
     // Storage-only: between the shared datastore and the host's local one.
     for i in 0..a.repeats {
         let to = if i % 2 == 0 { &shared } else { &locals[at] };
@@ -214,7 +229,6 @@ pub async fn run(
     prefill(&ip, a.write_mib).await;
     for k in 0..a.repeats {
         let next = scratch.join(format!("raw-disk-{n}-{}.qcow2", k + 1));
-        qcow2(&next, a.disk_mib)?;
         let (mut row, holder, moved) =
             raw_disk_move(env, &case("disk"), vm, 1 - at, &ip, &mac, scratch, &next, a).await;
         vm = holder;
@@ -275,7 +289,7 @@ async fn raw_disk_move(
     mac: &str,
     scratch: &Path,
     image: &PathBuf,
-    a: &DiskArgs,
+    a: &DiskArgs<'_>,
 ) -> (Row, RawVm, bool) {
     let mut row = case.row("qemu-tuned");
     let host = env.lab.host_ip(to);
@@ -283,6 +297,11 @@ async fn raw_disk_move(
     let channels = if case.path == "unshaped" { 2 } else { 0 };
     case.ready();
     let t_req = Instant::now();
+    // The target image is part of the move (Ferry's destination makes its own).
+    if let Err(e) = qcow2(image, a.disk_mib) {
+        eprintln!("raw destination image: {e:#}");
+        return (row, src, false);
+    }
     let dst = match RawVm::start_with_disk(
         env,
         to,
@@ -390,7 +409,12 @@ async fn raw_disk_move(
 }
 
 /// Raw QEMU's storage-only move: mirror into a new local image, then pivot.
-async fn raw_local_move(case: &Case<'_>, vm: &RawVm, image: &Path, a: &DiskArgs) -> (Row, bool) {
+async fn raw_local_move(
+    case: &Case<'_>,
+    vm: &RawVm,
+    image: &Path,
+    a: &DiskArgs<'_>,
+) -> (Row, bool) {
     let mut row = case.row("qemu-tuned");
     case.ready();
     let t_req = Instant::now();
