@@ -6,16 +6,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
+/// One `ip` command (the arguments are names and keywords, never with spaces).
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    ip_batch(&[args.join(" ")])
 }
 
 /// Several `ip` commands in one process (`ip -batch`: it stops at the first

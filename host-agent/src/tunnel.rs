@@ -501,18 +501,19 @@ mod tests {
         (dir, ca.pem())
     }
 
-    /// Starts both ends: a fake destination QEMU listening on a Unix socket,
-    /// the incoming tunnel, the outgoing tunnel; returns the socket the
-    /// source's QEMU connects to and the destination's listener.
-    async fn tunnels(
-        src: &Path,
-        dst: &Path,
-        server_name: &str,
-    ) -> (
-        PathBuf,
-        UnixListener,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
+    /// A destination's state directory with the same identity files as `src`
+    /// (both hosts under one CA).
+    fn same_ca(src: &Path) -> tempfile::TempDir {
+        let dst = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "host.crt", "host.key"] {
+            std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
+        }
+        dst
+    }
+
+    /// Starts a fake destination QEMU listening on a Unix socket and the
+    /// incoming tunnel to it; returns that listener and the tunnel's port.
+    async fn in_tunnel(dst: &Path) -> (UnixListener, u16) {
         let qemu_in = dst.join("in.sock");
         let dest_qemu = UnixListener::bind(&qemu_in).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -529,6 +530,22 @@ mod tests {
             let _ = tx.send(l);
         }));
         let port: u16 = rx.await.unwrap()["port ".len()..].parse().unwrap();
+        (dest_qemu, port)
+    }
+
+    /// Starts both ends: a fake destination QEMU listening on a Unix socket,
+    /// the incoming tunnel, the outgoing tunnel; returns the socket the
+    /// source's QEMU connects to and the destination's listener.
+    async fn tunnels(
+        src: &Path,
+        dst: &Path,
+        server_name: &str,
+    ) -> (
+        PathBuf,
+        UnixListener,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let (dest_qemu, port) = in_tunnel(dst).await;
         let out = src.join("out.sock");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let args = Args {
@@ -554,11 +571,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_crosses_whole_both_ways_and_the_tunnel_ends_with_it() {
         let (src, _) = state_dir("host-b.hosts.ferry");
-        let dst = tempfile::tempdir().unwrap();
-        // Both hosts under one CA: the destination's identity is the same files.
-        for f in ["ca.pem", "host.crt", "host.key"] {
-            std::fs::copy(src.path().join(f), dst.path().join(f)).unwrap();
-        }
+        let dst = same_ca(src.path());
         let (out, dest_qemu, out_task) =
             tunnels(src.path(), dst.path(), "host-b.hosts.ferry").await;
         let data: Vec<u8> = (0..(3 << 20) + 12_345u32)
@@ -599,10 +612,7 @@ mod tests {
     #[tokio::test]
     async fn the_wrong_name_or_another_clusters_host_is_refused() {
         let (src, _) = state_dir("host-b.hosts.ferry");
-        let dst = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "host.crt", "host.key"] {
-            std::fs::copy(src.path().join(f), dst.path().join(f)).unwrap();
-        }
+        let dst = same_ca(src.path());
         let (out, dest_qemu, _t) = tunnels(src.path(), dst.path(), "host-c.hosts.ferry").await;
         let mut source = UnixStream::connect(&out).await.unwrap();
         source.write_all(b"state").await.unwrap();
@@ -621,10 +631,7 @@ mod tests {
         // A source whose certificate another CA issued (it trusts this one's).
         let (other, _) = state_dir("host-b.hosts.ferry");
         std::fs::copy(src.path().join("ca.pem"), other.path().join("ca.pem")).unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "host.crt", "host.key"] {
-            std::fs::copy(src.path().join(f), dst.path().join(f)).unwrap();
-        }
+        let dst = same_ca(src.path());
         let (out, dest_qemu, _t) = tunnels(other.path(), dst.path(), "host-b.hosts.ferry").await;
         let mut source = UnixStream::connect(&out).await.unwrap();
         // Whether the write or the read fails depends on when the refusal closes
@@ -649,26 +656,8 @@ mod tests {
     #[tokio::test]
     async fn a_source_that_writes_closes_and_never_reads_loses_nothing() {
         let (src, _) = state_dir("host-b.hosts.ferry");
-        let dst = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "host.crt", "host.key"] {
-            std::fs::copy(src.path().join(f), dst.path().join(f)).unwrap();
-        }
-        let qemu_in = dst.path().join("in.sock");
-        let dest_qemu = UnixListener::bind(&qemu_in).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let args = Args {
-            side: Side::In {
-                listen: "127.0.0.1".parse().unwrap(),
-                unix: qemu_in,
-            },
-            state_dir: dst.path().to_path_buf(),
-            qemu_pid: 0,
-            record: None,
-        };
-        tokio::spawn(run(args, move |l| {
-            let _ = tx.send(l);
-        }));
-        let port: u16 = rx.await.unwrap()["port ".len()..].parse().unwrap();
+        let dst = same_ca(src.path());
+        let (dest_qemu, port) = in_tunnel(dst.path()).await;
         let data: Vec<u8> = (0..32u32 << 20)
             .map(|i| (i * 13 + i / 4096) as u8)
             .collect();
