@@ -36,6 +36,7 @@ mod migrate;
 mod reattach;
 mod spec;
 mod storage;
+mod storage_local;
 
 pub use memory::{memory_arg, needs_tcg_dirty_padding};
 
