@@ -5,12 +5,16 @@
 //! 1. Destination (`MigrateIn` with `mirror_disks`): creates each disk empty on its
 //!    datastore (recorded in the VM's `incoming-disks` file, so a discard removes
 //!    exactly those), starts QEMU waiting for the migration, and exports each disk
-//!    over QEMU's own NBD server, writable, with the host's CA-issued TLS identity.
-//! 2. Source (`MirrorStart`): opens each export as an NBD node (TLS, verifying the
-//!    destination's name) and runs `blockdev-mirror` in `write-blocking` mode: the
+//!    over QEMU's NBD server, writable, in TLS with the host's CA-issued identity:
+//!    by a migration tunnel in front of a Unix socket (`--migration-tls agent`,
+//!    the default; `MigrateInReply.nbd_tunnel`), or by QEMU itself (NBD's STARTTLS).
+//! 2. Source (`MirrorStart`): opens each export as an NBD node (through a tunnel
+//!    of its own when the destination has one; TLS verifying the destination's
+//!    name either way) and runs `blockdev-mirror` in `write-blocking` mode: the
 //!    background copy proceeds while every guest write goes to both disks, so the
 //!    mirror converges whatever the guest writes. `MirrorStatus` reports progress
-//!    and readiness (in sync).
+//!    and readiness (in sync), holding the question until a block job changes
+//!    (QEMU's `BLOCK_JOB_*` events) or `wait_ms` passes.
 //! 3. Source (`MigrateOut` with `disks_mirrored`): the memory migration runs with
 //!    `pause-before-switchover`; once the VM is paused there, the mirrors are
 //!    completed (`block-job-cancel` on a ready mirror ends it with both disks the
