@@ -18,6 +18,8 @@
 //! network, opened by the source to the address the destination returned from
 //! `MigrateIn` and authenticated by the one-time token that came with it: the
 //! frames are guest traffic that crossed the same segment in the clear anyway.
+//! The source's copy (and its taps) is removed only once frames for the guest
+//! have stopped arriving ([`Relay::settle`]).
 //! Frames the guest itself sent are never forwarded. A few frames from just before
 //! the pause may be delivered twice (the margin covers the instant between QEMU
 //! stopping and the agent hearing of it); TCP discards such duplicates.
@@ -223,6 +225,13 @@ pub struct Relay {
     stop: AtomicBool,
     /// Frames forwarded to the destination so far.
     forwarded: AtomicU64,
+    /// The origin of the stamps below (µs since it).
+    born: Instant,
+    /// Per tap: when its capture last finished a look (a frame read and handled,
+    /// or a read that found none).
+    looked: Vec<AtomicU64>,
+    /// When a frame addressed to the guest was last captured.
+    last_for_guest: AtomicU64,
 }
 
 impl Relay {
@@ -237,6 +246,9 @@ impl Relay {
             paused_at: Mutex::new(None),
             stop: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
+            born: Instant::now(),
+            looked: taps.iter().map(|_| AtomicU64::new(0)).collect(),
+            last_for_guest: AtomicU64::new(0),
         });
         let conn = Arc::new(Mutex::new(None::<TcpStream>));
         // Connected now, so the pause costs no handshake (or, failing that, at the
@@ -271,6 +283,49 @@ impl Relay {
         self.stop.store(true, Ordering::Relaxed);
     }
 
+    fn now_us(&self) -> u64 {
+        self.born.elapsed().as_micros() as u64
+    }
+
+    /// After the switchover, before the source's QEMU (and its taps) go: waits
+    /// until frames for the guest have stopped reaching the taps — none for
+    /// `quiet`, and every tap's capture has looked since this call began, so none
+    /// waits unread — or `max` has passed (false). Frames keep arriving here until
+    /// the fabric has learned the VM's new port; one that arrives after the
+    /// capture stopped is lost, and the peer that sent it waits for its
+    /// retransmission (seen once the control plane learned of a completion at
+    /// once rather than at its next poll, and removed the source's copy a few ms
+    /// sooner: a frame still queued for the capture was dropped with it). At
+    /// once when the VM never paused for a switchover.
+    pub async fn settle(&self, quiet: Duration, max: Duration) -> bool {
+        if self
+            .paused_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return true;
+        }
+        let began = self.now_us();
+        let deadline = Instant::now() + max;
+        let quiet = quiet.as_micros() as u64;
+        loop {
+            let now = self.now_us();
+            let calm = now.saturating_sub(self.last_for_guest.load(Ordering::Relaxed)) >= quiet;
+            let caught_up = self
+                .looked
+                .iter()
+                .all(|l| l.load(Ordering::Relaxed) > began);
+            if calm && caught_up {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Frames forwarded to the destination so far (those that arrived while the VM
     /// was paused, and after).
     pub fn forwarded(&self) -> u64 {
@@ -295,8 +350,12 @@ impl Relay {
                 Err(_) => break, // the tap is gone
             };
             let now = SystemTime::now();
-            if frame.len() >= 14 && Some(&frame[6..12]) != guest.as_ref().map(|m| &m[..]) {
+            let guest_mac = guest.as_ref().map(|m| &m[..]);
+            if frame.len() >= 14 && Some(&frame[6..12]) != guest_mac {
                 recent.push_back((now, frame.to_vec()));
+                if Some(&frame[..6]) == guest_mac {
+                    self.last_for_guest.store(self.now_us(), Ordering::Relaxed);
+                }
             }
             let paused = *self.paused_at.lock().unwrap_or_else(|e| e.into_inner());
             match paused {
@@ -326,6 +385,9 @@ impl Relay {
                         }
                     }
                 }
+            }
+            if let Some(l) = self.looked.get(nic as usize) {
+                l.store(self.now_us(), Ordering::Relaxed);
             }
         }
         if forwarded > 0 {

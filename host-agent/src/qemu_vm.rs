@@ -99,6 +99,9 @@ struct VmHandle {
     /// Woken when a block job changes (QEMU's `BLOCK_JOB_*` events): a mirror's
     /// state is awaited on it rather than polled.
     block_jobs: tokio::sync::Notify,
+    /// Woken when an outgoing migration changes (QEMU's `MIGRATION` and
+    /// `MIGRATION_PASS` events): its completion is awaited on it, not polled.
+    migration: tokio::sync::Notify,
 }
 
 pub struct QemuVms {
@@ -226,6 +229,7 @@ impl QemuVms {
                 }),
                 op: tokio::sync::Mutex::new(()),
                 block_jobs: tokio::sync::Notify::new(),
+                migration: tokio::sync::Notify::new(),
             })
         });
         *h.spec.lock().unwrap_or_else(|p| p.into_inner()) = spec.clone();
@@ -290,6 +294,9 @@ impl QemuVms {
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 tracing::debug!(vm = %h.id, event = %ev.name, "QMP event");
+                if let "MIGRATION" | "MIGRATION_PASS" = ev.name.as_str() {
+                    h.migration.notify_waiters();
+                }
                 match ev.name.as_str() {
                     "STOP" => {
                         me.set_state(&h, PowerState::Paused, "paused");

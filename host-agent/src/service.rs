@@ -10,9 +10,10 @@ use std::time::Duration;
 use ferry_proto::v1::{
     BandwidthProbeReply, BandwidthProbeRequest, BandwidthSinkReply, BandwidthSinkRequest,
     DirtyRateReply, GetFactsRequest, HostReport, MigrateInReply, MigrateInRequest,
-    MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply, MirrorStartRequest,
-    MirrorStatusReply, MirrorStatusRequest, RemoveDisksReply, RemoveDisksRequest, VmConsoleReply,
-    VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef, VmRuntime, VmRuntimeList,
+    MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply, MigrationStatusRequest,
+    MirrorStartRequest, MirrorStatusReply, MirrorStatusRequest, RemoveDisksReply,
+    RemoveDisksRequest, VmConsoleReply, VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef,
+    VmRuntime, VmRuntimeList,
 };
 use tonic::{Request, Response, Status};
 
@@ -163,13 +164,15 @@ impl Agent for AgentService {
 
     async fn migration_status(
         &self,
-        req: Request<VmRef>,
+        req: Request<MigrationStatusRequest>,
     ) -> Result<Response<MigrationStatusReply>, Status> {
         require_control_plane(&req)?;
-        let id = req.into_inner().vm_id;
+        let req = req.into_inner();
+        // Bounded: a caller's wait never holds a call past a poll's worth.
+        let wait = Duration::from_millis(u64::from(req.wait_ms.min(1000)));
         self.state
             .hypervisor()
-            .migration_status(&id)
+            .migration_status(&req.vm_id, wait)
             .await
             .map(Response::new)
             .map_err(|e| to_status(e, ErrorCode::QemuFailed))

@@ -111,6 +111,43 @@ async fn a_sim_move_takes_the_time_the_check_predicted() {
 }
 
 #[tokio::test]
+async fn the_link_is_measured_after_the_move_that_calls_for_it_not_during_it() {
+    // No link known yet: the move's budget calls for a measurement, which waits
+    // until no move touches the two hosts (a probe during the move would share
+    // its link). 512 MiB over the modelled 1 Gbit/s: a few seconds of move.
+    let c = SimCluster::start(2, 1_000, &[]).await;
+    let vm = c.vm("first", 0, 512, "sim.dirty_mibps=5").await;
+    let mid = start_migration(&c.api, &vm, &json!({"destination_host_id": c.host(1)})).await;
+    let m = wait_migration(&c.api, &mid).await;
+    assert_eq!(m["state"], "completed", "{m}");
+    let seq_of = |kind: &'static str| {
+        let api = c.api.clone();
+        async move {
+            let ev = api.ok(&format!("/events?kind={kind}&limit=10")).await;
+            ev["items"].as_array().unwrap().first().cloned()
+        }
+    };
+    let completed = seq_of("migration.completed")
+        .await
+        .expect("the move's event");
+    let measured = wait_for("the link measured once the move is over", T, || {
+        let seq_of = &seq_of;
+        async move { seq_of("link.measured").await }
+    })
+    .await;
+    assert!(
+        measured["seq"].as_i64() > completed["seq"].as_i64(),
+        "measured after the move: {measured} / {completed}"
+    );
+    assert_eq!(measured["host_id"], c.host(0).to_string(), "{measured}");
+    let bw = measured["data"]["bytes_per_s"].as_u64().unwrap();
+    assert!(
+        bw.abs_diff(125_000_000) < 125_000,
+        "the modelled link: {bw}"
+    );
+}
+
+#[tokio::test]
 async fn auto_escalates_when_the_guest_dirties_faster_than_the_link() {
     // 200 MiB/s of dirtying against a 125 MB/s link: pre-copy alone never ends.
     let c = SimCluster::start(2, 1_000, &[]).await;

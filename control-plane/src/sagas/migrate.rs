@@ -203,6 +203,8 @@ fn queue<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
     Box::pin(async move {
         let p = ctx.params;
         let budget = ctx.app.migration_budget(p.source, p.destination).await;
+        // After this move (and any other on its hosts): see the function.
+        ctx.app.measure_when_idle(p.source, p.destination);
         let mut said = false;
         loop {
             if ctx.cancel_requested().await? {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use ferry_api::migration::{MigrationProgress, MigrationResult, MigrationState};
 use ferry_proto::errors::{ErrorCode, Failure};
-use ferry_proto::v1::{MigrateOutRequest, MigrateTuneRequest, MigrationStatus as Qs};
+use ferry_proto::v1::{
+    MigrateOutRequest, MigrateTuneRequest, MigrationStatus as Qs, MigrationStatusRequest,
+};
 
 use super::escalation::{Action, Escalator, Plan, Sample};
 use super::migrate::{Incoming, MCtx};
@@ -18,9 +20,12 @@ use crate::saga::{NodeError, NodeResult};
 /// How long the source agent may be unreachable before the transfer is given up.
 const SOURCE_GRACE: Duration = Duration::from_secs(60);
 
-/// How often the source's migration is asked about: the completion is noticed
-/// this late at most (the move's total pays it; each ask is one small gRPC call
-/// and one `query-migrate`).
+/// How long the source holds a question about its migration while QEMU reports
+/// no change (it answers at once on a new pass or status: the completion is
+/// noticed when QEMU says it, not at the next question), and the least time
+/// between two questions (an agent that answers at once: each is one small gRPC
+/// call and one `query-migrate`, and the move's total paid up to this much).
+const WAIT: Duration = Duration::from_millis(50);
 const POLL: Duration = Duration::from_millis(20);
 
 /// How often the database learns the progress, and a cancel or a lost
@@ -116,7 +121,8 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
         // QEMU migrates on its own: an agent that restarts (or a blip) does not stop
         // it, so the source's status is asked again, over a new connection, for a
         // while before the transfer is given up (and then the undo asks once more).
-        let st = match source.migration_status(ctx.vm_ref()).await {
+        let asked = Instant::now();
+        let st = match source.migration_status(status_of(ctx, WAIT)).await {
             Ok(s) => {
                 unreachable_since = None;
                 s.into_inner()
@@ -316,7 +322,15 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
             .data(serde_json::json!({"migration_id": p.migration, "progress": progress}));
             app.events.record(ev).await;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(POLL.saturating_sub(asked.elapsed())).await;
+    }
+}
+
+/// A question about the source's migration, held up to `wait` for a change.
+fn status_of(ctx: &MCtx<'_>, wait: Duration) -> MigrationStatusRequest {
+    MigrationStatusRequest {
+        vm_id: ctx.params.vm.to_string(),
+        wait_ms: wait.as_millis() as u32,
     }
 }
 
@@ -338,7 +352,7 @@ pub async fn wait_postcopy_done(ctx: &MCtx<'_>) {
     let deadline = Instant::now() + Duration::from_secs(3600);
     while Instant::now() < deadline {
         if let Ok(mut src) = ctx.agent(ctx.params.source).await {
-            match src.migration_status(ctx.vm_ref()).await {
+            match src.migration_status(status_of(ctx, Duration::ZERO)).await {
                 Ok(st) if in_postcopy(st.get_ref().status()) => {}
                 Ok(_) => return,
                 // The agent answered: whatever it is, there is no post-copy to wait for.
@@ -369,7 +383,7 @@ pub async fn cancel_on_source(ctx: &MCtx<'_>) -> bool {
                         // QEMU whether the state made it across.
                         tracing::warn!(vm = %p.vm, ?code, "cancel on source: {msg}");
                         return matches!(
-                            src.migration_status(ctx.vm_ref()).await,
+                            src.migration_status(status_of(ctx, Duration::ZERO)).await,
                             Ok(st) if st.get_ref().status() == Qs::MigrationCompleted
                         );
                     }

@@ -85,7 +85,11 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Source side: change a running migration (downtime target, post-copy).
     async fn migrate_tune(&self, req: MigrateTuneRequest) -> anyhow::Result<MigrationStatusReply>;
     /// Source side: the outgoing migration's status (`MIGRATION_NONE` if none).
-    async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply>;
+    async fn migration_status(
+        &self,
+        vm_id: &str,
+        wait: std::time::Duration,
+    ) -> anyhow::Result<MigrationStatusReply>;
     /// Source side: cancel before switchover; the VM keeps running here. Fails with
     /// `ALREADY_DONE` when the migration completed, `PAST_SWITCHOVER` in post-copy.
     async fn migrate_cancel(&self, vm_id: &str) -> anyhow::Result<VmRuntime>;

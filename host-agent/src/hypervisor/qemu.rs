@@ -200,8 +200,12 @@ impl Hypervisor for QemuBackend {
         self.vms.migrate_tune(req).await
     }
 
-    async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
-        self.vms.migration_status(vm_id).await
+    async fn migration_status(
+        &self,
+        vm_id: &str,
+        wait: Duration,
+    ) -> anyhow::Result<MigrationStatusReply> {
+        self.vms.migration_status(vm_id, wait).await
     }
 
     async fn migrate_cancel(&self, vm_id: &str) -> anyhow::Result<VmRuntime> {

@@ -521,7 +521,12 @@ impl Hypervisor for SimHost {
         Ok(status_reply(&o))
     }
 
-    async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
+    /// Answers at once (`_wait` is not simulated: the caller paces its questions).
+    async fn migration_status(
+        &self,
+        vm_id: &str,
+        _wait: std::time::Duration,
+    ) -> anyhow::Result<MigrationStatusReply> {
         let Some(out) = self.outgoing(vm_id)? else {
             return Ok(MigrationStatusReply {
                 status: MigrationStatus::MigrationNone as i32,

@@ -21,6 +21,12 @@ use serde_json::json;
 
 use super::{not_here, PowerState, QemuVms};
 
+/// A source's copy is removed once no frame for the guest has reached its taps
+/// for this long after the switchover ([`crate::frames::Relay::settle`]), and at
+/// the latest after the second.
+const RELAY_QUIET: Duration = Duration::from_millis(20);
+const RELAY_SETTLE_MAX: Duration = Duration::from_millis(500);
+
 /// QEMU's `query-migrate` status as the wire's enum.
 pub fn status_of(qemu: &str) -> MigrationStatus {
     use MigrationStatus as S;
@@ -483,8 +489,35 @@ impl QemuVms {
     }
 
     /// Source: `query-migrate`, in turn with the VM's other operations.
-    pub async fn migration_status(&self, vm_id: &str) -> anyhow::Result<MigrationStatusReply> {
+    /// The outgoing migration's state; while it runs, waits up to `wait` for
+    /// QEMU to report a change first (registered before the first look: none is
+    /// missed), without holding the VM's operation lock meanwhile.
+    pub async fn migration_status(
+        &self,
+        vm_id: &str,
+        wait: Duration,
+    ) -> anyhow::Result<MigrationStatusReply> {
         let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
+        let changed = h.migration.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let reply = {
+            let _op = h.op.lock().await;
+            self.query_status(&h).await?
+        };
+        let over = matches!(
+            reply.status(),
+            MigrationStatus::MigrationNone
+                | MigrationStatus::MigrationCompleted
+                | MigrationStatus::MigrationFailed
+                | MigrationStatus::MigrationCancelled
+        );
+        if over || wait.is_zero() {
+            return Ok(reply);
+        }
+        if tokio::time::timeout(wait, changed).await.is_err() {
+            return Ok(reply);
+        }
         let _op = h.op.lock().await;
         self.query_status(&h).await
     }
@@ -590,6 +623,14 @@ impl QemuVms {
             });
         };
         let _op = h.op.lock().await;
+        // The source's copy after a switchover: its taps stay until frames for the
+        // guest stop reaching them (each is relayed to the destination).
+        let relay = h.live.lock().ok().and_then(|l| l.relay.clone());
+        if let Some(r) = relay {
+            if !r.settle(RELAY_QUIET, RELAY_SETTLE_MAX).await {
+                tracing::warn!(vm = %vm_id, "frames for the guest still reach this host's taps {} ms after the switchover; removing them anyway", RELAY_SETTLE_MAX.as_millis());
+            }
+        }
         if h.live
             .lock()
             .map(|l| l.state != PowerState::Stopped)
