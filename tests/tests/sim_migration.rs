@@ -112,9 +112,10 @@ async fn a_sim_move_takes_the_time_the_check_predicted() {
 
 #[tokio::test]
 async fn the_link_is_measured_after_the_move_that_calls_for_it_not_during_it() {
-    // No link known yet: the move's budget calls for a measurement, which waits
-    // until no move touches the two hosts (a probe during the move would share
-    // its link). 512 MiB over the modelled 1 Gbit/s: a few seconds of move.
+    // No link known yet: the move's saga calls for a measurement, which waits
+    // until no move has touched the two hosts for a few seconds (a probe during
+    // the move would share its link). 512 MiB over the modelled 1 Gbit/s: a few
+    // seconds of move.
     let c = SimCluster::start(2, 1_000, &[]).await;
     let vm = c.vm("first", 0, 512, "sim.dirty_mibps=5").await;
     let mid = start_migration(&c.api, &vm, &json!({"destination_host_id": c.host(1)})).await;

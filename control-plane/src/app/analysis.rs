@@ -2,8 +2,8 @@
 //! `calc-dirty-rate`), the bandwidth between the two agents over the migration
 //! network (measured by them, cached for ten minutes per pair; a migration's
 //! budget never waits for one, and the measurement it calls for waits until no
-//! move touches either host, so that it neither slows a move nor measures half
-//! the link), and a pre-copy prediction from both:
+//! move has touched either host for a few seconds, so that it neither slows a
+//! move nor measures part of the link), and a pre-copy prediction from both:
 //!
 //! each pass sends what the previous one left dirty, so with bandwidth B, dirty
 //! rate D and memory M, pass i moves about M·(D/B)^i; the last pass (the
@@ -24,9 +24,14 @@ use super::App;
 const LINK_TTL: Duration = Duration::from_secs(600);
 const PROBE_BYTES: u64 = 64 << 20;
 /// How long a measurement waits for the moves on its hosts to end before it is
-/// given up (the next move calls for it again), and how often it looks.
+/// given up (the next move calls for it again), how often it looks, and how long
+/// the hosts must have been without a move: moves that follow each other (an
+/// evacuation, a balancing pass, the bench's series) leave a second or two
+/// between them, and a probe begun in such a gap shared the link with the next
+/// move (the second move of a series at 1 Gbit/s took ~150 ms longer).
 const PROBE_WAIT: Duration = Duration::from_secs(1800);
 const PROBE_RECHECK: Duration = Duration::from_secs(1);
+const PROBE_QUIET: Duration = Duration::from_secs(5);
 
 /// Measured bandwidth between pairs of hosts.
 #[derive(Debug, Default)]
@@ -205,8 +210,9 @@ impl App {
     }
 
     /// When the link from `src` to `dst` has no fresh measurement, takes one in
-    /// the background once no migration touches either host (queued ones
-    /// included; a migration's saga calls this with its own record in place): a
+    /// the background once no migration has touched either host for
+    /// [`PROBE_QUIET`] (queued ones included; a migration's saga calls this with
+    /// its own record in place): a
     /// probe that shared the link with the move that called for it slowed that
     /// move (64 MiB on a 1 Gbit/s link: the first move between two lab hosts took
     /// ~0.5 s longer than the next) and measured only part of the link. One
@@ -235,12 +241,16 @@ impl App {
         tokio::spawn(async move {
             let deadline = Instant::now() + PROBE_WAIT;
             let outcome = loop {
-                match app.hosts_without_moves(&[src, dst]).await {
-                    Ok(true) => break app.link_bandwidth(src, dst).await.map(drop),
-                    Ok(false) if Instant::now() < deadline => {
+                match app
+                    .db
+                    .migration_recent_on_hosts(&[src, dst], PROBE_QUIET)
+                    .await
+                {
+                    Ok(false) => break app.link_bandwidth(src, dst).await.map(drop),
+                    Ok(true) if Instant::now() < deadline => {
                         tokio::time::sleep(PROBE_RECHECK).await
                     }
-                    Ok(false) => {
+                    Ok(true) => {
                         break Err(anyhow::anyhow!(
                             "moves kept its hosts busy for {} s",
                             PROBE_WAIT.as_secs()
@@ -258,16 +268,6 @@ impl App {
                 tracing::warn!(%src, %dst, "measure the link for its budget: {e:#}");
             }
         });
-    }
-
-    /// No unfinished migration touches any of `hosts`.
-    async fn hosts_without_moves(&self, hosts: &[HostId]) -> sqlx::Result<bool> {
-        for h in hosts {
-            if self.db.migration_active_on_host(*h).await? > 0 {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 
     /// Samples the VM's dirty rate on its source and predicts the move.

@@ -326,6 +326,26 @@ impl Db {
         .await
     }
 
+    /// Whether a migration touching any of `hosts` is unfinished, or finished less
+    /// than `quiet` ago (a link between them is not measured then).
+    pub async fn migration_recent_on_hosts(
+        &self,
+        hosts: &[HostId],
+        quiet: std::time::Duration,
+    ) -> sqlx::Result<bool> {
+        let ids: Vec<Uuid> = hosts.iter().map(|h| h.0).collect();
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM migrations \
+               WHERE (source_host_id = ANY($1) OR destination_host_id = ANY($1)) \
+               AND (state NOT IN ('completed', 'failed', 'cancelled') \
+                    OR finished_at > now() - make_interval(secs => $2)))",
+        )
+        .bind(&ids)
+        .bind(quiet.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Starts queued migration `id` if both its hosts have a free slot and no older
     /// queued migration shares a host with it (first come, first served). Serialised
     /// by an advisory lock so two sagas cannot both take the last slot.
