@@ -10,10 +10,9 @@ use std::time::Duration;
 use ferry_proto::v1::{
     BandwidthProbeReply, BandwidthProbeRequest, BandwidthSinkReply, BandwidthSinkRequest,
     DirtyRateReply, GetFactsRequest, HostReport, MigrateInReply, MigrateInRequest,
-    MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply, MigrationStatusRequest,
-    MirrorStartRequest, MirrorStatusReply, MirrorStatusRequest, RemoveDisksReply,
-    RemoveDisksRequest, VmConsoleReply, VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef,
-    VmRuntime, VmRuntimeList,
+    MigrateOutRequest, MigrateTuneRequest, MigrationStatusReply, MirrorStartRequest,
+    MirrorStatusReply, RemoveDisksReply, RemoveDisksRequest, StatusRequest, VmConsoleReply,
+    VmConsoleRequest, VmListRequest, VmPowerRequest, VmRef, VmRuntime, VmRuntimeList,
 };
 use tonic::{Request, Response, Status};
 
@@ -164,7 +163,7 @@ impl Agent for AgentService {
 
     async fn migration_status(
         &self,
-        req: Request<MigrationStatusRequest>,
+        req: Request<StatusRequest>,
     ) -> Result<Response<MigrationStatusReply>, Status> {
         require_control_plane(&req)?;
         let req = req.into_inner();
@@ -215,7 +214,7 @@ impl Agent for AgentService {
 
     async fn mirror_status(
         &self,
-        req: Request<MirrorStatusRequest>,
+        req: Request<StatusRequest>,
     ) -> Result<Response<MirrorStatusReply>, Status> {
         require_control_plane(&req)?;
         let req = req.into_inner();

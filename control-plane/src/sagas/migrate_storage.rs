@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry_api::migration::{MigrationProgress, MigrationResult, MigrationState};
 use ferry_proto::errors::Failure;
-use ferry_proto::v1::{MirrorStartRequest, MirrorStatusRequest, RemoveDisksRequest, VmDiskSpec};
+use ferry_proto::v1::{MirrorStartRequest, RemoveDisksRequest, StatusRequest, VmDiskSpec};
 
 use super::migrate::{Incoming, MCtx};
 use crate::config::Transport;
@@ -139,7 +139,7 @@ pub async fn mirror(ctx: &MCtx<'_>) -> NodeResult<Option<Mirrored>> {
         }
         let asked = Instant::now();
         let st = match source
-            .mirror_status(MirrorStatusRequest {
+            .mirror_status(StatusRequest {
                 vm_id: p.vm.to_string(),
                 wait_ms: WAIT.as_millis() as u32,
             })

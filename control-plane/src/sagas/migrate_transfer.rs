@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_api::migration::{MigrationProgress, MigrationResult, MigrationState};
 use ferry_proto::errors::{ErrorCode, Failure};
 use ferry_proto::v1::{
-    MigrateOutRequest, MigrateTuneRequest, MigrationStatus as Qs, MigrationStatusRequest,
+    MigrateOutRequest, MigrateTuneRequest, MigrationStatus as Qs, StatusRequest,
 };
 
 use super::escalation::{Action, Escalator, Plan, Sample};
@@ -327,8 +327,8 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
 }
 
 /// A question about the source's migration, held up to `wait` for a change.
-fn status_of(ctx: &MCtx<'_>, wait: Duration) -> MigrationStatusRequest {
-    MigrationStatusRequest {
+fn status_of(ctx: &MCtx<'_>, wait: Duration) -> StatusRequest {
+    StatusRequest {
         vm_id: ctx.params.vm.to_string(),
         wait_ms: wait.as_millis() as u32,
     }
