@@ -488,10 +488,10 @@ impl QemuVms {
         self.query_status(&h).await
     }
 
-    /// Source: `query-migrate`, in turn with the VM's other operations.
-    /// The outgoing migration's state; while it runs, waits up to `wait` for
-    /// QEMU to report a change first (registered before the first look: none is
-    /// missed), without holding the VM's operation lock meanwhile.
+    /// Source: the outgoing migration's state (`query-migrate`, in turn with the
+    /// VM's other operations); while it runs, waits up to `wait` for QEMU to
+    /// report a change first (registered before the first look: none is missed),
+    /// without holding the VM's operation lock meanwhile.
     pub async fn migration_status(
         &self,
         vm_id: &str,
