@@ -2,6 +2,7 @@
 //! step. It makes a guest observable from outside while it migrates:
 //!
 //! * TCP echo on port 7 (a client sends numbered lines and checks every one comes back);
+//! * UDP echo on port 7 (each datagram sent back: one lost on the way shows as missing);
 //! * HTTP on port 80: `GET /status` (JSON: uptime, dirty rate, working set, pages
 //!   verified, integrity errors) and `POST /dirty?mbps=&wss_mib=` to change the load;
 //! * a memory dirtier writing `ferry.dirty_mbps` MiB/s over a `ferry.wss_mib` working
@@ -62,6 +63,7 @@ fn main() {
         std::thread::spawn(move || d.run());
     }
     let echo = std::thread::spawn(|| net::serve_echo(7));
+    std::thread::spawn(|| net::serve_udp_echo(7));
     let http_state = state.clone();
     let http =
         std::thread::spawn(move || net::serve_http(80, &http_state, disk.as_deref(), started));

@@ -1,7 +1,7 @@
-//! The guest's network services: TCP echo and a tiny HTTP status server.
+//! The guest's network services: TCP and UDP echo and a tiny HTTP status server.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -23,6 +23,27 @@ fn bind(port: u16) -> TcpListener {
 pub fn serve_echo(port: u16) {
     for conn in bind(port).incoming().flatten() {
         std::thread::spawn(move || echo(conn));
+    }
+}
+
+/// Sends every datagram back to where it came from: a datagram lost on its way
+/// shows as an answer missing (TCP would resend it and hide the loss).
+pub fn serve_udp_echo(port: u16) {
+    loop {
+        match UdpSocket::bind(("0.0.0.0", port)) {
+            Ok(s) => {
+                let mut buf = [0u8; 2048];
+                loop {
+                    if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(&buf[..n], from);
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("ferry-guest: bind udp :{port}: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod pg;
 pub mod procs;
 pub mod rest;
 pub mod sim;
+pub mod udp_echo;
 pub mod vmtest;
 
 use std::future::Future;

@@ -195,6 +195,18 @@ pub async fn try_guest_status(ip: &str) -> Option<Value> {
         .ok()
 }
 
+/// The guest's `/status` once its memory verifier has checked a page: a test
+/// that asserts the guest verified more after a move must not start counting
+/// before the verifier runs (the guest fills its working set first, which on a
+/// busy TCG host can outlast a move — seen: 0 pages verified before and after).
+pub async fn guest_status_verifying(ip: &str) -> Value {
+    wait_for("the guest's memory verifier to start", T, || async {
+        let s = guest_status(ip).await;
+        (s["pages_verified"].as_u64() > Some(0)).then_some(s)
+    })
+    .await
+}
+
 /// The guest's `/status`, waiting until it answers.
 pub async fn guest_status(ip: &str) -> Value {
     let ip = ip.to_string();

@@ -13,7 +13,8 @@ use std::time::Duration;
 use ferry_tests::echo::EchoClient;
 use ferry_tests::procs::{AgentOptions, Env};
 use ferry_tests::vmtest::{
-    boot_guest, guest_status, netns_of, one_qemu_of, qemus, shape, wait_migration,
+    boot_guest, guest_status, guest_status_verifying, netns_of, one_qemu_of, qemus, shape,
+    wait_migration,
 };
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
@@ -51,7 +52,10 @@ async fn evacuation_spreads_guests_by_rule_and_move_back_brings_them_home() {
         let r = api.post(&format!("/clusters/{cluster}/rules"), &body).await;
         assert_eq!(r.status, 201, "{r:?}");
     }
-    let before: Vec<Value> = vec![guest_status(&ips[0]).await, guest_status(&ips[1]).await];
+    let before: Vec<Value> = vec![
+        guest_status_verifying(&ips[0]).await,
+        guest_status_verifying(&ips[1]).await,
+    ];
 
     // The plan says so before anything moves.
     let h0 = &hosts[0];

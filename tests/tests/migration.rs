@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ferry_tests::echo::EchoClient;
 use ferry_tests::netns::{tcp_counter, tcp_retrans_segs, tcp_timeouts};
+use ferry_tests::udp_echo::{UdpEcho, UdpReport};
 use ferry_tests::vmtest::{
     migrate_and_wait, netns_of, qemus, shape, start_migration, two_hosts_and_guest, wait_migration,
     GuestLab,
@@ -25,12 +26,7 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
         ip,
         b,
     } = two_hosts_and_guest("mover", 0, 256, &[], vec![]).await;
-    let before = reqwest::get(format!("http://{ip}/status"))
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let before = ferry_tests::vmtest::guest_status_verifying(&ip).await;
     let client = EchoClient::start(&ip).await;
     client.wait_answers(20).await;
 
@@ -104,7 +100,10 @@ async fn an_idle_guest_moves_while_a_client_talks_to_it() {
         .unwrap();
     assert_eq!(after["boot_id"], before["boot_id"]);
     assert_eq!(after["integrity_errors"], 0, "{after}");
-    assert!(after["pages_verified"].as_u64().unwrap() > before["pages_verified"].as_u64().unwrap());
+    assert!(
+        after["pages_verified"].as_u64().unwrap() > before["pages_verified"].as_u64().unwrap(),
+        "the guest verified its memory since: before {before}, after {after}"
+    );
     // The saga recorded every step.
     let pool = env.db.pool().await;
     let steps: Vec<String> = sqlx::query_scalar(
@@ -201,23 +200,29 @@ async fn qemus_own_tls_at_one_end_and_the_agents_tunnel_at_the_other_interoperat
 }
 
 /// The frame relay's point, asserted by its mechanism rather than by what TCP
-/// hides anyway: a client in a namespace of its own retransmits nothing lost while
-/// an idle guest moves with the relay on — the frames sent during the pause are
-/// held and delivered, none dropped — and does with `--frame-relay off` (what
-/// reaches the paused source is lost; this is what shows the check can fail).
-/// Counted in the client's namespace: `TcpRetransSegs` less the tail-loss probes
-/// (`TCPLossProbes`: Linux resends the last segment a few ms into any pause,
-/// lost or not, and the relay holds that probe like any frame), plus the probes
-/// that did repair a loss (`TCPLossProbeRecovery`); and no
-/// retransmission timeout (`TCPTimeouts`, TCP's 200 ms minimum) with the relay;
-/// never fewer than the fast retransmits (`TCPFastRetrans`), which only a loss
-/// causes.
-/// Without the relay a move loses frames only if some arrive in its pause: on an
-/// idle machine 4 moves of 4 did (5–7 segments resent), with two busy cores 4 of
-/// 5 — so the control moves back and forth until one shows the loss, at most
-/// `OFF_TRIES` times (all of them missing it: under 0.2 % at one in five).
+/// hides anyway: a client in a namespace of its own sends a numbered UDP datagram
+/// every 5 ms to the guest's UDP echo while the idle guest moves, and with
+/// the relay on every one comes back — the frames sent during the pause are held
+/// and delivered, none dropped (one may come twice: see `frames::Relay::paused`);
+/// with `--frame-relay off` some never do (what reaches the paused source is lost;
+/// this is what shows the check can fail). UDP resends nothing, so a number
+/// missing is a frame lost, there or back. (Not every millisecond: with three
+/// tests on two cores the TCG guest, busy with a move or cold on its new QEMU,
+/// then fell behind by hundreds of datagrams with or without the relay, more
+/// than its queues hold.)
+///
+/// Beside it a TCP connection from the same namespace (a line every millisecond)
+/// carries on across every move, and its counters are printed for the record, not
+/// asserted: they were, and told loss from luck badly — a frame that reached the
+/// source just before the destination's announce came through the relay after
+/// the next one came directly (the client resent it at once, the guest had it
+/// twice), and a TCG guest that first answers ~290 ms after its last ACK makes
+/// the client time out with nothing lost.
+/// Without the relay a move loses the datagrams that arrive in its pause — 7–10
+/// in each of 4 runs here; the control moves back and forth until one shows the
+/// loss, at most `OFF_TRIES` times.
 #[tokio::test]
-async fn the_frame_relay_spares_the_client_a_retransmission() {
+async fn the_frame_relay_loses_no_frame_at_switchover() {
     const OFF_TRIES: usize = 4;
     let GuestLab {
         mut env,
@@ -231,7 +236,7 @@ async fn the_frame_relay_spares_the_client_a_retransmission() {
         .unwrap()
         .to_string();
     let ns = env.lab.add_client();
-    let mut retransmitted = Vec::new();
+    let mut reports: Vec<(UdpReport, Value)> = Vec::new();
     let moves = [
         ("on", &b),
         ("off", &a),
@@ -240,11 +245,7 @@ async fn the_frame_relay_spares_the_client_a_retransmission() {
         ("off", &b),
     ];
     for (n, (relay, to)) in moves.into_iter().enumerate() {
-        if n >= 2
-            && retransmitted
-                .last()
-                .is_some_and(|r: &(u64, u64, Duration, Value)| r.1 > 0)
-        {
+        if n >= 2 && reports.last().is_some_and(|r| r.0.lost_count > 0) {
             break; // the control has shown the loss
         }
         if n == 1 {
@@ -255,58 +256,53 @@ async fn the_frame_relay_spares_the_client_a_retransmission() {
                 env.wait_host_state(h, "connected", T).await;
             }
         }
-        // A line every millisecond: any pause has frames in flight to lose.
+        // Datagrams and lines all the time: any pause has frames in flight to
+        // lose.
+        let udp = UdpEcho::start_in(&ns, &ip, Duration::from_millis(5));
         let client = EchoClient::start_in(&ns, &ip, Duration::from_millis(1)).await;
+        udp.wait_answers(20).await;
         client.wait_answers(20).await;
         let before = (tcp_timeouts(&ns), tcp_retrans_segs(&ns));
         let ext = |n: &str| tcp_counter(&ns, "/proc/net/netstat", "TcpExt:", n);
         let names = [
             "TCPLossProbes",
-            "TCPLossProbeRecovery",
-            "TCPDSACKRecv",
             "TCPFastRetrans",
-            "TCPLostRetransmit",
-            "TCPSpuriousRtxHostQueues",
+            "TCPDSACKRecv",
+            "TCPSACKReorder",
         ];
         let ext_before: Vec<u64> = names.iter().map(|n| ext(n)).collect();
         let m = migrate_and_wait(&api, &id, &json!({"destination_host_id": to})).await;
         assert_eq!(m["state"], "completed", "{m}");
-        // The connection carries on after the move.
+        // Both carry on after the move.
+        udp.wait_answers(20).await;
         client.wait_answers(20).await;
+        let report = udp.finish(Duration::from_secs(2)).await;
         let (messages, gap) = client.finish().await;
         assert!(messages > 10, "{messages}");
-        let timeouts = tcp_timeouts(&ns) - before.0;
         let deltas: Vec<(&str, u64)> = names
             .iter()
             .zip(&ext_before)
             .map(|(n, b)| (*n, ext(n) - b))
             .collect();
-        eprintln!("relay {relay}: {deltas:?}");
-        // Losses repaired: retransmissions but the probes, plus the probes that
-        // repaired one (`TCPLossProbeRecovery`) — and at least the fast
-        // retransmits: a probe sent while the client has new data sends that data
-        // (not a retransmission), so subtracting every probe can hide the fast
-        // retransmit that repaired the loss (seen in `make test`: 1 probe, 1 fast
-        // retransmit, 1 segment resent, counted 0).
-        let resent = ((tcp_retrans_segs(&ns) - before.1).saturating_sub(deltas[0].1) + deltas[1].1)
-            .max(deltas[3].1 + deltas[1].1);
         eprintln!(
-            "relay {relay}: {timeouts} retransmission timeouts, {resent} lost segments resent, longest gap {gap:?}, downtime {} ms, {} frames held",
-            m["result"]["downtime_ms"], m["result"]["relay_frames"]
+            "relay {relay}: UDP {report:?}; TCP: longest gap {gap:?}, {} timeouts, {} segments resent, {deltas:?}; downtime {} ms, {} frames held",
+            tcp_timeouts(&ns) - before.0,
+            tcp_retrans_segs(&ns) - before.1,
+            m["result"]["downtime_ms"],
+            m["result"]["relay_frames"]
         );
-        retransmitted.push((timeouts, resent, gap, m["result"].clone()));
+        reports.push((report, m["result"].clone()));
     }
-    let on = &retransmitted[0];
+    let on = &reports[0];
     assert_eq!(
-        (on.0, on.1),
-        (0, 0),
-        "with the relay (timeouts, lost segments resent, gap, result): {on:?}"
+        on.0.lost_count, 0,
+        "with the relay, datagrams were lost: {on:?}"
     );
-    let off = &retransmitted[1..];
+    let off = &reports[1..];
     assert!(off.len() <= OFF_TRIES);
     assert!(
-        off.iter().any(|r| r.1 > 0),
-        "without the relay, no move of {} lost a segment (timeouts, lost segments resent, gap, result): {off:?}",
+        off.iter().any(|r| r.0.lost_count > 0),
+        "without the relay, no move of {} lost a datagram: {off:?}",
         off.len()
     );
 }
@@ -522,7 +518,7 @@ async fn move_while_talking_via(
         ip,
         b,
     } = lab;
-    let before = ferry_tests::vmtest::guest_status(ip).await;
+    let before = ferry_tests::vmtest::guest_status_verifying(ip).await;
     let client = EchoClient::start_padded(ip, pad).await;
     let mut said = String::new();
     let m = if ferryctl {
@@ -678,7 +674,7 @@ async fn post_copy_is_past_the_point_of_no_return() {
     // 100 Mbit/s: the first pass takes seconds, and so does post-copy after it.
     shape(env, 0, "100mbit");
     dirty(ip, 16, 64).await;
-    let before = ferry_tests::vmtest::guest_status(ip).await;
+    let before = ferry_tests::vmtest::guest_status_verifying(ip).await;
     let client = EchoClient::start(ip).await;
     let mid = start_migration(
         api,
