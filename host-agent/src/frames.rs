@@ -337,12 +337,12 @@ impl Relay {
     /// frame from a tap that has one, and keeps it in its own queue, where it
     /// is lost with the source — so the last frame read is forwarded too if it
     /// arrived less than [`LAST_READ_WINDOW`] before the stop (it may then
-    /// reach the guest twice; TCP drops the duplicate). Seen in `make test`
-    /// with the count alone: 3 moves of 4 lost that frame. A time alone does
+    /// reach the guest twice; TCP drops the duplicate). With the count alone,
+    /// the relay test under load lost that frame in 3 moves of 4. A time alone does
     /// not tell either: QEMU reads a tap when its main loop gets to it, and on
     /// busy cores a frame that arrived 2 ms before the stop was still unread
-    /// (seen when [`MARGIN`] was the rule: neither read nor forwarded, and the
-    /// client resent it).
+    /// (seen in CI's `make test` when [`MARGIN`] was the rule: neither read nor
+    /// forwarded, and the client resent it).
     ///
     /// Forwarded at once — not when each tap's capture next wakes (a frame, or
     /// its 20 ms read timeout), which could bring them to the destination after
