@@ -218,8 +218,8 @@ async fn qemus_own_tls_at_one_end_and_the_agents_tunnel_at_the_other_interoperat
 /// the next one came directly (the client resent it at once, the guest had it
 /// twice), and a TCG guest that first answers ~290 ms after its last ACK makes
 /// the client time out with nothing lost.
-/// Without the relay a move loses the datagrams that arrive in its pause — 7–10
-/// in each of 4 runs here; the control moves back and forth until one shows the
+/// Without the relay a move loses the datagrams that arrive in its pause — 2–10
+/// in each of 7 runs here; the control moves back and forth until one shows the
 /// loss, at most `OFF_TRIES` times.
 #[tokio::test]
 async fn the_frame_relay_loses_no_frame_at_switchover() {
