@@ -7,7 +7,7 @@
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What came back of what was sent.
 #[derive(Debug)]
@@ -26,7 +26,8 @@ pub struct UdpEcho {
     sent: Arc<AtomicU64>,
     /// How many times each number came back.
     seen: Arc<Mutex<Vec<u8>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    sender: Option<std::thread::JoinHandle<()>>,
+    receiver: Option<std::thread::JoinHandle<()>>,
 }
 
 impl UdpEcho {
@@ -86,7 +87,8 @@ impl UdpEcho {
             done,
             sent,
             seen,
-            threads: vec![sender, receiver],
+            sender: Some(sender),
+            receiver: Some(receiver),
         }
     }
 
@@ -110,18 +112,22 @@ impl UdpEcho {
     /// passed since the last was sent (what is still missing then is lost).
     pub async fn finish(mut self, grace: Duration) -> UdpReport {
         self.stop.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + grace;
-        let sent = loop {
-            // The sender may still add one number after the stop.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let sent = self.sent.load(Ordering::Relaxed);
-            if self.answered() >= sent || Instant::now() >= deadline {
-                break sent;
-            }
-        };
+        if let Some(t) = self.sender.take() {
+            // At most one interval: then no number is sent after `sent` is read.
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let sent = self.sent.load(Ordering::Relaxed);
+        // Not all back within the grace is an answer too (the loss), not a failure.
+        let _ = tokio::time::timeout(
+            grace,
+            crate::wait_for("every number back", grace * 2, || async {
+                (self.answered() >= sent).then_some(())
+            }),
+        )
+        .await;
         self.done.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        if let Some(t) = self.receiver.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         let seen = self.seen.lock().expect("seen");
         let count = |n: u64| seen.get(n as usize).copied().unwrap_or(0);
