@@ -18,12 +18,16 @@ pub struct UdpReport {
     pub lost_count: u64,
     /// Answers beyond the first for a number (a frame delivered twice).
     pub duplicates: u64,
+    /// Numbers the client's own socket refused to send, and why (the first 20):
+    /// lost too, but not by the network.
+    pub unsent: Vec<(u64, std::io::ErrorKind)>,
 }
 
 pub struct UdpEcho {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    unsent: Arc<Mutex<Vec<(u64, std::io::ErrorKind)>>>,
     /// How many times each number came back.
     seen: Arc<Mutex<Vec<u8>>>,
     sender: Option<std::thread::JoinHandle<()>>,
@@ -53,12 +57,19 @@ impl UdpEcho {
         let sent = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let tx = socket.try_clone().expect("clone udp socket");
-        let (stop2, sent2) = (stop.clone(), sent.clone());
+        let unsent = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, sent2, unsent2) = (stop.clone(), sent.clone(), unsent.clone());
         let sender = std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop2.load(Ordering::Relaxed) {
-                // A send refused (no route for an instant) is a loss like any other.
-                let _ = tx.send(&n.to_be_bytes());
+                // A send refused (no route for an instant, or an ICMP error
+                // reported on the socket) is a loss like any other, noted.
+                if let Err(e) = tx.send(&n.to_be_bytes()) {
+                    let mut u = unsent2.lock().expect("unsent");
+                    if u.len() < 20 {
+                        u.push((n, e.kind()));
+                    }
+                }
                 n += 1;
                 sent2.store(n, Ordering::Relaxed);
                 std::thread::sleep(every);
@@ -86,6 +97,7 @@ impl UdpEcho {
             stop,
             done,
             sent,
+            unsent,
             seen,
             sender: Some(sender),
             receiver: Some(receiver),
@@ -137,6 +149,7 @@ impl UdpEcho {
             lost: missing.iter().take(20).copied().collect(),
             lost_count: missing.len() as u64,
             duplicates: seen.iter().map(|c| u64::from(c.saturating_sub(1))).sum(),
+            unsent: self.unsent.lock().expect("unsent").clone(),
         }
     }
 }

@@ -166,6 +166,51 @@ pub fn fix_checksums(frame: &mut [u8]) {
     seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
+/// A frame in a few words, for the relay's debug log: `udp:7#N` (the test
+/// probe's number), `tcp:P seq=S len=L`, `arp`, or the EtherType.
+pub fn describe(f: &[u8]) -> String {
+    if f.len() < 14 {
+        return "runt".into();
+    }
+    let ethertype = u16::from_be_bytes([f[12], f[13]]);
+    if ethertype == 0x0806 {
+        return "arp".into();
+    }
+    if ethertype != 0x0800 || f.len() < 34 {
+        return format!("0x{ethertype:04x}");
+    }
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let l4 = 14 + ihl;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let port = |o: usize| f.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    match f[23] {
+        17 => {
+            let seq = f
+                .get(l4 + 8..l4 + 16)
+                .filter(|_| total == ihl + 16)
+                .map(|b| format!("#{}", u64::from_be_bytes(b.try_into().unwrap_or_default())))
+                .unwrap_or_default();
+            format!("udp:{}{seq}", port(l4 + 2).unwrap_or(0))
+        }
+        6 => {
+            let seq = f
+                .get(l4 + 4..l4 + 8)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0);
+            let hl = f
+                .get(l4 + 12)
+                .map(|b| usize::from(b >> 4) * 4)
+                .unwrap_or(20);
+            format!(
+                "tcp:{} seq={seq} len={}",
+                port(l4 + 2).unwrap_or(0),
+                total.saturating_sub(ihl + hl)
+            )
+        }
+        p => format!("ip/{p}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
