@@ -512,35 +512,20 @@ impl Relay {
         if backlog {
             tracing::info!(tap = %tap.name, first_unread = unread, "relay: QEMU was not reading the tap at the stop; the last two frames it read go too");
         }
-        let mut held = Vec::new();
-        let kept_before = kept.frames.front().map(|f| f.0);
+        // The flush at the stop (the one with frames QEMU read), told at debug.
+        if unread != u64::MAX
+            && kept.frames.front().is_some_and(|f| f.0 < unread)
+            && tracing::enabled!(tracing::Level::DEBUG)
+        {
+            let around = around_the_stop(&kept.frames, unread, backlog, at);
+            tracing::debug!(tap = %tap.name, first_unread = unread, "relay: around the stop: {around}");
+        }
         let send: Vec<_> = kept
             .frames
             .drain(..)
-            .filter(|(n, t, f)| {
-                let go = unread_at_stop(*n, *t, unread, backlog, at);
-                if n.saturating_add(4) >= unread && held.len() < 16 {
-                    let ms = match t.duration_since(at) {
-                        Ok(d) => d.as_secs_f64() * 1e3,
-                        Err(e) => -e.duration().as_secs_f64() * 1e3,
-                    };
-                    held.push(format!(
-                        "{n}@{ms:+.1}ms{}:{}",
-                        if go { "→" } else { "✗" },
-                        offload::describe(f)
-                    ));
-                }
-                go
-            })
+            .filter(|(n, t, _)| unread_at_stop(*n, *t, unread, backlog, at))
             .map(|(_, _, f)| f)
             .collect();
-        // Only the flush at the stop: it is the one with frames QEMU read.
-        if held
-            .first()
-            .is_some_and(|_| unread > 0 && kept_before.is_some_and(|n| n < unread))
-        {
-            tracing::debug!(tap = %tap.name, first_unread = unread, "relay: around the stop: {}", held.join(" "));
-        }
         if send.is_empty() {
             return 0;
         }
@@ -638,6 +623,35 @@ fn unread_at_stop(n: u64, t: SystemTime, first_unread: u64, backlog: bool, at: S
         u64::MAX => t + MARGIN >= at,
         u => n >= u || (n.saturating_add(2) >= u && (backlog || t + LAST_READ_WINDOW >= at)),
     }
+}
+
+/// The last four frames QEMU read and the first unread ones (16 in all), each as
+/// `number@time from the stop`, `→` forwarded or `✗` not, and what it is: the
+/// line that showed which frame a move lost.
+fn around_the_stop(
+    frames: &VecDeque<(u64, SystemTime, Vec<u8>)>,
+    unread: u64,
+    backlog: bool,
+    at: SystemTime,
+) -> String {
+    let line: Vec<String> = frames
+        .iter()
+        .filter(|(n, _, _)| n.saturating_add(4) >= unread)
+        .take(16)
+        .map(|(n, t, f)| {
+            let ms = match t.duration_since(at) {
+                Ok(d) => d.as_secs_f64() * 1e3,
+                Err(e) => -e.duration().as_secs_f64() * 1e3,
+            };
+            let go = if unread_at_stop(*n, *t, unread, backlog, at) {
+                "→"
+            } else {
+                "✗"
+            };
+            format!("{n}@{ms:+.1}ms{go}:{}", offload::describe(f))
+        })
+        .collect();
+    line.join(" ")
 }
 
 impl Drop for Relay {

@@ -237,6 +237,28 @@ mod tests {
     }
 
     #[test]
+    fn frames_are_described_for_the_log() {
+        assert_eq!(describe(&tcp_frame(b"hello", 0x18)), "tcp:7 seq=1000 len=5");
+        // The UDP probe's datagram: its number.
+        let mut udp = tcp_frame(&[], 0);
+        udp.truncate(34);
+        udp[23] = 17;
+        udp[16..18].copy_from_slice(&(20u16 + 8 + 8).to_be_bytes());
+        let mut head = [0u8; 8];
+        head[2..4].copy_from_slice(&7u16.to_be_bytes());
+        udp.extend_from_slice(&head);
+        udp.extend_from_slice(&275u64.to_be_bytes());
+        assert_eq!(describe(&udp), "udp:7#275");
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(describe(&arp), "arp");
+        let mut v6 = vec![0u8; 60];
+        v6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        assert_eq!(describe(&v6), "0x86dd");
+        assert_eq!(describe(&[0u8; 10]), "runt");
+    }
+
+    #[test]
     fn super_frames_are_cut_to_the_mtu() {
         let payload: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
         let big = tcp_frame(&payload, 0x19); // FIN PSH ACK
