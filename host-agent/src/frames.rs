@@ -74,11 +74,16 @@ const MAX_KEPT: usize = 8192;
 /// How long a sink waits for its source to connect.
 const ACCEPT_WINDOW: Duration = Duration::from_secs(600);
 
-fn open(tap: &str) -> anyhow::Result<(Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>)> {
-    let iface = pnet_datalink::interfaces()
+/// The interface named `tap`, as pnet knows it.
+fn interface(tap: &str) -> anyhow::Result<pnet_datalink::NetworkInterface> {
+    pnet_datalink::interfaces()
         .into_iter()
         .find(|i| i.name == tap)
-        .with_context(|| format!("no interface {tap}"))?;
+        .with_context(|| format!("no interface {tap}"))
+}
+
+fn open(tap: &str) -> anyhow::Result<(Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>)> {
+    let iface = interface(tap)?;
     let config = Config {
         read_timeout: Some(Duration::from_millis(20)),
         promiscuous: false,

@@ -24,7 +24,7 @@
 //! socket2, pnet) sets `SO_RCVBUFFORCE` and a filter on a packet socket or
 //! reads `PACKET_STATISTICS`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -51,10 +51,7 @@ impl Stats {
 
 /// Opens a capture on `tap` (read timeout 20 ms, whole GSO super-frames).
 pub fn open(tap: &str) -> anyhow::Result<(Box<dyn DataLinkReceiver>, Stats)> {
-    let iface = pnet_datalink::interfaces()
-        .into_iter()
-        .find(|i| i.name == tap)
-        .with_context(|| format!("no interface {tap}"))?;
+    let iface = super::interface(tap)?;
     let fd = socket().with_context(|| format!("capture socket for {tap}"))?;
     let stats = fd.try_clone().context("dup capture socket")?;
     let config = Config {
@@ -63,18 +60,13 @@ pub fn open(tap: &str) -> anyhow::Result<(Box<dyn DataLinkReceiver>, Stats)> {
         read_buffer_size: 65536 + 64,
         write_buffer_size: 64,
         // pnet binds it to the tap and owns it from here (closes it with `rx`).
-        socket_fd: Some(into_raw(fd)),
+        socket_fd: Some(fd.into_raw_fd()),
         ..Config::default()
     };
     match pnet_datalink::channel(&iface, config).with_context(|| format!("AF_PACKET on {tap}"))? {
         Channel::Ethernet(_tx, rx) => Ok((rx, Stats(stats))),
         _ => bail!("{tap}: not an Ethernet channel"),
     }
-}
-
-fn into_raw(fd: OwnedFd) -> RawFd {
-    use std::os::fd::IntoRawFd;
-    fd.into_raw_fd()
 }
 
 /// An AF_PACKET socket with the filter and buffer above, not yet bound.
@@ -233,15 +225,8 @@ mod tests {
             let name = "fycap0";
             let mut tun = tap(name);
             let (mut rx, stats) = open(name).expect("capture");
-            let Ok(Channel::Ethernet(mut bridge, _)) = pnet_datalink::channel(
-                &pnet_datalink::interfaces()
-                    .into_iter()
-                    .find(|i| i.name == name)
-                    .expect("the tap"),
-                Config::default(),
-            ) else {
-                panic!("a sender on the tap");
-            };
+            // The bridge's side: what the relay's sink writes with.
+            let (mut bridge, _) = crate::frames::open(name).expect("a sender on the tap");
             let read_before = tx_packets(name);
             // Five frames for the guest, and three from it (which the filter drops).
             for k in 0..5 {
