@@ -275,6 +275,7 @@ async fn raw(env: &Env, args: &Args, link: f64) -> anyhow::Result<Run> {
             &mac,
             None,
             scratch.path(),
+            "",
         )
         .await?;
         vms.push((vm, ip, mac));
@@ -311,6 +312,7 @@ async fn raw(env: &Env, args: &Args, link: f64) -> anyhow::Result<Run> {
             &mac,
             Some((uri.as_str(), 0)),
             scratch.path(),
+            "",
         )
         .await?;
         let _ = src.qmp.execute("migrate", json!({"uri": uri})).await;

@@ -195,8 +195,22 @@ impl RawVm {
         // The URI to wait for a migration on, and the multifd channels (0/1: none).
         incoming: Option<(&str, u32)>,
         dir: &Path,
+        // More kernel arguments (e.g. `guest::SAME_BYTES_CMDLINE`).
+        extra_cmdline: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_with_disk(env, host, name, mib, ip, mac, incoming, dir, None).await
+        Self::start_with_disk(
+            env,
+            host,
+            name,
+            mib,
+            ip,
+            mac,
+            incoming,
+            dir,
+            None,
+            extra_cmdline,
+        )
+        .await
     }
 
     /// As [`Self::start`], with a virtio disk (`-drive id=disk0`).
@@ -211,6 +225,7 @@ impl RawVm {
         incoming: Option<(&str, u32)>,
         dir: &Path,
         disk: Option<RawDisk<'_>>,
+        extra_cmdline: &str,
     ) -> anyhow::Result<Self> {
         let (kernel, initrd) = guest::image();
         let ns = env.lab.ns(host);
@@ -246,13 +261,14 @@ impl RawVm {
             .arg(&initrd)
             .args([
                 "-append",
-                &match disk {
+                match disk {
                     Some(d) => format!(
-                        "console=ttyS0 quiet ferry.ip={ip}/24 ferry.disk=/dev/vda ferry.disk_mib={} ferry.disk_mbps={}",
+                        "console=ttyS0 quiet ferry.ip={ip}/24 ferry.disk=/dev/vda ferry.disk_mib={} ferry.disk_mbps={} {extra_cmdline}",
                         d.write_mib, d.write_mbps
                     ),
-                    None => format!("console=ttyS0 quiet ferry.ip={ip}/24"),
-                },
+                    None => format!("console=ttyS0 quiet ferry.ip={ip}/24 {extra_cmdline}"),
+                }
+                .trim_end(),
             ])
             .arg("-serial")
             .arg(format!("file:{}", vmdir.join("console.log").display()))

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_bench::lab::{status, Echo, RawDisk, RawVm};
+use ferry_tests::guest::SAME_BYTES_CMDLINE;
 use ferry_tests::procs::Env;
-use ferry_tests::vmtest::{boot_guest_with_disk, GuestDisk};
+use ferry_tests::vmtest::{boot_guest_with, GuestDisk};
 use ferry_tests::wait_for;
 use serde_json::{json, Value};
 
@@ -136,7 +137,16 @@ pub async fn run(
         write_mib: a.write_mib,
         write_mbps: DURING_MBPS,
     };
-    let id = boot_guest_with_disk(env, &format!("bdisk{n}"), &hosts[0], MIB, &ip, Some(disk)).await;
+    let id = boot_guest_with(
+        env,
+        &format!("bdisk{n}"),
+        &hosts[0],
+        MIB,
+        &ip,
+        Some(disk),
+        SAME_BYTES_CMDLINE,
+    )
+    .await;
     prefill(&ip, a.write_mib).await;
     super::know_the_link(env, &id, &hosts[1]).await;
     let mut at = 0usize;
@@ -145,7 +155,7 @@ pub async fn run(
             super::set_transport(env, transport).await;
             super::know_the_link(env, &id, &hosts[1 - at]).await;
         }
-        for _ in 0..a.repeats {
+        for i in 0..a.repeats {
             let mut row = ferry_move(
                 env,
                 &case("disk"),
@@ -159,6 +169,10 @@ pub async fn run(
             .await;
             if row.completed {
                 at = 1 - at;
+                if i == 0 {
+                    // And the link back (see `migration.rs`'s warm-up move).
+                    super::know_the_link(env, &id, &hosts[1 - at]).await;
+                }
             }
             row.disk_mismatches = Some(verify(&ip).await);
             print_row(&row);
@@ -222,6 +236,7 @@ pub async fn run(
             write_mib: a.write_mib,
             write_mbps: DURING_MBPS,
         }),
+        SAME_BYTES_CMDLINE,
     )
     .await?;
     let mut at = 0u8;
@@ -316,6 +331,7 @@ async fn raw_disk_move(
             write_mib: a.write_mib,
             write_mbps: DURING_MBPS,
         }),
+        SAME_BYTES_CMDLINE,
     )
     .await
     {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_bench::lab::{Echo, RawVm};
+use ferry_tests::guest::SAME_BYTES_CMDLINE;
 use ferry_tests::procs::Env;
 use serde_json::{json, Value};
 
@@ -160,6 +161,7 @@ pub async fn raw_move(
         mac,
         Some((uri.as_str(), channels)),
         dir,
+        SAME_BYTES_CMDLINE,
     )
     .await
     {

@@ -102,7 +102,7 @@ pub async fn two_hosts_and_guest(
 /// Creates a guest of the test image on `host_id` at `ip`, powers it on, and waits
 /// until it serves `/status`; returns its id.
 pub async fn boot_guest(env: &Env, name: &str, host_id: &str, memory_mib: u64, ip: &str) -> String {
-    boot_guest_with_disk(env, name, host_id, memory_mib, ip, None).await
+    boot_guest_with(env, name, host_id, memory_mib, ip, None, "").await
 }
 
 /// A guest's disk: on datastore `datastore_id`, `size_mib` big, the guest image
@@ -124,6 +124,20 @@ pub async fn boot_guest_with_disk(
     ip: &str,
     disk: Option<GuestDisk<'_>>,
 ) -> String {
+    boot_guest_with(env, name, host_id, memory_mib, ip, disk, "").await
+}
+
+/// As [`boot_guest_with_disk`], with more kernel arguments (`extra_cmdline`, e.g.
+/// [`crate::guest::SAME_BYTES_CMDLINE`]).
+pub async fn boot_guest_with(
+    env: &Env,
+    name: &str,
+    host_id: &str,
+    memory_mib: u64,
+    ip: &str,
+    disk: Option<GuestDisk<'_>>,
+    extra_cmdline: &str,
+) -> String {
     let api = env.api();
     let (kernel, initrd) = guest::image();
     let net = api.ok("/networks?name=vmnet").await["items"][0]["id"]
@@ -139,6 +153,10 @@ pub async fn boot_guest_with_disk(
             d.write_mib, d.write_mbps
         ));
         body["disks"] = json!([{"datastore_id": d.datastore_id, "size_bytes": d.size_mib << 20}]);
+    }
+    if !extra_cmdline.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(extra_cmdline);
     }
     body["boot"] = json!({"kernel": kernel, "initrd": initrd, "cmdline": cmdline});
     let r = api.post("/vms", &body).await;

@@ -34,13 +34,46 @@ const PROBE_RECHECK: Duration = Duration::from_secs(1);
 const PROBE_QUIET: Duration = Duration::from_secs(5);
 
 /// Measured bandwidth between pairs of hosts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LinkCache {
     links: Mutex<HashMap<(HostId, HostId), (u64, Instant)>>,
     /// One probe at a time: two at once would each measure half the link.
     probing: tokio::sync::Mutex<()>,
     /// Pairs whose measurement waits for their hosts' moves to end (one each).
     pending: Mutex<HashSet<(HostId, HostId)>>,
+    /// Moves as they begin, (source, destination): a measurement under way on
+    /// either host gives way to them (see [`App::measure_when_idle`]).
+    began: tokio::sync::broadcast::Sender<(HostId, HostId)>,
+}
+
+impl Default for LinkCache {
+    fn default() -> Self {
+        Self {
+            links: Mutex::default(),
+            probing: tokio::sync::Mutex::default(),
+            pending: Mutex::default(),
+            began: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+}
+
+/// Ends when a move begins on `src` or `dst` — or may have: when the receiver
+/// fell behind, a move of theirs may be among those it missed.
+async fn a_move_begins_on(
+    mut began: tokio::sync::broadcast::Receiver<(HostId, HostId)>,
+    src: HostId,
+    dst: HostId,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match began.recv().await {
+            Ok((a, b)) if [a, b].iter().any(|h| *h == src || *h == dst) => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            // The cache (and its sender) lives as long as the control plane.
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// The least bandwidth each concurrent migration keeps, bytes/s (200 Mbit/s).
@@ -209,6 +242,13 @@ impl App {
         self.known_link_bandwidth(src, dst).map_or(4, budget_for)
     }
 
+    /// A move between `src` and `dst` begins: a measurement under way on either
+    /// host gives way to it.
+    pub fn move_begins(&self, src: HostId, dst: HostId) {
+        // An error only says no measurement is waiting: nobody to tell.
+        let _ = self.links.began.send((src, dst));
+    }
+
     /// When the link from `src` to `dst` has no fresh measurement, takes one in
     /// the background once no migration has touched either host for
     /// [`PROBE_QUIET`] (queued ones included; a migration's saga calls this with
@@ -216,7 +256,8 @@ impl App {
     /// probe that shared the link with the move that called for it slowed that
     /// move (64 MiB on a 1 Gbit/s link: the first move between two lab hosts took
     /// ~0.5 s longer than the next) and measured only part of the link. One
-    /// waiter per pair.
+    /// waiter per pair. A move that begins on either host while the probe runs
+    /// (the quiet look cannot see it coming) stops it: see [`Self::move_begins`].
     pub fn measure_when_idle(&self, src: HostId, dst: HostId) {
         let fresh = self
             .links
@@ -241,12 +282,24 @@ impl App {
         tokio::spawn(async move {
             let deadline = Instant::now() + PROBE_WAIT;
             let outcome = loop {
+                // Listening before the look, so that no move begun after it is missed.
+                let began = app.links.began.subscribe();
                 match app
                     .db
                     .migration_recent_on_hosts(&[src, dst], PROBE_QUIET)
                     .await
                 {
-                    Ok(false) => break app.link_bandwidth(src, dst).await.map(drop),
+                    // A move that begins while the probe runs would share the link
+                    // with it for up to the probe's 64 MiB (0.5 s at 1 Gbit/s), and
+                    // the probe would measure part of the link: the probe is
+                    // dropped (its call cancelled, the source agent stops sending)
+                    // and waits for the hosts to be quiet again.
+                    Ok(false) => tokio::select! {
+                        r = app.link_bandwidth(src, dst) => break r.map(drop),
+                        () = a_move_begins_on(began, src, dst) => {
+                            tracing::info!(%src, %dst, "a move began on the hosts: the link's measurement gave way to it, and waits for them to be quiet again");
+                        }
+                    },
                     Ok(true) if Instant::now() < deadline => {
                         tokio::time::sleep(PROBE_RECHECK).await
                     }
@@ -303,6 +356,36 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_measurement_gives_way_to_a_move_on_its_hosts_only() {
+        let (a, b, c, d) = (HostId::new(), HostId::new(), HostId::new(), HostId::new());
+        let (tx, _) = tokio::sync::broadcast::channel(2);
+        let waiting = a_move_begins_on(tx.subscribe(), a, b);
+        tokio::pin!(waiting);
+        tx.send((c, d)).unwrap();
+        assert!(futures::poll!(&mut waiting).is_pending(), "c → d");
+        tx.send((c, b)).unwrap();
+        assert!(
+            futures::poll!(&mut waiting).is_ready(),
+            "c → b (its destination)"
+        );
+        let waiting = a_move_begins_on(tx.subscribe(), a, b);
+        tokio::pin!(waiting);
+        tx.send((a, a)).unwrap();
+        assert!(
+            futures::poll!(&mut waiting).is_ready(),
+            "a storage-only move on a"
+        );
+        // Fallen behind (three moves elsewhere, room for two): one of its hosts'
+        // may have been among those missed.
+        let waiting = a_move_begins_on(tx.subscribe(), a, b);
+        tokio::pin!(waiting);
+        for _ in 0..3 {
+            tx.send((c, d)).unwrap();
+        }
+        assert!(futures::poll!(&mut waiting).is_ready(), "lagged");
+    }
 
     #[test]
     fn budgets_follow_the_link() {

@@ -217,6 +217,7 @@ fn queue<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                 )
                 .await?;
             if started {
+                ctx.app.move_begins(p.source, p.destination);
                 return Ok(Done::nothing());
             }
             if !said {
