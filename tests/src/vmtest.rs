@@ -115,20 +115,8 @@ pub struct GuestDisk<'a> {
     pub write_mbps: u32,
 }
 
-/// As [`boot_guest`], with a disk the guest writes to.
-pub async fn boot_guest_with_disk(
-    env: &Env,
-    name: &str,
-    host_id: &str,
-    memory_mib: u64,
-    ip: &str,
-    disk: Option<GuestDisk<'_>>,
-) -> String {
-    boot_guest_with(env, name, host_id, memory_mib, ip, disk, "").await
-}
-
-/// As [`boot_guest_with_disk`], with more kernel arguments (`extra_cmdline`, e.g.
-/// [`crate::guest::SAME_BYTES_CMDLINE`]).
+/// As [`boot_guest`], with a disk the guest writes to (if any) and more kernel
+/// arguments (`extra_cmdline`, e.g. [`crate::guest::SAME_BYTES_CMDLINE`]).
 pub async fn boot_guest_with(
     env: &Env,
     name: &str,
