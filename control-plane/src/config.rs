@@ -90,6 +90,18 @@ pub struct Config {
     #[arg(long, env = "FERRY_FRAME_RELAY", value_enum, default_value = "on")]
     pub frame_relay: OnOff,
 
+    /// Let the transfer begin while the destination's QEMU is still starting
+    /// (`on`): the destination's migration tunnel holds the stream until it
+    /// listens, which saves the QEMU's start (~0.1 s) on every TLS move. `off`
+    /// starts the QEMU first, as raw QEMU must. Plain TCP moves always do.
+    #[arg(
+        long,
+        env = "FERRY_OVERLAP_DESTINATION_START",
+        value_enum,
+        default_value = "on"
+    )]
+    pub overlap_destination_start: OnOff,
+
     /// Migrations a host takes part in at once (source or destination); more wait,
     /// `queued`, and start in order as slots free. 0 (the default) sizes it from
     /// the bandwidth the agents measured between the two hosts: each migration keeps

@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 mod load;
 mod memory;
 mod migrate;
+mod migrate_held;
 mod reattach;
 mod spec;
 mod storage;
@@ -49,6 +50,8 @@ use crate::qmp::Qmp;
 
 /// The state detail of a QEMU waiting for (or receiving) a migration.
 const INCOMING: &str = "waiting for an incoming migration";
+/// The file in the VM's directory QEMU writes its pid to (`-pidfile`).
+const QEMU_PIDFILE: &str = "qemu.pid";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerState {
@@ -87,6 +90,9 @@ struct Live {
     sink: Option<Arc<crate::frames::Sink>>,
     /// Source: holds and forwards the frames that arrive during switchover.
     relay: Option<Arc<crate::frames::Relay>>,
+    /// Destination: why the QEMU an early-replied `MigrateIn` went on to start
+    /// did not get to listen (`migrate::held_start`); told by `MigrationStatus`.
+    start_failed: Option<String>,
 }
 
 struct VmHandle {
@@ -94,8 +100,9 @@ struct VmHandle {
     dir: PathBuf,
     spec: Mutex<VmSpec>,
     live: Mutex<Live>,
-    /// Serialises operations on this VM.
-    op: tokio::sync::Mutex<()>,
+    /// Serialises operations on this VM (owned by a task that goes on after its
+    /// call replied: a destination's QEMU started behind an early reply).
+    op: Arc<tokio::sync::Mutex<()>>,
     /// Woken when a block job changes (QEMU's `BLOCK_JOB_*` events): a mirror's
     /// state is awaited on it rather than polled.
     block_jobs: tokio::sync::Notify,
@@ -121,6 +128,16 @@ pub struct QemuVms {
     load_sampler: load::LoadSampler,
     /// The last dirty rate measured per VM (bytes/s), for `/metrics`.
     dirty_rates: Mutex<HashMap<String, u64>>,
+}
+
+/// Resolves when `child` has exited, with how.
+async fn exit_of(child: &mut std::process::Child) -> std::process::ExitStatus {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -226,8 +243,9 @@ impl QemuVms {
                     incoming: None,
                     sink: None,
                     relay: None,
+                    start_failed: None,
                 }),
-                op: tokio::sync::Mutex::new(()),
+                op: Arc::new(tokio::sync::Mutex::new(())),
                 block_jobs: tokio::sync::Notify::new(),
                 migration: tokio::sync::Notify::new(),
             })
@@ -373,7 +391,7 @@ impl QemuVms {
             }
             let spec = h.spec.lock().map(|s| s.clone()).unwrap_or_default();
             me.cleanup_taps(&spec);
-            let _ = std::fs::remove_file(h.dir.join("qemu.pid"));
+            let _ = std::fs::remove_file(h.dir.join(QEMU_PIDFILE));
             me.set(&h, PowerState::Stopped, None, None, "QEMU exited");
         });
     }
@@ -433,7 +451,7 @@ impl QemuVms {
             ))
             .args(["-serial", "chardev:console"])
             .arg("-pidfile")
-            .arg(dir.join("qemu.pid"));
+            .arg(dir.join(QEMU_PIDFILE));
         if spec.boot_disk < 0 {
             c.arg("-kernel").arg(&spec.kernel);
             if !spec.initrd.is_empty() {
@@ -509,7 +527,7 @@ impl QemuVms {
             netdev::create_tap(&netdev::tap_name(&spec.vm_id, i), bridge)?;
         }
         let _ = std::fs::remove_file(h.dir.join("qmp.sock"));
-        let _ = std::fs::remove_file(h.dir.join("qemu.pid"));
+        let _ = std::fs::remove_file(h.dir.join(QEMU_PIDFILE));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -544,7 +562,13 @@ impl QemuVms {
         };
         let pid = child.id();
         let spawned = std::time::Instant::now();
-        let connected = Qmp::connect(&h.dir.join("qmp.sock"), Duration::from_secs(15)).await;
+        // A QEMU that exits at once (a bad argument, a file it cannot open) says so
+        // now, not when its QMP socket has been waited for in vain.
+        let qmp_sock = h.dir.join("qmp.sock");
+        let connected = tokio::select! {
+            c = Qmp::connect(&qmp_sock, Duration::from_secs(15)) => c,
+            status = exit_of(&mut child) => Err(anyhow::anyhow!("QEMU exited ({status})")),
+        };
         tracing::debug!(vm = %spec.vm_id, ms = spawned.elapsed().as_millis(), "QEMU's QMP answers");
         let (qmp, events) = match connected {
             Ok(c) => c,

@@ -31,13 +31,19 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// Bytes moved per read, each way.
 const CHUNK: usize = 256 * 1024;
 /// How long a peer has to complete its TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long a destination's QEMU may take to start and listen while the tunnel
+/// holds the source's stream for it (see [`reach_qemu`]).
+const QEMU_START: Duration = Duration::from_secs(30);
+/// The most of one connection's stream held for a QEMU not yet listening;
+/// beyond it the tunnel stops reading and TCP makes the source wait.
+const HOLD_MAX: usize = 256 << 20;
 
 /// `ferry-agent migration-tunnel`: started by the agent, not by hand.
 #[derive(Debug, Parser)]
@@ -51,6 +57,11 @@ pub struct Args {
     /// The QEMU this tunnel serves: it ends when that process does.
     #[arg(long, global = true, default_value_t = 0)]
     qemu_pid: u32,
+    /// Or the pid file of a QEMU about to start (a destination that takes the
+    /// stream before its QEMU listens): the tunnel ends if no pid appears in it
+    /// within 30 s, and when that process ends.
+    #[arg(long, global = true, conflicts_with = "qemu_pid")]
+    qemu_pidfile: Option<PathBuf>,
     /// Where to write, when it ends, what it carried (a [`Record`], JSON).
     #[arg(long, global = true)]
     record: Option<PathBuf>,
@@ -118,6 +129,10 @@ struct Carried {
     total: AtomicUsize,
     ended: tokio::sync::Notify,
     record: std::sync::Mutex<Record>,
+    /// Taken in turn (tokio's lock is first come, first served) by incoming
+    /// connections to reach QEMU: in the order their handshakes ended, even when
+    /// they wait together for a QEMU that is still starting.
+    order: tokio::sync::Mutex<()>,
 }
 
 impl Carried {
@@ -157,7 +172,7 @@ impl Drop for Guard {
 /// Carries connections until done (see the module's doc); `ready` is told, once
 /// listening, what the agent waits to read: `ready`, or `port N`.
 async fn run(args: Args, ready: impl FnOnce(String)) -> anyhow::Result<()> {
-    let qemu_gone = process_exit(args.qemu_pid);
+    let qemu_gone = qemu_exit(args.qemu_pid, args.qemu_pidfile.clone());
     let carried = Arc::new(Carried::default());
     let accepting = async {
         match args.side {
@@ -216,7 +231,12 @@ async fn run(args: Args, ready: impl FnOnce(String)) -> anyhow::Result<()> {
         () = all_ended => Ok(()),
         () = qemu_gone => Ok(()),
     };
-    if let Some(path) = &args.record {
+    // Not when the VM's directory has gone with it (its move was undone).
+    if let Some(path) = args
+        .record
+        .as_ref()
+        .filter(|p| p.parent().is_some_and(Path::exists))
+    {
         let r = carried.record.lock().unwrap_or_else(|p| p.into_inner());
         let json = serde_json::to_vec(&*r)?;
         std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
@@ -267,12 +287,73 @@ async fn carry_in(
     .context("TLS handshake")?;
     let mut tls = Tls::new(tls);
     let _guard = carried.begin();
-    let mut qemu = UnixStream::connect(unix)
-        .await
-        .with_context(|| format!("connect to {}", unix.display()))?;
+    let (mut qemu, held) = reach_qemu(unix, &mut tls, &carried.order).await?;
+    if !held.is_empty() {
+        tracing::debug!(
+            bytes = held.len(),
+            "the stream was held until QEMU listened"
+        );
+        qemu.write_all(&held)
+            .await
+            .context("hand QEMU the stream held for it")?;
+    }
     let copied = tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut qemu, CHUNK, CHUNK).await;
     carried.note(tls.written, tls.read, tls.inner.get_ref().1);
     ended(copied, tls.written + tls.read)
+}
+
+/// Connects to QEMU's socket `unix`, in turn with the tunnel's other
+/// connections (`order`: QEMU may tell its channels apart only by the order
+/// they come in). Until QEMU listens there (it may still be starting:
+/// `MigrateIn`'s `hold_stream`) and while the connection waits its turn, what
+/// the source sends is read and held, up to [`HOLD_MAX`], for [`QEMU_START`] at
+/// most; it is returned with the connection, to be written into it first. A
+/// source that ended its stream meanwhile (a small guest, all sent) has it
+/// handed over whole all the same: its end reaches QEMU after the held bytes,
+/// as the next read of `source`.
+async fn reach_qemu<S: AsyncRead + Unpin>(
+    unix: &Path,
+    source: &mut S,
+    order: &tokio::sync::Mutex<()>,
+) -> anyhow::Result<(UnixStream, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + QEMU_START;
+    let mut held = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut source_ended = false;
+    let turn = order.lock();
+    tokio::pin!(turn);
+    let mut my_turn = None;
+    loop {
+        if my_turn.is_some() {
+            match UnixStream::connect(unix).await {
+                Ok(qemu) => return Ok((qemu, held)),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "QEMU did not listen on {} within {} s",
+                            unix.display(),
+                            QEMU_START.as_secs()
+                        )
+                    })
+                }
+                Err(_) => {}
+            }
+        } else if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "another connection to QEMU was still waiting after {} s",
+                QEMU_START.as_secs()
+            );
+        }
+        let reading = !source_ended && held.len() < HOLD_MAX;
+        tokio::select! {
+            guard = &mut turn, if my_turn.is_none() => my_turn = Some(guard),
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            n = source.read(&mut buf), if reading => match n.context("read the source's stream")? {
+                0 => source_ended = true,
+                n => held.extend_from_slice(&buf[..n]),
+            },
+        }
+    }
 }
 
 /// How a carried connection ended: QEMU closes (or resets) its migration
@@ -347,6 +428,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tls<S> {
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves when the QEMU the tunnel serves has exited: process `pid`, or the
+/// one whose pid appears in `pidfile` (at once if none does within
+/// [`QEMU_START`]); never when neither names one.
+async fn qemu_exit(pid: u32, pidfile: Option<PathBuf>) {
+    let Some(file) = pidfile else {
+        return process_exit(pid).await;
+    };
+    let deadline = tokio::time::Instant::now() + QEMU_START;
+    loop {
+        let pid = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|p| *p > 0);
+        if let Some(pid) = pid {
+            return process_exit(pid).await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "no QEMU pid in {} within {} s",
+                file.display(),
+                QEMU_START.as_secs()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -478,7 +587,6 @@ pub async fn spawn(args: &[String]) -> anyhow::Result<Tunnel> {
 mod tests {
     use super::*;
     use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A state directory with a new CA and a host certificate for `name` that
     /// it issued, as the control plane issues them.
@@ -516,21 +624,27 @@ mod tests {
     async fn in_tunnel(dst: &Path) -> (UnixListener, u16) {
         let qemu_in = dst.join("in.sock");
         let dest_qemu = UnixListener::bind(&qemu_in).unwrap();
+        (dest_qemu, in_tunnel_to(dst, &qemu_in).await)
+    }
+
+    /// Starts the incoming tunnel to QEMU's socket `qemu_in` (listening or not
+    /// yet); returns its port.
+    async fn in_tunnel_to(dst: &Path, qemu_in: &Path) -> u16 {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let args = Args {
             side: Side::In {
                 listen: "127.0.0.1".parse().unwrap(),
-                unix: qemu_in,
+                unix: qemu_in.to_path_buf(),
             },
             state_dir: dst.to_path_buf(),
             qemu_pid: 0,
+            qemu_pidfile: None,
             record: Some(dst.join("tunnel-in.json")),
         };
         tokio::spawn(run(args, move |l| {
             let _ = tx.send(l);
         }));
-        let port: u16 = rx.await.unwrap()["port ".len()..].parse().unwrap();
-        (dest_qemu, port)
+        rx.await.unwrap()["port ".len()..].parse().unwrap()
     }
 
     /// Starts both ends: a fake destination QEMU listening on a Unix socket,
@@ -546,6 +660,17 @@ mod tests {
         tokio::task::JoinHandle<anyhow::Result<()>>,
     ) {
         let (dest_qemu, port) = in_tunnel(dst).await;
+        let (out, out_task) = out_tunnel(src, port, server_name).await;
+        (out, dest_qemu, out_task)
+    }
+
+    /// Starts the outgoing tunnel to `port` on this host; returns the socket
+    /// the source's QEMU connects to.
+    async fn out_tunnel(
+        src: &Path,
+        port: u16,
+        server_name: &str,
+    ) -> (PathBuf, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let out = src.join("out.sock");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let args = Args {
@@ -556,13 +681,62 @@ mod tests {
             },
             state_dir: src.to_path_buf(),
             qemu_pid: 0,
+            qemu_pidfile: None,
             record: Some(src.join("tunnel-out.json")),
         };
         let out_task = tokio::spawn(run(args, move |l| {
             let _ = tx.send(l);
         }));
         assert_eq!(rx.await.unwrap(), "ready");
-        (out, dest_qemu, out_task)
+        (out, out_task)
+    }
+
+    /// A destination QEMU that does not listen yet (still starting): what two
+    /// source connections send meanwhile — each more than the sockets between
+    /// can buffer, then their end — is held, the second's while it waits its
+    /// turn behind the first, and reaches QEMU whole, in the order the
+    /// connections came, once it listens.
+    #[tokio::test]
+    async fn streams_sent_before_qemu_listens_are_held_and_handed_over_whole_in_order() {
+        let (src, _) = state_dir("host-b.hosts.ferry");
+        let dst = same_ca(src.path());
+        let qemu_in = dst.path().join("in.sock");
+        let port = in_tunnel_to(dst.path(), &qemu_in).await;
+        let (out, _out_task) = out_tunnel(src.path(), port, "host-b.hosts.ferry").await;
+        let streams: Vec<Vec<u8>> = [(24u32 << 20) + 3, (20 << 20) + 5]
+            .iter()
+            .enumerate()
+            .map(|(k, n)| {
+                (0..*n)
+                    .map(|i| (i * 13 + i / 4096 + k as u32) as u8)
+                    .collect()
+            })
+            .collect();
+        for data in &streams {
+            let mut source = UnixStream::connect(&out).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(20), source.write_all(data))
+                .await
+                .expect("the tunnel takes the stream while QEMU does not listen")
+                .unwrap();
+            source.shutdown().await.unwrap();
+            // Kept open: a source reads its return path until the end.
+            std::mem::forget(source);
+        }
+        let dest_qemu = UnixListener::bind(&qemu_in).unwrap();
+        let mut got = Vec::new();
+        for _ in &streams {
+            let (mut dest, _) = tokio::time::timeout(Duration::from_secs(5), dest_qemu.accept())
+                .await
+                .expect("each held connection reaches QEMU once it listens")
+                .unwrap();
+            let mut bytes = Vec::new();
+            dest.read_to_end(&mut bytes).await.unwrap();
+            got.push(bytes);
+        }
+        // The first stream was all taken before the second connection was made.
+        for (g, want) in got.iter().zip(&streams) {
+            assert!(g == want, "{} bytes arrived of {}", g.len(), want.len());
+        }
     }
 
     /// Bytes sent into the source's socket come out of the destination's, in

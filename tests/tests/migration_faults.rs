@@ -1,6 +1,7 @@
 //! The migration saga under failure on real guests: the control plane killed with
 //! SIGKILL during the transfer and restarted (the saga resumes), either agent
-//! killed mid-transfer, the budget's queue. Every path ends with the VM running on
+//! killed mid-transfer, a destination QEMU that fails to start after the
+//! transfer began (the start overlaps it), the budget's queue. Every path ends with the VM running on
 //! exactly one host, recorded correctly, and nothing left on the other. (A failure
 //! at each node, replays and database errors are looped over every node by the
 //! executor's hooks in `sagas.rs`, on the sim backend.)
@@ -144,6 +145,19 @@ async fn the_source_agent_killed_and_restarted_during_transfer() {
 async fn the_destination_agent_killed_during_transfer_fails_the_migration() {
     let (mut env, id, ip, b) = lab(&["--host-timeout", "2s"], 4).await;
     let mid = slow_migration(&env, &id, &b).await;
+    // The source sends from the start, its stream held while the destination's
+    // QEMU starts: killed before that QEMU listens, the agent would leave it
+    // waiting for a stream, to be cleared when the agent is back (a later case).
+    // This case is the agent killed while its QEMU receives.
+    let listening = env
+        .dir
+        .path()
+        .join(format!("agent-host-b/vms/{id}/mig-in.sock"));
+    wait_for("the destination's QEMU to listen", T, || {
+        let listening = listening.clone();
+        async move { listening.exists().then_some(()) }
+    })
+    .await;
     env.agents[1].kill9();
     let m = wait_migration(&env.api(), &mid).await;
     assert_eq!(m["state"], "failed", "{m}");
@@ -176,6 +190,113 @@ async fn the_destination_agent_killed_during_transfer_fails_the_migration() {
         env.api().ok("/hosts?name=host-a").await["items"][0]["id"]
     );
     assert_eq!(serving(&ip).await["integrity_errors"], 0);
+}
+
+/// The destination replies before its QEMU listens, so the transfer begins
+/// while that QEMU starts (its tunnel holds the stream; on by default). A QEMU
+/// that then fails to start fails the move at once, with its reason; the VM
+/// runs on at its source, and nothing of it stays on the destination: no QEMU,
+/// tap or files, and no tunnel still holding its stream.
+#[tokio::test]
+async fn a_destination_qemu_that_fails_to_start_behind_the_early_reply_fails_the_move() {
+    let (_bin, refusing) =
+        qemu_receiving_with("echo 'this QEMU refuses to receive a VM' >&2; exit 1");
+    let l = two_hosts_and_guest("f7", 7, 256, &[], vec!["--qemu".into(), refusing]).await;
+    let (env, id, ip, b) = (l.env, l.id, l.ip, l.b);
+    let asked = std::time::Instant::now();
+    let mid = start_migration(&env.api(), &id, &json!({"destination_host_id": b})).await;
+    let m = wait_migration(&env.api(), &mid).await;
+    assert_eq!(m["state"], "failed", "{m}");
+    let error = m["error"].as_str().unwrap();
+    assert!(
+        error.contains("destination: the QEMU to receive the VM")
+            && error.contains("refuses to receive a VM"),
+        "the destination's reason: {m}"
+    );
+    // As soon as QEMU failed: not at the tunnel's 30 s wait for it to listen.
+    assert!(asked.elapsed() < Duration::from_secs(20), "{m}");
+    on_source_only(&env, &id, &ip).await;
+    wait_for("no migration tunnel left for the VM", T, || {
+        let id = id.clone();
+        async move { tunnels_of(&id).is_empty().then_some(()) }
+    })
+    .await;
+}
+
+/// The destination's agent killed while its QEMU starts behind the early reply
+/// (slowed here to 3 s), the source already sending: the move fails as for any
+/// destination lost mid-transfer, and the QEMU left waiting for a stream that
+/// no agent will ask it to take goes when the agent is back, with the tunnel.
+#[tokio::test]
+async fn the_destination_agent_killed_while_its_qemu_starts_leaves_nothing_once_back() {
+    let (_bin, slow) = qemu_receiving_with("sleep 3");
+    let mut l = two_hosts_and_guest(
+        "f8",
+        8,
+        256,
+        &["--host-timeout", "2s"],
+        vec!["--qemu".into(), slow.clone()],
+    )
+    .await;
+    let mid = start_migration(&l.api, &l.id, &json!({"destination_host_id": l.b})).await;
+    let starting = l
+        .env
+        .dir
+        .path()
+        .join(format!("agent-host-b/vms/{}/spec.json", l.id));
+    wait_for("the destination's QEMU to be starting", T, || {
+        let starting = starting.clone();
+        async move { starting.exists().then_some(()) }
+    })
+    .await;
+    l.env.agents[1].kill9();
+    let m = wait_migration(&l.api, &mid).await;
+    assert_eq!(m["state"], "failed", "{m}");
+    let mut back = AgentOptions::qemu("host-b");
+    back.args = vec!["--qemu".into(), slow];
+    l.env.start_agent(1, &back);
+    l.env.wait_host_state("host-b", "connected", T).await;
+    wait_for("host-b to hold nothing of the VM", T, || {
+        let id = l.id.clone();
+        async move { (qemus(&id).len() == 1 && tunnels_of(&id).is_empty()).then_some(()) }
+    })
+    .await;
+    on_source_only(&l.env, &l.id, &l.ip).await;
+}
+
+/// A QEMU for `--qemu` that runs `then` (shell) before it starts to receive a VM
+/// (`-incoming`), and starts as QEMU otherwise; its directory and path.
+fn qemu_receiving_with(then: &str) -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let path = bin.path().join("qemu");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" -incoming \"*) {then};; esac\n\
+             exec qemu-system-x86_64 \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = path.display().to_string();
+    (bin, path)
+}
+
+/// The pids of the migration tunnels serving VM `id` (its directory is in
+/// their arguments).
+fn tunnels_of(id: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("migration-tunnel") && c.contains(id)
+            })
+        })
+        .collect()
 }
 
 #[tokio::test]

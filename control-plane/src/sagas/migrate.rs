@@ -37,7 +37,7 @@ use super::escalation::Plan;
 use super::migrate_storage;
 use super::migrate_transfer::{cancel_on_source, follow, wait_postcopy_done};
 use crate::app::App;
-use crate::config::Transport;
+use crate::config::{OnOff, Transport};
 use crate::db::events::NewEvent;
 use crate::db::Db;
 use crate::saga::{Ctx, Done, Node, NodeError, NodeResult, Outcome, Saga, Undone, Write};
@@ -310,6 +310,7 @@ fn destination_start<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                 postcopy: plan.postcopy && p.disks.is_empty(),
                 channels: plan.channels,
                 mirror_disks: !p.disks.is_empty(),
+                hold_stream: ctx.app.config.overlap_destination_start == OnOff::On,
             })
             .await
             .map_err(|s| NodeError::Failed(format!("destination: {}", Failure::of(&s))))?
@@ -331,6 +332,10 @@ pub struct Incoming {
     /// Reached through the destination's migration tunnel (see the proto).
     #[serde(default)]
     pub nbd_tunnel: bool,
+    /// The destination replied before its QEMU listened (`hold_stream`): if the
+    /// transfer fails, the destination may know why.
+    #[serde(default)]
+    pub held: bool,
 }
 
 impl From<MigrateInReply> for Incoming {
@@ -341,6 +346,7 @@ impl From<MigrateInReply> for Incoming {
             frames_token: r.frames_token,
             nbd_address: r.nbd_address,
             nbd_tunnel: r.nbd_tunnel,
+            held: r.held,
         }
     }
 }

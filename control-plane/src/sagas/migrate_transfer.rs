@@ -204,7 +204,12 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
                 });
             }
             s @ (Qs::MigrationFailed | Qs::MigrationCancelled) => {
-                let why = format!("migration {}: {}", s.as_str_name(), st.error);
+                let mut why = format!("migration {}: {}", s.as_str_name(), st.error);
+                if incoming.held {
+                    if let Some(dest) = destination_failure(ctx).await {
+                        why = format!("{why} ({dest})");
+                    }
+                }
                 return Err(if esc.postcopy_started {
                     NodeError::Stuck(why)
                 } else {
@@ -324,6 +329,19 @@ pub async fn follow(ctx: &MCtx<'_>, incoming: &Incoming) -> NodeResult<Migration
         }
         tokio::time::sleep(POLL.saturating_sub(asked.elapsed())).await;
     }
+}
+
+/// Why the destination failed its side, if it knows: its QEMU, started behind
+/// an early reply (`Incoming::held`), may not have got to listen.
+async fn destination_failure(ctx: &MCtx<'_>) -> Option<String> {
+    let mut dest = ctx.agent(ctx.params.destination).await.ok()?;
+    let st = dest
+        .migration_status(status_of(ctx, Duration::ZERO))
+        .await
+        .ok()?
+        .into_inner();
+    (st.status() == Qs::MigrationFailed && !st.error.is_empty())
+        .then(|| format!("destination: {}", st.error))
 }
 
 /// A question about the source's migration, held up to `wait` for a change.

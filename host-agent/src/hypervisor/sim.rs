@@ -448,6 +448,7 @@ impl Hypervisor for SimHost {
             frames_token: String::new(),
             nbd_address: String::new(),
             nbd_tunnel: false,
+            held: false,
         })
     }
 

@@ -61,10 +61,10 @@ pub fn in_postcopy(s: MigrationStatus) -> bool {
 pub const OUTGOING: &str = "outgoing-migration";
 
 /// The Unix sockets, in the VM's directory, between QEMU and its migration tunnel.
-const TUNNEL_IN: &str = "mig-in.sock";
+pub(super) const TUNNEL_IN: &str = "mig-in.sock";
 const TUNNEL_OUT: &str = "mig-out.sock";
 
-fn path_str(p: &std::path::Path) -> String {
+pub(super) fn path_str(p: &std::path::Path) -> String {
     p.display().to_string()
 }
 
@@ -179,7 +179,7 @@ impl QemuVms {
     ) -> anyhow::Result<MigrateInReply> {
         let spec = req.spec.clone().context("spec is required")?;
         let h = self.handle(&spec);
-        let _op = h.op.lock().await;
+        let op = h.op.clone().lock_owned().await;
         let already = || {
             coded(
                 ErrorCode::WrongState,
@@ -188,7 +188,8 @@ impl QemuVms {
         };
         // Asked again (a replayed saga step): the same waiting QEMU, the same URI.
         let unfinished = {
-            let l = h.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut l = h.live.lock().unwrap_or_else(|p| p.into_inner());
+            l.start_failed = None;
             if let (Some(reply), PowerState::Paused) = (&l.incoming, l.state) {
                 return Ok(reply.clone());
             }
@@ -209,6 +210,15 @@ impl QemuVms {
             tracing::warn!(vm = %spec.vm_id, "replacing a waiting QEMU an interrupted call left");
             self.force_off(&h).await?;
         }
+        let tunnel = req.tls && self.migration_tls == MigrationTls::Agent;
+        // Held only with QEMU's return path open (`postcopy-ram` armed): the source
+        // then reports the move complete only once this QEMU has loaded the state.
+        // Without one a source could send its last byte into the hold before this
+        // QEMU had even started, and its copy be discarded on a completion the
+        // destination never reached.
+        if tunnel && req.hold_stream && req.postcopy && !req.mirror_disks {
+            return self.held_start(h, op, spec, req).await;
+        }
         // Where a destination's start goes (debug log): images, QEMU, the rest.
         let t0 = std::time::Instant::now();
         if req.mirror_disks {
@@ -218,7 +228,6 @@ impl QemuVms {
         self.start_qemu(&h, &spec, true).await?;
         let qemu_ms = t0.elapsed().as_millis() - disks_ms;
         let listen_ip = req.listen_ip.as_str();
-        let tunnel = req.tls && self.migration_tls == MigrationTls::Agent;
         let qmp = h
             .live
             .lock()
@@ -298,6 +307,7 @@ impl QemuVms {
             frames_token: sink.as_ref().map(|s| s.token.clone()).unwrap_or_default(),
             nbd_address,
             nbd_tunnel,
+            held: false,
         };
         if let Ok(mut l) = h.live.lock() {
             l.incoming = Some(reply.clone());
@@ -305,6 +315,7 @@ impl QemuVms {
         }
         tracing::debug!(vm = %spec.vm_id, disks_ms, qemu_ms,
             ms = t0.elapsed().as_millis(), "waiting for the migration");
+        drop(op);
         Ok(reply)
     }
 
@@ -447,7 +458,22 @@ impl QemuVms {
         name: &str,
         args: &[&str],
     ) -> anyhow::Result<crate::tunnel::Tunnel> {
-        let pid = h.live.lock().ok().and_then(|l| l.pid).context("no QEMU")?;
+        // The QEMU it serves: the one running, or the one about to start, by the
+        // pid file it will write (a destination's tunnel that takes the stream
+        // before its QEMU listens, `migrate_held`).
+        let pid = h
+            .live
+            .lock()
+            .ok()
+            .filter(|l| l.state != PowerState::Stopped)
+            .and_then(|l| l.pid);
+        let qemu = match pid {
+            Some(pid) => ["--qemu-pid".to_string(), pid.to_string()],
+            None => [
+                "--qemu-pidfile".to_string(),
+                path_str(&h.dir.join(super::QEMU_PIDFILE)),
+            ],
+        };
         let state = self.root.parent().context("no state dir")?;
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let record = h.dir.join(format!("tunnel-{name}.json"));
@@ -455,11 +481,10 @@ impl QemuVms {
         all.extend([
             "--state-dir".into(),
             path_str(state),
-            "--qemu-pid".into(),
-            pid.to_string(),
             "--record".into(),
             path_str(&record),
         ]);
+        all.extend(qemu);
         crate::tunnel::spawn(&all).await
     }
 
@@ -498,6 +523,15 @@ impl QemuVms {
         wait: Duration,
     ) -> anyhow::Result<MigrationStatusReply> {
         let h = self.get(vm_id).ok_or_else(|| not_here(vm_id))?;
+        // A destination whose QEMU did not start behind an early reply: why.
+        let failed = h.live.lock().ok().and_then(|l| l.start_failed.clone());
+        if let Some(why) = failed {
+            return Ok(MigrationStatusReply {
+                status: MigrationStatus::MigrationFailed as i32,
+                error: why,
+                ..Default::default()
+            });
+        }
         let changed = h.migration.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
@@ -680,7 +714,7 @@ impl QemuVms {
 }
 
 /// The migration capabilities both sides must agree on (and the source's throttle).
-async fn set_capabilities(
+pub(super) async fn set_capabilities(
     qmp: &crate::qmp::Qmp,
     auto_converge: bool,
     postcopy: bool,

@@ -26,7 +26,7 @@ impl QemuVms {
                 continue;
             };
             let handle = self.handle(&spec);
-            let pid = std::fs::read_to_string(dir.join("qemu.pid"))
+            let pid = std::fs::read_to_string(dir.join(super::QEMU_PIDFILE))
                 .ok()
                 .and_then(|p| p.trim().parse::<u32>().ok());
             match pid {
