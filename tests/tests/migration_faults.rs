@@ -1,7 +1,8 @@
 //! The migration saga under failure on real guests: the control plane killed with
 //! SIGKILL during the transfer and restarted (the saga resumes), either agent
 //! killed mid-transfer, a destination QEMU that fails to start after the
-//! transfer began (the start overlaps it), the budget's queue. Every path ends with the VM running on
+//! transfer began (the start overlaps it), a destination that cannot load the
+//! state, the budget's queue. Every path ends with the VM running on
 //! exactly one host, recorded correctly, and nothing left on the other. (A failure
 //! at each node, replays and database errors are looped over every node by the
 //! executor's hooks in `sagas.rs`, on the sim backend.)
@@ -261,6 +262,32 @@ async fn the_destination_agent_killed_while_its_qemu_starts_leaves_nothing_once_
         async move { (qemus(&id).len() == 1 && tunnels_of(&id).is_empty()).then_some(()) }
     })
     .await;
+    on_source_only(&l.env, &l.id, &l.ip).await;
+}
+
+/// A destination that cannot load the state it was sent — its QEMU lacks the
+/// guest's serial port, whose state comes with the last of the stream (a device
+/// with memory of its own, a NIC's option ROM, would fail the stream's start) — fails
+/// the move under `precopy` (no post-copy) too, and the guest runs on at its
+/// source: the source completes only once the destination has loaded it (QEMU's
+/// return path), never on its last byte written.
+#[tokio::test]
+async fn a_destination_that_cannot_load_the_state_fails_the_move_and_keeps_the_vm() {
+    let (_bin, lacking) = qemu_receiving_with(
+        "drop=; for a do shift; \
+         if [ -n \"$drop\" ]; then drop=; continue; fi; \
+         if [ \"$a\" = -serial ]; then drop=1; continue; fi; \
+         set -- \"$@\" \"$a\"; done",
+    );
+    let l = two_hosts_and_guest("f9", 9, 256, &[], vec!["--qemu".into(), lacking]).await;
+    let mid = start_migration(
+        &l.api,
+        &l.id,
+        &json!({"destination_host_id": l.b, "policy": {"mode": "precopy"}}),
+    )
+    .await;
+    let m = wait_migration(&l.api, &mid).await;
+    assert_eq!(m["state"], "failed", "{m}");
     on_source_only(&l.env, &l.id, &l.ip).await;
 }
 

@@ -725,6 +725,14 @@ pub(super) async fn set_capabilities(
         "migrate-set-capabilities",
         json!({"capabilities": [
             {"capability": "events", "state": true},
+            // QEMU's return path, on every move (post-copy opens it anyway): the
+            // source then reports a move complete only once the destination has
+            // loaded the whole state, and fails it — resuming the guest — when the
+            // destination could not. Without it a source completes as soon as its
+            // last byte is written, and a destination that then failed to load
+            // (a device it lacks, say) took the VM with it: the saga commits and
+            // discards the source on that completion.
+            {"capability": "return-path", "state": true},
             {"capability": "auto-converge", "state": auto_converge},
             {"capability": "postcopy-ram", "state": postcopy},
             {"capability": "multifd", "state": multifd},
