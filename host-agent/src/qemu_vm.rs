@@ -34,6 +34,7 @@ mod load;
 mod memory;
 mod migrate;
 mod migrate_held;
+mod migrate_tls;
 mod reattach;
 mod spec;
 mod storage;

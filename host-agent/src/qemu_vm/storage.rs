@@ -39,7 +39,7 @@ use ferry_proto::v1::{
 };
 use serde_json::json;
 
-use super::migrate::TLS_OBJECT;
+use super::migrate_tls::TLS_OBJECT;
 use super::{not_here, QemuVms, VmHandle};
 use crate::error::coded;
 
