@@ -193,6 +193,8 @@ async fn a_stream_crosses_whole_both_ways_and_the_tunnel_ends_with_it() {
     assert_eq!(r.bytes_from_qemu, data.len() as u64);
     assert_eq!(r.bytes_to_qemu, b"ack from the destination".len() as u64);
     assert_eq!(r.protocol, "TLSv1_3");
+    // The cheaper of the AES suites (see `provider`), not rustls's first choice.
+    assert_eq!(r.cipher_suite, "TLS13_AES_128_GCM_SHA256");
 }
 
 /// A destination whose certificate does not name the host asked for, and a
