@@ -4,7 +4,7 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help deps test-deps contract-deps web web-deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs bench-dashboard bench-faults fmt lint
+.PHONY: help deps test-deps contract-deps web web-deps build build-debug guest demo demo-down test test-pg-stop clean-lab bench-scale bench-guests bench-migration bench-evacuate bench-sim-moves bench-drs bench-dashboard bench-faults bench-tunnel fmt lint
 
 help:
 	@echo "make demo        build, start the lab (control plane + 3 hosts in namespaces), Ctrl-C to stop"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-dashboard the VM list with 40,000 VMs in headless Chromium, writes bench/results/dashboard.json"
 	@echo "make bench-faults the randomized fault campaign (ROUNDS=40, SEED=...), writes bench/results/faults.json"
 	@echo "make bench-sim-moves 200 live migrations at once across 64 sim hosts, writes bench/results/sim_moves.json"
+	@echo "make bench-tunnel the migration tunnel's throughput and CPU per GB beside plain TCP, writes bench/results/tunnel.json"
 
 deps:
 	@./deploy/install-deps.sh
@@ -88,6 +89,9 @@ bench-evacuate: build guest
 
 bench-sim-moves: build
 	./target/release/ferry-bench-sim-moves --out bench/results/sim_moves.json
+
+bench-tunnel: build
+	./target/release/ferry-bench-tunnel --out bench/results/tunnel.json
 
 bench-drs: build
 	./target/release/ferry-bench-drs --out bench/results/drs.json
