@@ -107,6 +107,8 @@ impl HostState {
             agent_version: crate::VERSION.to_string(),
             hypervisor_version: h.version(),
             host_id: String::new(),
+            // `qemu_vm::migrate::set_capabilities` (the sim moves no stream).
+            opens_return_path: true,
         };
         let mut fingerprint = report.clone();
         if let Some(m) = fingerprint.memory.as_mut() {

@@ -289,6 +289,23 @@ async fn a_destination_that_cannot_load_the_state_fails_the_move_and_keeps_the_v
     let m = wait_migration(&l.api, &mid).await;
     assert_eq!(m["state"], "failed", "{m}");
     on_source_only(&l.env, &l.id, &l.ip).await;
+    // Under `precopy` too the destination took the stream before its QEMU
+    // listened (the source's agent opens the return path on every move): the
+    // return path, not the order of the start, is what kept the VM.
+    let held: Option<bool> = sqlx::query_scalar(
+        "SELECT (e.data->>'held')::boolean FROM saga_events e \
+         JOIN migrations m ON m.saga_id = e.saga_id \
+         WHERE m.id = $1 AND e.step = 'destination_start' AND e.event_type = 'succeeded'",
+    )
+    .bind(mid.parse::<uuid::Uuid>().unwrap())
+    .fetch_one(&l.env.db.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        held,
+        Some(true),
+        "the destination's start overlapped the stream"
+    );
 }
 
 /// A QEMU for `--qemu` that runs `then` (shell) before it starts to receive a VM

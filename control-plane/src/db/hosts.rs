@@ -159,6 +159,17 @@ impl Db {
         Ok(row.map(Host::from))
     }
 
+    /// Whether the host's agent, by its last report, opens QEMU's return path on
+    /// every outgoing move (false for a host not known).
+    pub async fn host_opens_return_path(&self, id: HostId) -> sqlx::Result<bool> {
+        let open: Option<bool> =
+            sqlx::query_scalar("SELECT opens_return_path FROM hosts WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(open.unwrap_or(false))
+    }
+
     pub async fn host_exists(&self, id: HostId) -> sqlx::Result<bool> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hosts WHERE id = $1)")
             .bind(id.0)
@@ -200,7 +211,7 @@ impl Db {
             "UPDATE hosts SET address = $3, accel = $4, accel_reason = $5, cpu_vendor = $6, cpu_model = $7, \
              cpu_cores = $8, cpu_flags = $9, cpu_supported_models = $10, memory_total_mib = $11, \
              memory_free_mib = $12, agent_version = $13, hypervisor_version = $14, report_generation = $2, \
-             last_seen_at = now() \
+             opens_return_path = $15, last_seen_at = now() \
              WHERE id = $1 AND report_generation < $2",
         )
         .bind(id.0)
@@ -217,6 +228,7 @@ impl Db {
         .bind(mem.free_mib.min(i64::MAX as u64) as i64)
         .bind(&r.agent_version)
         .bind(&r.hypervisor_version)
+        .bind(r.opens_return_path)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {

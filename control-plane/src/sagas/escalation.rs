@@ -10,8 +10,8 @@
 //!    sent (dirty-limit needs KVM's dirty ring, absent under TCG and in QEMU 7.2; auto-converge is
 //!    the throttle available everywhere); each change is recorded;
 //! 4. post-copy: when pre-copy has not converged after 1.5 × the time the VM's
-//!    memory takes to cross the link (a pass left about as much as the one
-//!    before), or in any case after 3 ×, or the guest dirties faster than the link
+//!    memory takes to cross the link — or its first full pass took, if longer —
+//!    (a pass left about as much as the one before), or in any case after 3 ×, or the guest dirties faster than the link
 //!    and cannot be throttled, or progress stalls, the VM switches to the
 //!    destination and pulls the pages it still lacks. Past that moment the
 //!    destination holds the VM: it is the saga's point of no return.
@@ -165,6 +165,9 @@ pub struct Escalator {
     last_iteration: u64,
     last_throttle: u32,
     best_bandwidth: u64,
+    /// When the first full pass ended (the elapsed time at the first look in a
+    /// later pass).
+    first_pass: Option<Duration>,
     /// What was left at the start of the previous and of the current pass.
     left: (Option<u64>, Option<u64>),
 }
@@ -178,6 +181,7 @@ impl Escalator {
             last_iteration: 0,
             last_throttle: 0,
             best_bandwidth: 0,
+            first_pass: None,
             left: (None, None),
         }
     }
@@ -201,6 +205,9 @@ impl Escalator {
         }
         let new_pass = s.iteration > self.last_iteration;
         self.last_iteration = s.iteration;
+        if s.iteration >= 2 && self.first_pass.is_none() {
+            self.first_pass = Some(s.elapsed);
+        }
         if new_pass && s.iteration >= 2 {
             self.left = (self.left.1, Some(s.remaining_bytes));
         }
@@ -217,9 +224,14 @@ impl Escalator {
                 "the policy asks for post-copy after the first pass".into(),
             );
         }
-        // The memory's time on the link, from the best bandwidth seen.
+        // The time a full pass takes: the memory over the best bandwidth QEMU
+        // has reported — or what the first pass took, where that was longer. A
+        // momentary peak (QEMU's rate over a window of zero pages) made the
+        // first alone 7 × short on two cores shared with three other moves, and
+        // `auto` switched a guest that was converging to post-copy at "3 ×".
         let t_link =
-            Duration::from_secs_f64(s.total_bytes as f64 / self.best_bandwidth.max(1) as f64);
+            Duration::from_secs_f64(s.total_bytes as f64 / self.best_bandwidth.max(1) as f64)
+                .max(self.first_pass.unwrap_or_default());
         if self.plan.postcopy {
             if s.stalled {
                 return self.postcopy(out, "pre-copy stalled".into());
@@ -235,7 +247,7 @@ impl Escalator {
                 return self.postcopy(
                     out,
                     format!(
-                        "pre-copy has not converged in {:.1} s, over {k}× the {:.1} s the memory takes on the link ({} MiB still dirty)",
+                        "pre-copy has not converged in {:.1} s, over {k}× the {:.1} s a full pass of the memory takes ({} MiB still dirty)",
                         s.elapsed.as_secs_f64(),
                         t_link.as_secs_f64(),
                         mib(s.remaining_bytes)
@@ -404,16 +416,40 @@ mod tests {
         c.observe(&sample(2, 300 * MIB, 1200));
         let a = c.observe(&sample(3, 100 * MIB, 1600));
         assert!(!a.iter().any(|x| matches!(x, Action::Postcopy(_))), "{a:?}");
-        // ...but not forever: at 3× it switches anyway.
-        let a = c.observe(&sample(4, 60 * MIB, 3100));
+        // ...but not forever: at 3× (of the first pass's 1.2 s, longer than
+        // the 1 s the bandwidth says) it switches anyway.
+        let a = c.observe(&sample(4, 60 * MIB, 3500));
+        assert!(!a.iter().any(|x| matches!(x, Action::Postcopy(_))), "{a:?}");
+        let a = c.observe(&sample(4, 60 * MIB, 3700));
         assert!(a.iter().any(|x| matches!(x, Action::Postcopy(_))), "{a:?}");
         // Not converging: switches at 1.5×.
-        let a = e.observe(&sample(3, 300 * MIB, 1600));
+        let a = e.observe(&sample(3, 300 * MIB, 1900));
         assert!(a.iter().any(|x| matches!(x, Action::Postcopy(_))), "{a:?}");
         assert!(e.observe(&sample(4, 300 * MIB, 3000)).is_empty(), "once");
         assert_eq!(
             e.plan.strategy(e.postcopy_started, e.throttled),
             "precopy+postcopy"
+        );
+    }
+
+    #[test]
+    fn a_first_pass_slower_than_the_bandwidth_peak_gives_precopy_its_time() {
+        let mut e = Escalator::new(Plan::new(&MigrationPolicy::default()));
+        // A peak of 512 MiB/s (the memory in 1 s), then the pass crawls: the
+        // first pass ends at 5 s.
+        assert!(e.observe(&sample(1, 400 * MIB, 200)).is_empty());
+        let slow = |it, left, ms| Sample {
+            bandwidth_bps: 50 * MIB,
+            ..sample(it, left, ms)
+        };
+        assert!(e.observe(&slow(2, 100 * MIB, 5000)).is_empty());
+        // Converging, past 3 × the peak's second, short of 3 × the first pass.
+        let a = e.observe(&slow(3, 40 * MIB, 9000));
+        assert!(!a.iter().any(|x| matches!(x, Action::Postcopy(_))), "{a:?}");
+        let a = e.observe(&slow(4, 20 * MIB, 15_100));
+        assert!(
+            matches!(&a[..], [Action::Postcopy(why)] if why.contains("5.0 s a full pass")),
+            "{a:?}"
         );
     }
 

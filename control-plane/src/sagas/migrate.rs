@@ -298,6 +298,9 @@ fn destination_start<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
             }
         }
         let plan = Plan::new(&p.policy);
+        // Asked of the database each time the node runs: a source agent replaced
+        // by an older one since the saga began must not be trusted with it.
+        let source_return_path = ctx.app.db.host_opens_return_path(p.source).await?;
         let mut dest = ctx
             .agent(p.destination)
             .await
@@ -311,6 +314,7 @@ fn destination_start<'a>(ctx: &'a MCtx<'a>) -> BoxFuture<'a, NodeResult<Done>> {
                 channels: plan.channels,
                 mirror_disks: !p.disks.is_empty(),
                 hold_stream: ctx.app.config.overlap_destination_start == OnOff::On,
+                source_return_path,
             })
             .await
             .map_err(|s| NodeError::Failed(format!("destination: {}", Failure::of(&s))))?

@@ -121,12 +121,7 @@ impl QemuVms {
             self.force_off(&h).await?;
         }
         let tunnel = req.tls && self.migration_tls == MigrationTls::Agent;
-        // Held only with QEMU's return path open (`postcopy-ram` armed): the source
-        // then reports the move complete only once this QEMU has loaded the state.
-        // Without one a source could send its last byte into the hold before this
-        // QEMU had even started, and its copy be discarded on a completion the
-        // destination never reached.
-        if tunnel && req.hold_stream && req.postcopy && !req.mirror_disks {
+        if tunnel && holds(&req) {
             return self.held_start(h, op, spec, req).await;
         }
         // Where a destination's start goes (debug log): images, QEMU, the rest.
@@ -623,6 +618,18 @@ impl QemuVms {
     }
 }
 
+/// Whether a `MigrateIn` the tunnel carries may take the stream before its QEMU
+/// listens: asked to (`hold_stream`), with QEMU's return path open — by post-copy
+/// or by a source agent that opens it on every move — and no disks to mirror
+/// (their NBD export needs the QEMU first). With the return path the source
+/// reports the move complete only once this QEMU has loaded the state; without
+/// it a source could send its last byte into the hold before this QEMU had even
+/// started, and its copy be discarded on a completion the destination never
+/// reached.
+pub(super) fn holds(req: &MigrateInRequest) -> bool {
+    req.hold_stream && (req.postcopy || req.source_return_path) && !req.mirror_disks
+}
+
 /// The migration capabilities both sides must agree on (and the source's throttle).
 pub(super) async fn set_capabilities(
     qmp: &crate::qmp::Qmp,
@@ -657,4 +664,39 @@ pub(super) async fn set_capabilities(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(postcopy: bool, source_return_path: bool, mirror_disks: bool) -> MigrateInRequest {
+        MigrateInRequest {
+            hold_stream: true,
+            postcopy,
+            source_return_path,
+            mirror_disks,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_stream_is_held_only_with_the_return_path_open_and_no_disks_to_mirror() {
+        assert!(holds(&req(true, false, false)), "post-copy opens it");
+        assert!(
+            holds(&req(false, true, false)),
+            "the source's agent opens it"
+        );
+        assert!(holds(&req(true, true, false)));
+        assert!(
+            !holds(&req(false, false, false)),
+            "an older source agent without post-copy could complete into the hold"
+        );
+        assert!(!holds(&req(true, true, true)), "disks to mirror");
+        let not_asked = MigrateInRequest {
+            hold_stream: false,
+            ..req(true, true, false)
+        };
+        assert!(!holds(&not_asked));
+    }
 }
