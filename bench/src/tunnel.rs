@@ -145,6 +145,23 @@ struct Run {
     in_cpu_s_per_gb: Option<f64>,
 }
 
+/// Waits for the far end (`received`: the bytes it counted) and the sources;
+/// the bytes, checked against those `sent`, and MB/s since `t0`.
+async fn finish(
+    t0: Instant,
+    received: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    sources: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    sent: u64,
+) -> anyhow::Result<(u64, f64)> {
+    let got = received.await??;
+    let secs = t0.elapsed().as_secs_f64();
+    for s in sources {
+        s.await??;
+    }
+    anyhow::ensure!(got == sent, "{got} bytes arrived of {sent}");
+    Ok((got, got as f64 / 1e6 / secs))
+}
+
 /// One stream through the two tunnels.
 async fn through_tunnel(agent: &Path, dir: &Path, conns: usize, bytes: u64) -> anyhow::Result<Run> {
     let in_sock = dir.join("in.sock");
@@ -201,19 +218,10 @@ async fn through_tunnel(agent: &Path, dir: &Path, conns: usize, bytes: u64) -> a
         let conn = tokio::net::UnixStream::connect(&out_sock).await?;
         sources.push(tokio::spawn(source(conn, each)));
     }
-    let got = received.await??;
-    let elapsed = t0.elapsed();
-    for s in sources {
-        s.await??;
-    }
-    anyhow::ensure!(
-        got == each * conns as u64,
-        "{got} bytes arrived of {}",
-        each * conns as u64
-    );
+    let (got, mb_per_s) = finish(t0, received, sources, each * conns as u64).await?;
     let gb = got as f64 / 1e9;
     Ok(Run {
-        mb_per_s: got as f64 / 1e6 / elapsed.as_secs_f64(),
+        mb_per_s,
         out_cpu_s_per_gb: Some((tout.cpu_s()? - cpu_out0) / gb),
         in_cpu_s_per_gb: Some((tin.cpu_s()? - cpu_in0) / gb),
     })
@@ -237,14 +245,9 @@ async fn over_tcp(conns: usize, bytes: u64) -> anyhow::Result<Run> {
         let conn = tokio::net::TcpStream::connect(addr).await?;
         sources.push(tokio::spawn(source(conn, each)));
     }
-    let got = received.await??;
-    let elapsed = t0.elapsed();
-    for s in sources {
-        s.await??;
-    }
-    anyhow::ensure!(got == each * conns as u64, "{got} bytes arrived");
+    let (_, mb_per_s) = finish(t0, received, sources, each * conns as u64).await?;
     Ok(Run {
-        mb_per_s: got as f64 / 1e6 / elapsed.as_secs_f64(),
+        mb_per_s,
         out_cpu_s_per_gb: None,
         in_cpu_s_per_gb: None,
     })

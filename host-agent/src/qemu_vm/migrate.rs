@@ -133,13 +133,7 @@ impl QemuVms {
         self.start_qemu(&h, &spec, true).await?;
         let qemu_ms = t0.elapsed().as_millis() - disks_ms;
         let listen_ip = req.listen_ip.as_str();
-        let qmp = h
-            .live
-            .lock()
-            .ok()
-            .and_then(|l| l.qmp.clone())
-            .context("no QMP")?;
-        set_capabilities(&qmp, false, req.postcopy, req.channels).await?;
+        let qmp = receiving(&h, &req).await?;
         if req.mirror_disks {
             // The disks are activated by `cont`, after the NBD server stops (the
             // QEMU was started with `-S`: see `start_qemu`).
@@ -628,6 +622,22 @@ impl QemuVms {
 /// reached.
 pub(super) fn holds(req: &MigrateInRequest) -> bool {
     req.hold_stream && (req.postcopy || req.source_return_path) && !req.mirror_disks
+}
+
+/// The QMP of the QEMU just started on `h` to receive the VM, with the
+/// capabilities both sides must agree on set as `req` asks.
+pub(super) async fn receiving(
+    h: &super::VmHandle,
+    req: &MigrateInRequest,
+) -> anyhow::Result<Arc<crate::qmp::Qmp>> {
+    let qmp = h
+        .live
+        .lock()
+        .ok()
+        .and_then(|l| l.qmp.clone())
+        .context("no QMP")?;
+    set_capabilities(&qmp, false, req.postcopy, req.channels).await?;
+    Ok(qmp)
 }
 
 /// The migration capabilities both sides must agree on (and the source's throttle).

@@ -22,7 +22,7 @@ use ferry_proto::v1::{MigrateInReply, MigrateInRequest, VmSpec};
 use serde_json::json;
 use tokio::sync::OwnedMutexGuard;
 
-use super::migrate::{path_str, set_capabilities, TUNNEL_IN};
+use super::migrate::{path_str, receiving, TUNNEL_IN};
 use super::{PowerState, QemuVms, VmHandle, QEMU_PIDFILE};
 
 impl QemuVms {
@@ -121,13 +121,7 @@ impl QemuVms {
         sock: &Path,
     ) -> anyhow::Result<()> {
         self.start_qemu(h, spec, true).await?;
-        let qmp = h
-            .live
-            .lock()
-            .ok()
-            .and_then(|l| l.qmp.clone())
-            .context("no QMP")?;
-        set_capabilities(&qmp, false, req.postcopy, req.channels).await?;
+        let qmp = receiving(h, req).await?;
         qmp.execute(
             "migrate-incoming",
             json!({"uri": format!("unix:{}", sock.display())}),
