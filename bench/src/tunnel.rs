@@ -145,19 +145,39 @@ struct Run {
     in_cpu_s_per_gb: Option<f64>,
 }
 
-/// Waits for the far end (`received`: the bytes it counted) and the sources;
-/// the bytes, checked against those `sent`, and MB/s since `t0`.
-async fn finish(
-    t0: Instant,
-    received: tokio::task::JoinHandle<anyhow::Result<u64>>,
-    sources: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
-    sent: u64,
-) -> anyhow::Result<(u64, f64)> {
+/// Sends `bytes` split over the connections `sending`, all at once, and reads
+/// them at the far end from as many connections taken with `accept`; the bytes
+/// that arrived (checked against those sent) and MB/s.
+async fn stream<C, S, F>(
+    sending: Vec<C>,
+    bytes: u64,
+    mut accept: impl FnMut() -> F + Send + 'static,
+) -> anyhow::Result<(u64, f64)>
+where
+    C: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + Unpin + Send + 'static,
+    F: std::future::Future<Output = std::io::Result<S>> + Send,
+{
+    let n = sending.len();
+    let each = bytes / n as u64;
+    let t0 = Instant::now();
+    let sources: Vec<_> = sending
+        .into_iter()
+        .map(|c| tokio::spawn(source(c, each)))
+        .collect();
+    let received = tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for _ in 0..n {
+            accepted.push(accept().await?);
+        }
+        sink(accepted).await
+    });
     let got = received.await??;
     let secs = t0.elapsed().as_secs_f64();
     for s in sources {
         s.await??;
     }
+    let sent = each * n as u64;
     anyhow::ensure!(got == sent, "{got} bytes arrived of {sent}");
     Ok((got, got as f64 / 1e6 / secs))
 }
@@ -204,21 +224,16 @@ async fn through_tunnel(agent: &Path, dir: &Path, conns: usize, bytes: u64) -> a
     )
     .await?;
     let (cpu_out0, cpu_in0) = (tout.cpu_s()?, tin.cpu_s()?);
-    let each = bytes / conns as u64;
-    let t0 = Instant::now();
-    let received = tokio::spawn(async move {
-        let mut accepted = Vec::new();
-        for _ in 0..conns {
-            accepted.push(qemu_in.accept().await?.0);
-        }
-        sink(accepted).await
-    });
-    let mut sources = Vec::new();
+    let mut sending = Vec::new();
     for _ in 0..conns {
-        let conn = tokio::net::UnixStream::connect(&out_sock).await?;
-        sources.push(tokio::spawn(source(conn, each)));
+        sending.push(tokio::net::UnixStream::connect(&out_sock).await?);
     }
-    let (got, mb_per_s) = finish(t0, received, sources, each * conns as u64).await?;
+    let qemu_in = std::sync::Arc::new(qemu_in);
+    let (got, mb_per_s) = stream(sending, bytes, move || {
+        let l = qemu_in.clone();
+        async move { l.accept().await.map(|(c, _)| c) }
+    })
+    .await?;
     let gb = got as f64 / 1e9;
     Ok(Run {
         mb_per_s,
@@ -231,21 +246,16 @@ async fn through_tunnel(agent: &Path, dir: &Path, conns: usize, bytes: u64) -> a
 async fn over_tcp(conns: usize, bytes: u64) -> anyhow::Result<Run> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let each = bytes / conns as u64;
-    let t0 = Instant::now();
-    let received = tokio::spawn(async move {
-        let mut accepted = Vec::new();
-        for _ in 0..conns {
-            accepted.push(listener.accept().await?.0);
-        }
-        sink(accepted).await
-    });
-    let mut sources = Vec::new();
+    let mut sending = Vec::new();
     for _ in 0..conns {
-        let conn = tokio::net::TcpStream::connect(addr).await?;
-        sources.push(tokio::spawn(source(conn, each)));
+        sending.push(tokio::net::TcpStream::connect(addr).await?);
     }
-    let (_, mb_per_s) = finish(t0, received, sources, each * conns as u64).await?;
+    let listener = std::sync::Arc::new(listener);
+    let (_, mb_per_s) = stream(sending, bytes, move || {
+        let l = listener.clone();
+        async move { l.accept().await.map(|(c, _)| c) }
+    })
+    .await?;
     Ok(Run {
         mb_per_s,
         out_cpu_s_per_gb: None,
